@@ -1,0 +1,84 @@
+"""Use a verified model version on a data set: evaluate it on labelled cancel requests, or batch-score
+customers as of a time T (with the same feature function as training)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from retention.features import FeatureSpec, compute_features
+from retention.offers import load_catalog
+from training.dataset import open_dataset
+from training.metrics import binary_metrics
+from training.train import _naive_utc, _offer_types, bayes_optimal_auc, response_rows
+from training.validate import resolve_window_end
+
+
+def evaluate_on(model: dict, meta: dict, data_dir: Path, since: datetime | None = None,
+                window_end: datetime | None = None) -> dict:
+    """Offer-response metrics of `model` on the labelled cancel requests of `data_dir`."""
+    con = open_dataset(data_dir)
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    rows = response_rows(con, load_catalog(), spec, resolve_window_end(data_dir, window_end))
+    if since is not None:
+        rows = rows[rows["as_of"] >= _naive_utc(since)].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError(f"{data_dir}: no labelled cancel requests to evaluate")
+    cols = meta["feature_names"]["offer_response"]
+    p = model["offer_response"].predict_proba(rows[cols])[:, 1]
+    result = {"model_version": meta["version"], "data": str(data_dir), "rows": len(rows),
+              "offer_response": binary_metrics(rows["label"].to_numpy(), p)}
+    bayes = bayes_optimal_auc(data_dir, rows)
+    if bayes is not None and result["offer_response"]["roc_auc"] is not None:
+        result["bayes_optimal_auc"] = bayes
+        result["auc_share_of_bayes"] = result["offer_response"]["roc_auc"] / bayes
+    return result
+
+
+def score_customers(model: dict, meta: dict, data_dir: Path, as_of: datetime, out: Path, batch_size: int,
+                    progress=None) -> int:
+    """Write churn risk for every customer subscribed at `as_of` (signed up before, not ended by then)."""
+    con = open_dataset(data_dir)
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    t = _naive_utc(as_of)
+    customers = con.execute(
+        """
+        WITH ends AS (SELECT customer_id, min(ended_at) AS ended_at FROM cancel_requests GROUP BY 1)
+        SELECT c.customer_id FROM customers c LEFT JOIN ends e USING (customer_id)
+        WHERE c.signup_at < ? AND (e.ended_at IS NULL OR e.ended_at > ?) ORDER BY c.customer_id
+        """,
+        [t, t],
+    ).df()["customer_id"].to_numpy()
+    cols = meta["feature_names"]["churn_risk"]
+    offer_types = _offer_types(load_catalog())
+    writer = None
+    batches = range(0, len(customers), batch_size)
+    if progress:
+        batches = progress(batches, desc="score", unit="batch")
+    try:
+        for start in batches:
+            ids = customers[start:start + batch_size]
+            points = pd.DataFrame({"point_id": np.arange(start, start + len(ids)), "customer_id": ids,
+                                   "as_of": pd.Timestamp(t)})
+            feats = compute_features(con, points, spec, offer_types)
+            table = pa.table({
+                "customer_id": feats["customer_id"].to_numpy(),
+                "as_of": pa.array([t] * len(feats), pa.timestamp("us")),
+                "churn_risk_30d": model["churn_risk"].predict_proba(feats[cols])[:, 1],
+                "nps_segment": feats["nps_segment"].to_numpy(),
+                "model_version": [meta["version"]] * len(feats),
+            })
+            if writer is None:
+                writer = (pq.ParquetWriter(out, table.schema) if out.suffix == ".parquet"
+                          else pacsv.CSVWriter(out, table.schema))
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    return len(customers)

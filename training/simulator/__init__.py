@@ -1,0 +1,1 @@
+"""A simulated subscription business with a known ground truth (see docs/simulator.md)."""
