@@ -188,7 +188,7 @@ def score(ref: str, models_root: Path, data_dir: Path, as_of: datetime, out: Pat
 
     if out.suffix not in (".parquet", ".csv"):
         _fail(f"{out}: --out must end in .parquet or .csv")
-    _validated(data_dir, as_of)
+    _validated(data_dir, None)  # data after T is fine: features only read rows before T
     _, model, meta = _load(models_root, ref)
     n = score_customers(model, meta, data_dir, as_of, out, batch_size, progress=tqdm)
     click.echo(f"scored {n:,} customers as of {as_of.isoformat()} into {out}")

@@ -220,7 +220,8 @@ def _column_sql(spec: Column, raw_type: str) -> _Col | None:
     text = f"CAST({c} AS VARCHAR)"
     raw = raw_type.upper()
     if raw == "VARCHAR":
-        empty = f"({c} IS NULL OR trim({c}) = '')"
+        # Empty or only spaces; the CASE evaluates trim() only for the rare values that start with a space.
+        empty = f"({c} IS NULL OR CASE WHEN {c} < '!' THEN trim({c}) = '' ELSE false END)"
         if spec.type == STRING:
             return _Col(spec, c, c, empty, f"(CASE WHEN NOT {empty} THEN {c} END)")
         if spec.type in (INTEGER, NUMBER):
@@ -298,20 +299,12 @@ class _Source:
     types: dict[str, str] = field(default_factory=dict)
     cols: dict[str, _Col] = field(default_factory=dict)  # readable contract columns
     stats: dict[str, int] = field(default_factory=dict)  # aggregates of the table scan (see _stats)
+    by_customer: str | None = None  # temp table of the scan's aggregates per customer_id (see check_rows)
 
 
 def _stats(src: _Source) -> dict[str, str]:
-    """Aggregates computed in the same scan as the row checks: duplicate keys of unique columns, customers
-    with an NPS answer, cancel requests without a propensity."""
+    """Extra counts computed in the same scan as the row checks."""
     stats = {}
-    for name, c in src.cols.items():
-        if c.spec.unique:
-            stats[f"duplicates:{name}"] = (
-                f"count(*) FILTER (WHERE NOT {c.empty}) - count(DISTINCT {c.text}) FILTER (WHERE NOT {c.empty})"
-            )
-    if src.table.name == "nps_responses" and "customer_id" in src.cols:
-        c = src.cols["customer_id"]
-        stats["answering_customers"] = f"count(DISTINCT {c.text}) FILTER (WHERE NOT {c.empty})"
     if src.table.name == "cancel_requests" and "propensity" in src.cols:
         stats["no_propensity"] = f"count(*) FILTER (WHERE {src.cols['propensity'].empty})"
     return stats
@@ -389,8 +382,11 @@ class _Validator:
             self.end_text = _iso(window_end)
             for table in TABLES:
                 self.check_table(table)
-            self.check_references()
-            self.check_coverage()
+            try:
+                self.check_references()
+                self.check_coverage()
+            except duckdb.Error as e:  # the files were readable a moment ago; report rather than crash
+                self.error(str(self.data_dir), None, None, f"cannot read the data: {_first_lines(e)}")
         finally:
             self.con.close()
 
@@ -586,21 +582,36 @@ class _Validator:
         return checks
 
     def check_rows(self, src: _Source) -> None:
-        """One scan of the table counts the failures of every row check (plus the aggregates of _stats);
-        only failing checks then query their example rows."""
+        """One scan of the table counts the failures of every row check (plus the counts of _stats); only
+        failing checks then query their example rows.
+
+        Tables that reference customers are aggregated per customer_id in that same scan, into a temp table
+        that the reference and coverage checks then read instead of scanning (and joining) the table again."""
         checks = self.row_checks(src)
         stats = _stats(src)
         aggregates = (
             ["count(*)"] + [f"count(*) FILTER (WHERE {ch.where})" for ch in checks] + list(stats.values())
         )
-        total, *values = self.query(f"SELECT {', '.join(aggregates)} FROM {src.scan}")[0]
+        cid = src.cols.get("customer_id")
+        if src.table.references_customer and cid is not None:
+            src.by_customer = f"__by_customer_{src.table.name}"
+            columns = ", ".join(f"{a} AS a{i}" for i, a in enumerate(aggregates))
+            self.query(
+                f"CREATE OR REPLACE TEMP TABLE {src.by_customer} AS "
+                f"SELECT CASE WHEN NOT {cid.empty} THEN {cid.text} END AS id, {columns} FROM {src.scan} GROUP BY 1"
+            )
+            sums = ", ".join(f"coalesce(sum(a{i}), 0)" for i in range(len(aggregates)))
+            row = self.query(f"SELECT {sums} FROM {src.by_customer}")[0]
+        else:
+            row = self.query(f"SELECT {', '.join(aggregates)} FROM {src.scan}")[0]
+        total, *values = (int(v) for v in row)
         failures, src.stats = values[: len(checks)], dict(zip(stats, values[len(checks) :], strict=True))
         self.counts[src.table.name] = total
         for ch, n in zip(checks, failures, strict=True):
             if n:
                 self.examples(src, ch.column, ch.where, ch.values, ch.message, n, ch.label)
         for spec in src.table.columns:
-            if spec.unique and src.stats.get(f"duplicates:{spec.name}"):
+            if spec.unique and spec.name in src.cols:
                 self.check_unique(src, src.cols[spec.name])
 
     def examples(
@@ -632,7 +643,11 @@ class _Validator:
 
     def check_unique(self, src: _Source, c: _Col) -> None:
         key, name = c.text, c.spec.name
-        dups = src.stats[f"duplicates:{name}"]
+        (dups,) = self.query(f"SELECT count(*) - count(DISTINCT {key}) FROM {src.scan} WHERE NOT {c.empty}")[
+            0
+        ]
+        if not dups:
+            return
         numbered = (
             f"(SELECT __file, __row, {key} AS __key, "
             f"row_number() OVER (PARTITION BY {key} ORDER BY __file, __row) AS __occurrence, "
@@ -675,27 +690,23 @@ class _Validator:
         self.have_customer_ids = True
         for table in TABLES:
             src = self.sources.get(table.name)
-            if not table.references_customer or src is None or "customer_id" not in src.cols:
+            if src is None or src.by_customer is None:
                 continue
             c = src.cols["customer_id"]
-            unknown = f"(NOT {c.empty} AND {c.text} NOT IN (SELECT id FROM __customer_ids))"
-            try:
-                (n,) = self.query(
-                    f"SELECT count(*) FROM (SELECT {c.text} AS __id FROM {src.scan} WHERE NOT {c.empty}) t "
-                    f"ANTI JOIN __customer_ids k ON k.id = t.__id"
-                )[0]
-                if n:
-                    self.examples(
-                        src,
-                        "customer_id",
-                        unknown,
-                        (c.text,),
-                        lambda v, f=customers.name: f"unknown customer_id {_show(v[0])} (not in {f})",
-                        n,
-                        f"unknown customer_id (not in {customers.name})",
-                    )
-            except duckdb.Error as e:
-                self.error(src.name, None, "customer_id", f"cannot read the file: {_first_lines(e)}")
+            unknown = f"{src.by_customer} WHERE id IS NOT NULL AND id NOT IN (SELECT id FROM __customer_ids)"
+            (n,) = self.query(f"SELECT coalesce(sum(a0), 0) FROM {unknown}")[0]
+            if not n:
+                continue
+            self.query(f"CREATE OR REPLACE TEMP TABLE __unknown_{table.name} AS SELECT id FROM {unknown}")
+            self.examples(
+                src,
+                "customer_id",
+                f"({c.text} IN (SELECT id FROM __unknown_{table.name}))",
+                (c.text,),
+                lambda v, f=customers.name: f"unknown customer_id {_show(v[0])} (not in {f})",
+                int(n),
+                f"unknown customer_id (not in {customers.name})",
+            )
 
     def check_coverage(self) -> None:
         """Warnings for legal but suspicious data."""
@@ -712,23 +723,15 @@ class _Validator:
                 )
             else:
                 self.warning(src.name, None, None, "table has no data rows")
-        try:
-            self.check_nps_rate(n_customers)
-            self.check_propensity()
-            self.check_usage_coverage(n_customers)
-        except duckdb.Error as e:  # the files were readable a moment ago; report rather than crash
-            self.error(str(self.data_dir), None, None, f"cannot read the data: {_first_lines(e)}")
+        self.check_nps_rate(n_customers)
+        self.check_propensity()
+        self.check_usage_coverage(n_customers)
 
     def check_nps_rate(self, n_customers: int | None) -> None:
         nps = self.sources.get("nps_responses")
-        if (
-            not n_customers
-            or nps is None
-            or not self.counts.get("nps_responses")
-            or "customer_id" not in nps.cols
-        ):
+        if not n_customers or nps is None or not self.counts.get("nps_responses") or nps.by_customer is None:
             return
-        answered = nps.stats["answering_customers"]
+        (answered,) = self.query(f"SELECT count(*) FROM {nps.by_customer} WHERE id IS NOT NULL")[0]
         rate = answered / n_customers
         if rate < MIN_NPS_ANSWER_RATE:
             self.warning(
@@ -766,13 +769,9 @@ class _Validator:
 
     def check_usage_coverage(self, n_customers: int | None) -> None:
         usage = self.sources.get("usage")
-        if not n_customers or usage is None or not self.have_customer_ids or "customer_id" not in usage.cols:
+        if not n_customers or usage is None or not self.have_customer_ids or usage.by_customer is None:
             return
-        c = usage.cols["customer_id"]
-        without = (
-            f"(SELECT id FROM __customer_ids ANTI JOIN "
-            f"(SELECT DISTINCT {c.text} AS __id FROM {usage.scan} WHERE NOT {c.empty}) u ON u.__id = id)"
-        )
+        without = f"(SELECT id FROM __customer_ids WHERE id NOT IN (SELECT id FROM {usage.by_customer} WHERE id IS NOT NULL))"
         (n,) = self.query(f"SELECT count(*) FROM {without}")[0]
         if not n:
             return
