@@ -255,42 +255,44 @@ def test_duplicate_column_in_csv_header_is_an_error(tmp_path):
     assert_only_error(validate_dataset(tmp_path), "payments.csv", None, "amount", "duplicate column name")
 
 
+def test_csv_row_with_wrong_number_of_fields_is_reported_by_row(tmp_path):
+    data_dir = write_dataset(tmp_path)
+    rows = valid_tables()["payments"]
+    rows.insert(2, ["c1", "2024-06-01T00:00:00Z", "1", "extra", "fields"])  # data row 3
+    with (data_dir / "payments.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([HEADERS["payments"], *rows])
+    report = validate_dataset(data_dir)
+    (error,) = report.errors
+    assert (error.file, error.row) == ("payments.csv", 3), str(error)
+    assert "Expected Number of Columns: 3 Found: 5" in error.message
+
+
 def test_unreadable_csv_is_an_error_not_an_exception(tmp_path):
     data_dir = write_dataset(tmp_path)
-    with (data_dir / "payments.csv").open("a") as f:
-        f.write("c1,2024-06-01T00:00:00Z,1,extra,fields\n")
+    (data_dir / "payments.csv").write_bytes(b'customer_id,paid_at,amount\n"c1,2024-06-01,1\n')  # open quote
     report = validate_dataset(data_dir)
     assert not report.ok
     (error,) = report.errors
     assert error.file == "payments.csv" and "cannot read the file" in error.message
+    assert str(data_dir) not in error.message  # the file name, not the full path
 
 
 # ------------------------------------------------------------------------------------------------ cell checks
 
+# One mutated cell per case; each must produce exactly one error naming file, row and column.
 CELL_ERRORS = [
     # wrong type
     ("nps_responses", 2, "score", "seven", "cannot read 'seven' as an integer"),
     ("customers", 3, "price", "abc", "cannot read 'abc' as a number"),
     ("payments", 4, "amount", "inf", "cannot read 'inf' as a number"),
-    ("usage", 5, "value", "NaN", "cannot read 'NaN' as a number"),
     ("cancel_requests", 2, "requested_at", "yesterday", "cannot read 'yesterday' as a timestamp"),
-    ("customers", 4, "signup_at", "2023-02-30", "as a timestamp"),
     ("usage", 3, "day", "2024-13-01", "cannot read '2024-13-01' as a date"),
     ("cancel_requests", 3, "accepted", "maybe", "cannot read 'maybe' as a boolean"),
-    ("cancel_requests", 1, "accepted", "yes", "as a boolean (expected true/false, 1/0 or t/f)"),
-    ("cancel_requests", 2, "propensity", "high", "as a number"),
-    ("cancel_requests", 2, "ended_at", "soon", "as a timestamp"),
     # empty value in a non-nullable column
     ("customers", 2, "plan_id", "", "empty value"),
-    ("payments", 2, "customer_id", "", "empty value"),
     ("usage", 7, "metric", "   ", "empty value"),
-    ("payments", 1, "paid_at", "", "empty value"),
-    ("nps_responses", 3, "score", "", "empty value"),
-    ("cancel_requests", 4, "accepted", "", "empty value"),
-    ("cancel_requests", 1, "reason", "", "empty value"),
     # NPS score
     ("nps_responses", 1, "score", "11", "score '11' is out of range (must be between 0 and 10)"),
-    ("nps_responses", 4, "score", "-1", "out of range"),
     ("nps_responses", 2, "score", "7.5", "score '7.5' is not an integer"),
     # enums
     ("cancel_requests", 2, "reason", "bored", "unknown value 'bored' (allowed: too_expensive, not_using"),
@@ -301,7 +303,6 @@ CELL_ERRORS = [
     ("payments", 3, "amount", "-0.01", "amount '-0.01' is out of range (must be >= 0)"),
     ("usage", 9, "value", "-3", "value '-3' is out of range (must be >= 0)"),
     ("cancel_requests", 1, "propensity", "0", "propensity '0' is out of range (must be > 0 and <= 1)"),
-    ("cancel_requests", 4, "propensity", "1.5", "propensity '1.5' is out of range"),
     # time columns after the end of the data window (2024-07-01T00:00:00Z)
     ("customers", 3, "signup_at", "2024-07-02T00:00:00Z", "is after the end of the data window (2024-07-01"),
     ("nps_responses", 1, "responded_at", "2024-07-01T00:00:01Z", "is after the end of the data window"),
@@ -329,28 +330,68 @@ def test_bad_cell_is_reported_with_file_row_and_column(tmp_path, table, row, col
     assert_only_error(report, f"{table}.csv", row, column, fragment)
 
 
-@pytest.mark.parametrize(
-    "table,row,column,value",
-    [
-        ("nps_responses", 1, "score", "0"),
-        ("nps_responses", 1, "score", "10"),
-        ("nps_responses", 1, "score", "8.0"),
-        ("cancel_requests", 1, "propensity", "1"),
-        ("cancel_requests", 1, "propensity", "1e-9"),
-        ("cancel_requests", 2, "accepted", "F"),
-        ("cancel_requests", 1, "accepted", "t"),
-        ("cancel_requests", 2, "accepted", "False"),
-        ("cancel_requests", 1, "ended_at", "2024-07-01T00:00:00Z"),  # exactly the window end
-        ("customers", 1, "price", "0"),
-        ("usage", 1, "value", "0"),
-        ("nps_responses", 1, "comment", ""),
-    ],
-)
-def test_edge_values_that_are_legal(tmp_path, table, row, column, value):
+# More bad values, in distinct cells of one data set (each would be a single error on its own).
+MORE_CELL_ERRORS = [
+    ("usage", 5, "value", "NaN", "cannot read 'NaN' as a number"),
+    ("customers", 4, "signup_at", "2023-02-30", "cannot read '2023-02-30' as a timestamp"),
+    ("cancel_requests", 1, "accepted", "yes", "as a boolean (expected true/false, 1/0 or t/f)"),
+    ("cancel_requests", 2, "propensity", "high", "cannot read 'high' as a number"),
+    ("cancel_requests", 2, "ended_at", "soon", "cannot read 'soon' as a timestamp"),
+    ("cancel_requests", 1, "ended_at", "  ", "cannot read '  ' as a timestamp"),  # nullable, but not blank
+    ("cancel_requests", 4, "propensity", "1.5", "propensity '1.5' is out of range (must be > 0 and <= 1)"),
+    ("payments", 2, "customer_id", "", "empty value"),
+    ("payments", 1, "paid_at", "", "empty value"),
+    ("nps_responses", 3, "score", "", "empty value"),
+    ("nps_responses", 4, "score", "-1", "score '-1' is out of range"),
+    ("cancel_requests", 4, "accepted", "", "empty value"),
+    ("cancel_requests", 3, "reason", "", "empty value"),
+]
+
+
+def test_more_bad_cells_are_each_reported_once(tmp_path):
     tables = valid_tables()
-    set_cell(tables, table, row, column, value)
+    for table, row, column, value, _ in MORE_CELL_ERRORS:
+        set_cell(tables, table, row, column, value)
     report = validate_dataset(write_dataset(tmp_path, tables))
-    assert report.ok, report.format()
+    assert len(report.errors) == len(MORE_CELL_ERRORS), report.format()
+    for table, row, column, value, fragment in MORE_CELL_ERRORS:
+        found = findings_at(report.errors, f"{table}.csv", row, column)
+        assert len(found) == 1 and fragment in found[0].message, (table, row, column, value, report.format())
+
+
+# Legal edge values, in distinct cells of one data set.
+LEGAL_EDGE_VALUES = [
+    ("nps_responses", 1, "score", "0"),
+    ("nps_responses", 2, "score", "10"),
+    ("nps_responses", 3, "score", "8.0"),
+    ("nps_responses", 1, "comment", ""),
+    ("cancel_requests", 1, "propensity", "1"),
+    ("cancel_requests", 2, "propensity", "1e-9"),
+    ("cancel_requests", 1, "accepted", "t"),
+    ("cancel_requests", 2, "accepted", "F"),
+    ("cancel_requests", 4, "accepted", "False"),
+    ("cancel_requests", 2, "ended_at", "2024-07-01T00:00:00Z"),  # exactly the window end
+    ("customers", 1, "price", "0"),
+    ("usage", 1, "value", "0"),
+    ("usage", 2, "day", "2024-07-01"),  # the day the window ends
+]
+
+
+def test_legal_edge_values_pass_and_cast_in_the_typed_views(tmp_path):
+    tables = valid_tables()
+    for table, row, column, value in LEGAL_EDGE_VALUES:
+        set_cell(tables, table, row, column, value)
+    report = validate_dataset(write_dataset(tmp_path, tables))
+    assert report.ok and not report.warnings, report.format()
+    con = open_dataset(tmp_path)  # what the validator accepts, the typed views of training.dataset can cast
+    try:
+        for name, rows in tables.items():
+            assert len(con.execute(f"SELECT * FROM {name}").fetchall()) == len(rows)
+        accepted = con.execute("SELECT accepted FROM cancel_requests ORDER BY request_id").fetchall()
+        assert accepted == [(True,), (False,), (True,), (False,)]
+        assert con.execute("SELECT min(score), max(score) FROM nps_responses").fetchone() == (0, 10)
+    finally:
+        con.close()
 
 
 def test_empty_propensity_is_legal(tmp_path):
@@ -688,3 +729,9 @@ def test_row_numbers_are_exact_in_a_csv_read_in_parallel(tmp_path):
     # The examples are the first failing rows in file order, also when capped.
     capped = validate_dataset(tmp_path, max_examples=1)
     assert [(e.row, e.message.startswith("...")) for e in capped.errors] == [(17, False), (None, True)]
+
+
+def test_data_dir_that_is_not_a_directory_is_an_error(tmp_path):
+    report = validate_dataset(tmp_path / "nope")
+    (error,) = report.errors
+    assert error.message == "not a directory" and not report.ok
