@@ -40,6 +40,19 @@ def _rewrite(data_dir: Path, table: str, change) -> None:
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
 
 
+def _with_usage_on(day, value=9999.0):
+    """A change adding 5,000 usage rows on `day` (string columns kept plain so the table can be rewritten)."""
+
+    def change(df):
+        df = df.astype({"customer_id": str, "metric": str})
+        extra = df.head(5000).copy()
+        extra["day"] = day
+        extra["value"] = value
+        return pd.concat([df, extra])
+
+    return change
+
+
 @pytest.fixture()
 def copy_dir(sim_dir, tmp_path) -> Path:
     dst = tmp_path / "data"
@@ -52,18 +65,8 @@ def test_features_as_of_t_ignore_rows_added_or_changed_after_t(sim_dir, copy_dir
     spec = discover_spec(open_dataset(sim_dir))
     later = AS_OF + pd.Timedelta(seconds=1)
 
-    def add_usage(df):
-        extra = df.head(5000).copy()
-        extra["day"] = (AS_OF + pd.Timedelta(days=1)).date()
-        extra["value"] = 9999.0
-        return pd.concat([df.astype({"customer_id": str, "metric": str}), extra.astype({"customer_id": str, "metric": str})])
-
-    def same_day_usage(df):
-        # The day of T itself is incomplete at T and must not count either.
-        extra = df.head(5000).copy()
-        extra["day"] = AS_OF.date()
-        extra["value"] = 9999.0
-        return pd.concat([df.astype({"customer_id": str, "metric": str}), extra.astype({"customer_id": str, "metric": str})])
+    add_usage = _with_usage_on((AS_OF + pd.Timedelta(days=1)).date())
+    same_day_usage = _with_usage_on(AS_OF.date())  # the day of T is incomplete at T and must not count either
 
     def change_late_nps(df):
         df.loc[df["responded_at"] >= AS_OF, "score"] = 0
@@ -98,13 +101,7 @@ def test_rows_before_t_do_change_features(sim_dir, copy_dir):
     """The leakage test above could pass vacuously if features ignored the data; they must not."""
     before = _features(sim_dir)
 
-    def add_usage(df):
-        extra = df.head(5000).copy()
-        extra["day"] = (AS_OF - pd.Timedelta(days=2)).date()
-        extra["value"] = 9999.0
-        return pd.concat([df.astype({"customer_id": str, "metric": str}), extra.astype({"customer_id": str, "metric": str})])
-
-    _rewrite(copy_dir, "usage", add_usage)
+    _rewrite(copy_dir, "usage", _with_usage_on((AS_OF - pd.Timedelta(days=2)).date()))
     after = _features(copy_dir, discover_spec(open_dataset(sim_dir)))
     changed = (before["listening_minutes_7d"] != after["listening_minutes_7d"]).sum()
     assert changed > 0

@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from retention.artifacts import save_artifact
+from retention.artifacts import read_metadata, save_artifact
 from retention.contract import SAVE_HORIZON_DAYS
 from retention.features import FEATURE_VERSION, FeatureSpec, compute_features, discover_spec
 from retention.model import DECISION_CATEGORICAL, DECISION_NUMERIC, decision_columns, offer_of
@@ -175,7 +175,7 @@ def bayes_optimal_auc(data_dir: Path, rows: pd.DataFrame) -> float | None:
     return float(roc_auc_score(merged["label"], p_true))
 
 
-def _evaluate(name: str, pipe: Pipeline, train: pd.DataFrame, test: pd.DataFrame, cols: list[str]) -> tuple[dict, dict]:
+def _evaluate(pipe: Pipeline, train: pd.DataFrame, test: pd.DataFrame, cols: list[str]) -> tuple[dict, dict]:
     y = test["label"].to_numpy()
     p_model = pipe.predict_proba(test[cols])[:, 1]
     p_segment = segment_rate_baseline(train, test)
@@ -193,13 +193,13 @@ def _evaluate(name: str, pipe: Pipeline, train: pd.DataFrame, test: pd.DataFrame
 
 
 def fit_and_evaluate(rows: pd.DataFrame, numeric: list[str], categorical: list[str], cfg: TrainConfig,
-                     gap_days: int) -> tuple[Pipeline, dict, dict, dict]:
+                     gap_days: int) -> tuple[Pipeline, dict, dict, dict, np.ndarray]:
     train_mask, test_mask, cutoff = time_split(rows["as_of"], cfg.eval_fraction, gap_days)
     train, test = rows[train_mask], rows[test_mask]
     cols = numeric + categorical
     pipe = build_pipeline(numeric, categorical, cfg.seed)
     pipe.fit(train[cols], train["label"].to_numpy())
-    metrics, curves = _evaluate("", pipe, train, test, cols)
+    metrics, curves = _evaluate(pipe, train, test, cols)
     split = {
         "cutoff": cutoff.isoformat(),
         "label_gap_days": gap_days,
@@ -213,7 +213,7 @@ def fit_and_evaluate(rows: pd.DataFrame, numeric: list[str], categorical: list[s
     # estimate of a model trained up to the cutoff; the served model also learns from the latest period.
     final = build_pipeline(numeric, categorical, cfg.seed)
     final.fit(rows[cols], rows["label"].to_numpy())
-    return final, metrics, curves, split
+    return final, metrics, curves, split, test_mask
 
 
 def train(cfg: TrainConfig, progress=None) -> Path:
@@ -231,9 +231,8 @@ def train(cfg: TrainConfig, progress=None) -> Path:
     resp_numeric = spec.numeric + DECISION_NUMERIC
     resp_categorical = spec.categorical + DECISION_CATEGORICAL
     step("offer-response model")
-    resp_pipe, resp_metrics, resp_curves, resp_split = fit_and_evaluate(
+    resp_pipe, resp_metrics, resp_curves, resp_split, test_mask = fit_and_evaluate(
         resp, resp_numeric, resp_categorical, cfg, SAVE_HORIZON_DAYS)
-    _, test_mask, _ = time_split(resp["as_of"], cfg.eval_fraction, SAVE_HORIZON_DAYS)
     bayes = bayes_optimal_auc(cfg.data_dir, resp[test_mask])
     if bayes is not None:
         resp_metrics["bayes_optimal_auc"] = bayes
@@ -242,7 +241,7 @@ def train(cfg: TrainConfig, progress=None) -> Path:
     step("churn-risk features")
     churn = churn_rows(con, spec, cfg.catalog, window_start, window_end, cfg.max_churn_points, cfg.seed)
     step("churn-risk model")
-    churn_pipe, churn_metrics, churn_curves, churn_split = fit_and_evaluate(
+    churn_pipe, churn_metrics, churn_curves, churn_split, _ = fit_and_evaluate(
         churn, spec.numeric, spec.categorical, cfg, CHURN_HORIZON_DAYS)
 
     step("writing artifact")
@@ -269,8 +268,6 @@ def train(cfg: TrainConfig, progress=None) -> Path:
         cfg.out_root, {"offer_response": resp_pipe, "churn_risk": churn_pipe}, metadata,
         feature_version=FEATURE_VERSION,
     )
-    from retention.artifacts import read_metadata
-
     write_report(version_dir / "report.html", read_metadata(version_dir))
     return version_dir
 

@@ -432,7 +432,7 @@ def _chunk_tables(cfg: SimConfig, ids: np.ndarray, s: dict) -> dict[str, pa.Tabl
     for key, parts in s["truth_rows"].items():
         arr = np.concatenate(parts)
         truth_cols[key] = pa.array(arr.astype(str) if arr.dtype == object else arr)
-    if n_req == 0:  # keep the schema stable for empty chunks
-        return {k: v for k, v in tables.items()}
+    if n_req == 0:  # a chunk without requests has no truth rows (and no columns to give them)
+        return tables
     tables["_truth/requests"] = pa.table(truth_cols)
     return tables
