@@ -11,6 +11,7 @@ usage counts only whole days before the day of `as_of` (the day in progress is i
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 
@@ -77,6 +78,12 @@ hist AS (
   LEFT JOIN offer_types o ON o.offer_id = c.offer_id
   GROUP BY p.point_id
 )"""
+
+
+def usage_trend(s30: float, s90: float) -> float:
+    """The `<metric>_trend` feature in Python, for usage summaries posted with a live decision. Must equal
+    the SQL expression in `feature_sql` (a test checks that it does)."""
+    return math.log((s30 + 1.0) / ((s90 - s30) / 2.0 + 1.0))
 
 
 def _days_between(later: str, earlier: str) -> str:

@@ -1,0 +1,116 @@
+"""Guardrails applied before any scoring: which catalog offers this customer may get now, and why not the rest.
+
+Every exclusion carries a stable reason code (returned to the caller and stored with the decision), so a
+support agent can answer "why was I not offered a pause?" and the data team can count exclusions.
+
+Codes (per offer):
+- `<type>_ineligible_<period>`   the catalog does not allow this offer type for the billing period (annual)
+- `<type>_ineligible_app_store`  billed by iOS / Google Play, which cannot carry this offer
+- `<type>_ineligible_channel`    another billing channel that cannot carry it
+- `<offer id>_disabled`          switched off in the catalog
+- `pause_used_12m`               a pause was accepted within the last `pause_once_per_days`
+- `discount_active`              a discount is still running
+- `discount_cooldown`            a discount was accepted within the last `discount_cooldown_days`
+- `no_stacking`                  a pause or discount is running; no second price change on top of it
+- `downgrade_not_cheaper`        the customer already pays the target plan's price or less
+- `offer_cap_reached`            `max_offers_per_year` offers were already shown (follow-ups are exempt)
+- `history_unavailable`          the customer's offer history cannot be read (store down): no offer that a
+                                 history guardrail could forbid is made
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from retention.contract import APP_STORE_CHANNELS
+from retention.decision import CancelRequest, PastOffer
+from retention.offers import Catalog, Offer
+from retention.value import monthly_price
+
+# Offer types that change what the customer pays; only one may run at a time.
+PRICE_CHANGING = frozenset({"pause", "discount", "downgrade"})
+# Offer types that count towards the yearly cap. A follow-up is a support contact, not an incentive.
+CAPPED = frozenset({"pause", "discount", "downgrade", "credit"})
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    pause_once_per_days: int = 365
+    discount_cooldown_days: int = 90
+    max_offers_per_year: int = 3
+    days_per_month: int = 30
+
+    def __post_init__(self) -> None:
+        for name in ("pause_once_per_days", "discount_cooldown_days", "max_offers_per_year", "days_per_month"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"guardrails.{name} must be a non-negative integer, got {value!r}")
+
+
+def _running(p: PastOffer, now: datetime, days_per_month: int) -> bool:
+    return p.accepted and p.at + timedelta(days=p.months * days_per_month) > now
+
+
+def exclusions(
+    catalog: Catalog, request: CancelRequest, history: list[PastOffer] | None, now: datetime, rules: Guardrails
+) -> dict[str, tuple[str, ...]]:
+    """Offer id -> reason codes for every catalog offer this customer may NOT get now. `none` is never excluded.
+
+    `history` None means it is unknown; then only offers no history guardrail applies to remain.
+    """
+    unknown_history = history is None
+    history = history or []
+    year_ago = now - timedelta(days=365)
+    recent = [p for p in history if year_ago <= p.at <= now]
+    pauses = [p for p in history if p.accepted and p.offer_type == "pause"]
+    discounts = [p for p in history if p.accepted and p.offer_type == "discount"]
+    discount_running = any(_running(p, now, rules.days_per_month) for p in discounts)
+    pause_running = any(_running(p, now, rules.days_per_month) for p in pauses)
+    offers_shown = sum(1 for p in recent if p.offer_type in CAPPED)
+
+    out: dict[str, tuple[str, ...]] = {}
+    for offer in catalog.offers:
+        if offer.type == "none":
+            continue
+        codes = _static_codes(offer, request)
+        if offer.type == "pause" and any(now - p.at < timedelta(days=rules.pause_once_per_days) for p in pauses):
+            codes.append("pause_used_12m")
+        if offer.type == "discount":
+            if discount_running:
+                codes.append("discount_active")
+            elif any(now - p.at < timedelta(days=rules.discount_cooldown_days) for p in discounts):
+                codes.append("discount_cooldown")
+        if offer.type in PRICE_CHANGING and (
+            (pause_running and offer.type != "pause") or (discount_running and offer.type != "discount")
+        ):
+            codes.append("no_stacking")
+        if offer.type in CAPPED and offers_shown >= rules.max_offers_per_year:
+            codes.append("offer_cap_reached")
+        if offer.type in CAPPED and unknown_history:
+            codes.append("history_unavailable")
+        if codes:
+            out[offer.id] = tuple(codes)
+    return out
+
+
+def _static_codes(offer: Offer, request: CancelRequest) -> list[str]:
+    """Exclusions that follow from the catalog and the subscription alone, not from history."""
+    codes = []
+    if not offer.enabled:
+        codes.append(f"{offer.id}_disabled")
+    if request.billing_period not in offer.billing_periods:
+        codes.append(f"{offer.type}_ineligible_{request.billing_period}")
+    if request.billing_channel not in offer.channels:
+        store = request.billing_channel in APP_STORE_CHANNELS
+        codes.append(f"{offer.type}_ineligible_{'app_store' if store else 'channel'}")
+    if offer.type == "downgrade":
+        current = float(monthly_price(request.price, request.billing_period))
+        if (offer.to_plan is not None and request.plan_id == offer.to_plan) or current <= (offer.to_price or 0.0):
+            codes.append("downgrade_not_cheaper")
+    return codes
+
+
+def eligible_offers(catalog: Catalog, excluded: dict[str, tuple[str, ...]]) -> list[Offer]:
+    """Catalog offers not excluded, in catalog order (`none` first when the catalog lists it first)."""
+    return [o for o in catalog.offers if o.id not in excluded]

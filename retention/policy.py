@@ -1,0 +1,231 @@
+"""The decision policy: which offer, if any, for this cancel request now.
+
+1. Guardrails (retention.eligibility) exclude offers first, each exclusion with a reason code.
+2. The offer-response model scores every eligible offer and "no offer"; the policy picks the highest expected
+   incremental net value: P(stay | offer) x (revenue kept - offer cost) - the same for no offer. If nothing
+   beats no offer, the answer is `none` (code `no_offer_beats_none`).
+3. Fail-open: with no verified model, a scoring error or a scoring time-out, the documented rules of
+   config/policy.toml (NPS segment x reason) answer instead, with `fallback = True`. A decision always comes
+   back; the caller is never blocked by us.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from retention.contract import REASONS
+from retention.decision import CancelRequest, Decision, NpsAnswer, OfferScore, PastOffer, Snapshot
+from retention.eligibility import Guardrails, eligible_offers, exclusions
+from retention.features import FeatureSpec
+from retention.model import decision_columns
+from retention.offers import Catalog, Offer
+from retention.serving import live_features
+from retention.value import expected_net_value
+
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
+SEGMENTS = ("detractor", "passive", "promoter", "none")
+
+
+class PolicyError(ValueError):
+    """config/policy.toml is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    version: str
+    time_budget_ms: float
+    close_the_loop_hours: float
+    guardrails: Guardrails
+    # segment -> reason -> offer ids in order of preference
+    fallback: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    def fallback_offers(self, segment: str, reason: str) -> tuple[str, ...]:
+        return self.fallback[segment][reason]
+
+
+def load_policy(catalog: Catalog, path: str | Path = DEFAULT_POLICY) -> PolicyConfig:
+    """Read and check config/policy.toml against the catalog. The version is a hash of the file and the
+    catalog version, so any change to rules, guardrails or offers yields a new policy_version."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError(f"{path}: cannot read policy: {exc}") from exc
+    unknown = set(raw) - {"time_budget_ms", "close_the_loop_hours", "guardrails", "fallback"}
+    if unknown:
+        raise PolicyError(f"{path}: unknown key(s) {sorted(unknown)}")
+    try:
+        guardrails = Guardrails(**raw.get("guardrails", {}))
+    except (TypeError, ValueError) as exc:
+        raise PolicyError(f"{path}: [guardrails]: {exc}") from exc
+    budget = raw.get("time_budget_ms", 150)
+    if not isinstance(budget, int | float) or budget <= 0:
+        raise PolicyError(f"{path}: time_budget_ms must be a positive number")
+    tables = raw.get("fallback", {})
+    if "default" not in tables or set(tables["default"]) != set(REASONS):
+        raise PolicyError(f"{path}: [fallback.default] must list every reason {list(REASONS)}")
+    fallback: dict[str, dict[str, tuple[str, ...]]] = {}
+    for segment in SEGMENTS:
+        merged = dict(tables["default"]) | tables.get(segment, {})
+        for reason, offer_ids in merged.items():
+            if reason not in REASONS:
+                raise PolicyError(f"{path}: [fallback.{segment}]: unknown reason {reason!r}")
+            bad = [o for o in offer_ids if o not in catalog]
+            if bad:
+                raise PolicyError(f"{path}: [fallback.{segment}] {reason}: offers {bad} are not in the catalog")
+        fallback[segment] = {r: tuple(o) for r, o in merged.items()}
+    extra = set(tables) - set(SEGMENTS) - {"default"}
+    if extra:
+        raise PolicyError(f"{path}: unknown fallback segment(s) {sorted(extra)}; use {list(SEGMENTS)}")
+    digest = hashlib.sha256((text + "\n" + catalog.version).encode()).hexdigest()[:10]
+    return PolicyConfig(
+        version=f"policy-{digest}",
+        time_budget_ms=float(budget),
+        close_the_loop_hours=float(raw.get("close_the_loop_hours", 48)),
+        guardrails=guardrails,
+        fallback=fallback,
+    )
+
+
+class ModelScorer:
+    """The offer-response model of a verified artifact, scoring (customer, reason, offer) rows."""
+
+    def __init__(self, model: dict, meta: dict) -> None:
+        self.pipeline = model["offer_response"]
+        self.version: str = meta["version"]
+        self.spec = FeatureSpec.from_dict(meta["feature_spec"])
+        self.columns: list[str] = list(meta["feature_names"]["offer_response"])
+
+    def p_stay(self, features: dict[str, object], reason: str, offers: list[Offer]) -> list[float]:
+        import pandas as pd  # lazily: the core stays importable without the data-frame stack
+
+        rows = [{**features, **decision_columns(o, reason)} for o in offers]
+        frame = pd.DataFrame(rows, columns=self.columns)
+        return [float(p) for p in self.pipeline.predict_proba(frame)[:, 1]]
+
+
+class Policy:
+    """Decides offers. Thread-safe; one per process (the executor is recreated after a fork)."""
+
+    def __init__(self, catalog: Catalog, config: PolicyConfig, scorer: ModelScorer | None) -> None:
+        self.catalog = catalog
+        self.config = config
+        self.scorer = scorer
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_pid = -1
+        self._lock = threading.Lock()
+
+    @property
+    def spec(self) -> FeatureSpec | None:
+        return self.scorer.spec if self.scorer else None
+
+    def decide(
+        self,
+        request: CancelRequest,
+        snapshot: Snapshot | None,
+        now: datetime,
+        history: list[PastOffer] | None = (),
+        nps_answers: list[NpsAnswer] = (),
+    ) -> Decision:
+        """`history` None means the customer's history could not be read (see eligibility)."""
+        eligible, codes, common = self._prepare(request, snapshot, now, history, nps_answers, self.spec)
+        if self.scorer is None:
+            return self._rules(request, eligible, codes + ["model_unavailable"], common)
+        try:
+            p_stay = self._score_within_budget(common["features"], request.reason, eligible)
+        except FutureTimeout:
+            return self._rules(request, eligible, codes + ["scoring_timeout"], common)
+        except Exception:  # noqa: BLE001 - fail open on any scoring failure; the adapter logs and counts it
+            return self._rules(request, eligible, codes + ["scoring_error"], common)
+
+        values = {s.offer_id: s for s in _value(p_stay, eligible, request)}
+        best = max(values.values(), key=lambda s: (s.incremental_value, s.offer_id == "none"))
+        if best.offer_id == "none" or best.incremental_value <= 0:
+            best = values["none"]
+            codes.append("no_offer_beats_none")
+        else:
+            codes.append("best_incremental_value")
+        return Decision(
+            offer=self.catalog[best.offer_id],
+            reason_codes=tuple(codes),
+            fallback=False,
+            model_version=self.scorer.version,
+            p_stay=best.p_stay,
+            expected_incremental_value=best.incremental_value,
+            scores=tuple(values.values()),
+            **common,
+        )
+
+    def rules_decision(self, request: CancelRequest, snapshot: Snapshot | None, now: datetime,
+                       history: list[PastOffer] = ()) -> Decision:
+        """What the fallback rules alone answer (the cold-start policy, and a baseline for the model)."""
+        eligible, codes, common = self._prepare(request, snapshot, now, history, (), self.spec)
+        return self._rules(request, eligible, codes, common)
+
+    def _prepare(self, request, snapshot, now, history, nps_answers, spec) -> tuple[list[Offer], list[str], dict]:
+        """Guardrails and live features: everything both the model and the rules decide from."""
+        known = None if history is None else list(history)
+        excluded = exclusions(self.catalog, request, known, now, self.config.guardrails)
+        features, context = live_features(spec or FeatureSpec((), (), ()), request, snapshot, now, known or [],
+                                          list(nps_answers))
+        segment = str(features["nps_segment"])
+        codes = context + [f"reason_{request.reason}"] + _dedup(c for cs in excluded.values() for c in cs)
+        if segment == "detractor":
+            codes.append("close_the_loop")
+        common = dict(
+            policy_version=self.config.version,
+            catalog_version=self.catalog.version,
+            excluded=excluded,
+            features=features,
+            nps_segment=segment,
+            close_the_loop_by=(now + timedelta(hours=self.config.close_the_loop_hours)
+                               if segment == "detractor" else None),
+        )
+        return eligible_offers(self.catalog, excluded), codes, common
+
+    def _rules(self, request: CancelRequest, eligible: list[Offer], codes: list[str], common: dict) -> Decision:
+        allowed = {o.id for o in eligible}
+        rules = self.config.fallback_offers(common["nps_segment"], request.reason)
+        choice = next((o for o in rules if o in allowed), "none")
+        codes = codes + ["fallback_rules", "rule_no_offer" if choice == "none" else f"rule_{choice}"]
+        return Decision(offer=self.catalog[choice], reason_codes=tuple(codes), fallback=True, **common)
+
+    def _score_within_budget(self, features: dict, reason: str, offers: list[Offer]) -> list[float]:
+        """Score in a worker thread so a slow model cannot hold the request past the time budget."""
+        assert self.scorer is not None
+        future = self._pool().submit(self.scorer.p_stay, features, reason, offers)
+        return future.result(timeout=self.config.time_budget_ms / 1000.0)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        # A pool created before gunicorn forks has no live threads in the child; make one per process.
+        with self._lock:
+            if self._executor is None or self._executor_pid != os.getpid():
+                self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoring")
+                self._executor_pid = os.getpid()
+            return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None and self._executor_pid == os.getpid():
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def _value(p_stay: list[float], offers: list[Offer], request: CancelRequest) -> list[OfferScore]:
+    nets = [float(expected_net_value(o, p, request.price, request.billing_period)) for o, p in zip(offers, p_stay,
+                                                                                                  strict=True)]
+    none_net = next(n for o, n in zip(offers, nets, strict=True) if o.id == "none")
+    return [OfferScore(o.id, p, n, n - none_net) for o, p, n in zip(offers, p_stay, nets, strict=True)]
+
+
+def _dedup(items) -> list[str]:
+    return list(dict.fromkeys(items))
+
