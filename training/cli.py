@@ -207,5 +207,10 @@ def offers(catalog: Path | None) -> None:
         click.echo(f"  {o.id:<16} {o.type:<9} periods={','.join(o.billing_periods)} channels={','.join(o.channels)}")
 
 
+# The store's commands (db, keys, export, load-features) live with the store adapter.
+from store.cli import register as _register_store  # noqa: E402
+
+_register_store(main)
+
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@ customers as of a time T (with the same feature function as training)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -41,13 +42,10 @@ def evaluate_on(model: dict, meta: dict, data_dir: Path, since: datetime | None 
     return result
 
 
-def score_customers(model: dict, meta: dict, data_dir: Path, as_of: datetime, out: Path, batch_size: int,
-                    progress=None) -> int:
-    """Write churn risk for every customer subscribed at `as_of` (signed up before, not ended by then)."""
-    con = open_dataset(data_dir)
-    spec = FeatureSpec.from_dict(meta["feature_spec"])
+def subscribed_customers(con, as_of: datetime) -> np.ndarray:
+    """Ids of the customers subscribed at `as_of` (signed up before, not ended by then), sorted."""
     t = _naive_utc(as_of)
-    customers = con.execute(
+    return con.execute(
         """
         WITH ends AS (SELECT customer_id, min(ended_at) AS ended_at FROM cancel_requests GROUP BY 1)
         SELECT c.customer_id FROM customers c LEFT JOIN ends e USING (customer_id)
@@ -55,18 +53,35 @@ def score_customers(model: dict, meta: dict, data_dir: Path, as_of: datetime, ou
         """,
         [t, t],
     ).df()["customer_id"].to_numpy()
-    cols = meta["feature_names"]["churn_risk"]
+
+
+def feature_batches(con, spec: FeatureSpec, customer_ids: np.ndarray, as_of: datetime, batch_size: int,
+                    progress=None, desc: str = "features") -> Iterator[pd.DataFrame]:
+    """compute_features as of `as_of` for `customer_ids`, `batch_size` customers at a time (bounded memory);
+    `progress` is a tqdm-like wrapper of the batches."""
+    t = _naive_utc(as_of)
     offer_types = _offer_types(load_catalog())
-    writer = None
-    batches = range(0, len(customers), batch_size)
+    batches = range(0, len(customer_ids), batch_size)
     if progress:
-        batches = progress(batches, desc="score", unit="batch")
+        batches = progress(batches, desc=desc, unit="batch")
+    for start in batches:
+        ids = customer_ids[start:start + batch_size]
+        points = pd.DataFrame({"point_id": np.arange(start, start + len(ids)), "customer_id": ids,
+                               "as_of": pd.Timestamp(t)})
+        yield compute_features(con, points, spec, offer_types)
+
+
+def score_customers(model: dict, meta: dict, data_dir: Path, as_of: datetime, out: Path, batch_size: int,
+                    progress=None) -> int:
+    """Write churn risk for every customer subscribed at `as_of` (signed up before, not ended by then)."""
+    con = open_dataset(data_dir)
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    t = _naive_utc(as_of)
+    customers = subscribed_customers(con, as_of)
+    cols = meta["feature_names"]["churn_risk"]
+    writer = None
     try:
-        for start in batches:
-            ids = customers[start:start + batch_size]
-            points = pd.DataFrame({"point_id": np.arange(start, start + len(ids)), "customer_id": ids,
-                                   "as_of": pd.Timestamp(t)})
-            feats = compute_features(con, points, spec, offer_types)
+        for feats in feature_batches(con, spec, customers, as_of, batch_size, progress, desc="score"):
             table = pa.table({
                 "customer_id": feats["customer_id"].to_numpy(),
                 "as_of": pa.array([t] * len(feats), pa.timestamp("us")),

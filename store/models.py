@@ -1,0 +1,164 @@
+"""The store's tables as typed SQLAlchemy declarative models (the schema itself is created by the migrations).
+
+All times are UTC: columns are `DateTime(timezone=True)` and UTCDateTime hands back aware UTC datetimes on
+SQLite too (which has no time zones), so callers never compare naive with aware values.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, MetaData, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+ROLES: tuple[str, ...] = ("decide", "events", "admin")
+OUTCOME_KINDS: tuple[str, ...] = ("accepted", "declined", "cancelled")
+EVENT_TYPES: tuple[str, ...] = ("nps", "usage", "payment", "still_active", "cancelled", "customer")
+# The catalog's "no offer" offer id (config/offers.toml): nothing to accept, exported as an empty offer_id.
+NO_OFFER = "none"
+
+# Deterministic constraint names, identical on SQLite and PostgreSQL, so later migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware timestamp stored in UTC; naive datetimes are refused (their zone is unknown)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"expected a timezone-aware datetime, got {value!r}")
+        value = value.astimezone(UTC)
+        # SQLite keeps text; storing every value as naive UTC keeps comparisons between them correct.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), float: Double()}
+
+
+class ApiClient(Base):
+    """A caller of the service and the key it authenticates with."""
+
+    __tablename__ = "api_clients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    role: Mapped[str]  # one of ROLES
+    key_id: Mapped[str] = mapped_column(unique=True)  # public part of the key, to find the row
+    # Hex SHA-256 of the whole key. A fast hash is enough: keys are 32 random bytes, far beyond brute force,
+    # unlike passwords, which need a slow salted hash.
+    key_hash: Mapped[str]
+    # When set, requests must carry an HMAC-SHA256 signature under this secret. Stored as-is (not hashed)
+    # because the server has to recompute the signature.
+    signing_secret: Mapped[str | None]
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Decision(Base):
+    """One answer of the decision endpoint, with everything needed to explain, replay and evaluate it."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index(None, "customer_id", "created_at"),)  # a customer's history, newest first
+
+    decision_id: Mapped[str] = mapped_column(primary_key=True)  # uuid4 hex
+    request_id: Mapped[str] = mapped_column(unique=True)  # the caller's idempotency key
+    body_hash: Mapped[str]  # sha256 of the canonical request body: a reused request_id must match it
+    client: Mapped[str]
+    customer_id: Mapped[str]
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    reason: Mapped[str]
+    reason_text: Mapped[str | None] = mapped_column(Text)  # the customer's own words: stored, never logged
+    request: Mapped[dict] = mapped_column(JSON)  # validated input, without the free text
+    features: Mapped[dict] = mapped_column(JSON)
+    scores: Mapped[dict] = mapped_column(JSON)
+    offer_id: Mapped[str]
+    offer: Mapped[dict] = mapped_column(JSON)  # parameters as returned to the caller, incl. "type"
+    propensity: Mapped[float]  # probability with which this offer was chosen (off-policy evaluation)
+    p_stay: Mapped[float | None]
+    expected_incremental_value: Mapped[float | None]
+    reason_codes: Mapped[list] = mapped_column(JSON)
+    model_version: Mapped[str | None]
+    policy_version: Mapped[str]
+    catalog_version: Mapped[str]
+    fallback: Mapped[bool]
+    nps_segment: Mapped[str]  # promoter / passive / detractor / none, as the policy saw it
+    close_the_loop_by: Mapped[datetime | None]  # detractors: personal follow-up due by
+    experiment: Mapped[dict | None] = mapped_column(JSON)
+    latency_ms: Mapped[float]
+
+
+class Outcome(Base):
+    """What the customer did after a decision; at most one row per kind."""
+
+    __tablename__ = "outcomes"
+    # The unique constraint's index leads with decision_id, so it also serves lookups by decision.
+    __table_args__ = (UniqueConstraint("decision_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.decision_id"))
+    kind: Mapped[str]  # one of OUTCOME_KINDS
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+
+
+class Event(Base):
+    """A fact posted by the caller (NPS answer, usage, payment, ...), the store's source of training data."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index(None, "customer_id", "occurred_at"),)  # a customer's events in time order
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(unique=True)  # the caller's idempotency key
+    type: Mapped[str]  # one of EVENT_TYPES
+    customer_id: Mapped[str]
+    # Not a foreign key: an event may mention a decision this store never made (another region, a replay).
+    decision_id: Mapped[str | None] = mapped_column(index=True)
+    occurred_at: Mapped[datetime] = mapped_column(index=True)
+    payload: Mapped[dict] = mapped_column(JSON)
+    recorded_at: Mapped[datetime]
+
+
+class CustomerFeatures(Base):
+    """The current feature snapshot: one row per customer, replaced as a whole by each load."""
+
+    __tablename__ = "customer_features"
+
+    customer_id: Mapped[str] = mapped_column(primary_key=True)
+    as_of: Mapped[datetime]
+    feature_version: Mapped[str]
+    model_version: Mapped[str]
+    values: Mapped[dict] = mapped_column(JSON)  # feature name -> float, str or null
+    loaded_at: Mapped[datetime]
+
+
+class FeatureSnapshot(Base):
+    """One row per snapshot load, the newest describing what customer_features holds."""
+
+    __tablename__ = "feature_snapshots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    as_of: Mapped[datetime]
+    feature_version: Mapped[str]
+    model_version: Mapped[str]
+    source: Mapped[str]  # the data directory, or "store"
+    rows: Mapped[int]
+    loaded_at: Mapped[datetime]

@@ -1,0 +1,486 @@
+"""`Store`: every read and write of the service's state, as short transactions returning plain dicts.
+
+Idempotency rests on unique constraints, not on checking first: concurrent duplicates (threads, gunicorn
+workers, several hosts) race to INSERT ... ON CONFLICT DO NOTHING, exactly one row wins, and the losers read
+the winner's row in the same transaction. Transactions that write start with the write lock on SQLite (see
+store.db) and lock the decision row on PostgreSQL where a check must hold until the insert (outcomes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import math
+import re
+import secrets
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, exists, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from store.db import WRITES, make_engine, unavailable_as_store_errors
+from store.errors import Conflict, IdempotencyConflict, InvalidRecord, NotFound
+from store.models import (
+    EVENT_TYPES,
+    NO_OFFER,
+    OUTCOME_KINDS,
+    ROLES,
+    ApiClient,
+    CustomerFeatures,
+    Decision,
+    Event,
+    FeatureSnapshot,
+    Outcome,
+)
+
+KEY_PREFIX = "rk"
+# Generated keys are rk_<key_id>_<secret>: the key id is public (it finds the row), only the whole key
+# authenticates. Explicit keys (a dev setup's fixed key) may be any printable text of 16+ characters.
+_KEY_RE = re.compile(rf"^{KEY_PREFIX}_([A-Za-z0-9]{{4,32}})_([A-Za-z0-9_-]{{16,}})$")
+_ANY_KEY_RE = re.compile(r"^[\x21-\x7e]{16,}$")
+_MUTUALLY_EXCLUSIVE = {"accepted": "declined", "declined": "accepted"}
+_BATCH = 1000  # rows per INSERT / IN (...) list: well under SQLite's limit on bound parameters
+
+_DECISION_REQUIRED = frozenset({
+    "request_id", "body_hash", "client", "customer_id", "reason", "request", "features", "scores", "offer_id",
+    "offer", "propensity", "reason_codes", "policy_version", "catalog_version", "fallback", "latency_ms",
+    "nps_segment",
+})
+_DECISION_OPTIONAL = frozenset({
+    "decision_id", "created_at", "reason_text", "p_stay", "expected_incremental_value", "model_version",
+    "experiment", "close_the_loop_by",
+})
+_DECISION_JSON = ("request", "features", "scores", "offer", "reason_codes", "experiment")
+_EVENT_REQUIRED = frozenset({"event_id", "type", "customer_id", "occurred_at"})
+_EVENT_OPTIONAL = frozenset({"decision_id", "payload"})
+# What makes two events with the same event_id the same event.
+_EVENT_IDENTITY = ("type", "customer_id", "decision_id", "occurred_at", "payload")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_id_of(key: str) -> str | None:
+    """The public id that finds a key's row: the <key_id> of an rk_<key_id>_<secret> key, else a prefix of the
+    key's digest (a prefix of a free-form key would give away part of its secret); None for a non-key."""
+    if not isinstance(key, str) or not _ANY_KEY_RE.match(key):
+        return None
+    m = _KEY_RE.match(key)
+    return m.group(1) if m else "d" + key_hash(key)[:12]
+
+
+def new_key() -> str:
+    return f"{KEY_PREFIX}_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+
+
+def body_hash(body: Any) -> str:
+    """sha256 of the canonical JSON of a request body (sorted keys, no spaces): the idempotency fingerprint."""
+    canonical = json.dumps(jsonable(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as plain JSON types: numpy scalars unwrapped, NaN/inf as null, dates as ISO-8601 text."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return jsonable(value.item())
+    raise InvalidRecord(f"a {type(value).__name__} value ({value!r}) cannot be stored as JSON")
+
+
+def _feature_values(values: dict) -> dict[str, float | str | None]:
+    """Feature name -> float (numbers), str (categories) or None (missing, NaN)."""
+    out: dict[str, float | str | None] = {}
+    for name, v in jsonable(dict(values)).items():
+        if v is None or isinstance(v, str):
+            out[name] = v
+        elif isinstance(v, bool | int | float):
+            out[name] = float(v)
+        else:
+            raise InvalidRecord(f"feature {name!r}: {v!r} is neither a number nor a category")
+    return out
+
+
+def _check_keys(what: str, record: dict, required: frozenset, optional: frozenset) -> None:
+    missing, unknown = sorted(required - record.keys()), sorted(record.keys() - required - optional)
+    if missing or unknown:
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(unknown)}"] if unknown else [])
+        raise InvalidRecord(f"{what}: {'; '.join(problems)}")
+
+
+def _aware(name: str, value: Any) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidRecord(f"{name} must be a timezone-aware datetime, got {value!r}")
+    return value.astimezone(UTC)
+
+
+def _insert(conn: Connection, table):
+    """INSERT with the dialect's ON CONFLICT support."""
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def _batches(items: Iterable, size: int = _BATCH) -> Iterator[list]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def _client_dict(row, with_secret: bool) -> dict:
+    d = {"id": row.id, "name": row.name, "role": row.role, "key_id": row.key_id,
+         "signed": row.signing_secret is not None, "created_at": row.created_at, "revoked_at": row.revoked_at}
+    if with_secret:
+        d["signing_secret"] = row.signing_secret
+    return d
+
+
+def _same_secret(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and hmac.compare_digest(a.encode(), b.encode())
+
+
+class Store:
+    """The service's state in one SQL database. Methods are thread-safe (the engine pools connections)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str | None = None) -> Store:
+        """A store on `url`, else DATABASE_URL, else the embedded SQLite file (see store.db)."""
+        return cls(make_engine(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self, write: bool = False, snapshot: bool = False) -> Iterator[Connection]:
+        """A connection in a transaction that commits on success; for this package's modules (export).
+
+        `snapshot`: every statement sees the same state of the database (PostgreSQL's default isolation
+        gives each statement its own; a SQLite transaction always reads one snapshot)."""
+        with unavailable_as_store_errors(self.engine.url.render_as_string()), self.engine.connect() as conn:
+            if write:
+                conn.execution_options(**{WRITES: True})
+            if snapshot and conn.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers (SchemaMissing if it is not migrated)."""
+        with self.transaction() as conn:
+            conn.execute(text("SELECT 1"))
+            conn.execute(select(FeatureSnapshot.id).limit(1))  # a migrated schema, not just a server
+
+    # ------------------------------------------------------------------------------------------- clients
+
+    def create_client(self, name: str, role: str, key: str | None = None,
+                      signing_secret: str | None = None) -> tuple[dict, str]:
+        """Register a client; returns (record incl. signing_secret, plaintext key), the key shown only now.
+
+        Idempotent for a fixed key (a dev setup's demo key): creating the same name with the same key and
+        role again returns the existing client; any other clash with an existing client raises Conflict."""
+        if role not in ROLES:
+            raise InvalidRecord(f"role {role!r} is not one of {', '.join(ROLES)}")
+        if not name or not name.strip():
+            raise InvalidRecord("client name must not be empty")
+        plaintext = key if key is not None else new_key()
+        key_id = key_id_of(plaintext)
+        if key_id is None:
+            raise InvalidRecord("a key must be at least 16 printable characters without spaces")
+        row = {"name": name, "role": role, "key_id": key_id, "key_hash": key_hash(plaintext),
+               "signing_secret": signing_secret, "created_at": _now(), "revoked_at": None}
+        by_name = select(ApiClient).where(ApiClient.name == name)
+        with self.transaction(write=True) as conn:
+            inserted = conn.execute(
+                _insert(conn, ApiClient).values(row).on_conflict_do_nothing().returning(ApiClient.id)
+            ).first()
+            existing = conn.execute(by_name).one_or_none()
+        if inserted is not None:
+            return _client_dict(existing, with_secret=True), plaintext
+        if existing is None:
+            raise Conflict(f"key id {key_id} is already used by another client; use another key")
+        if key is None or not hmac.compare_digest(existing.key_hash, row["key_hash"]):
+            raise Conflict(f"client {name!r} already exists with another key")
+        if existing.role != role:
+            raise Conflict(f"client {name!r} already exists with role {existing.role!r}")
+        if existing.revoked_at is not None:
+            raise Conflict(f"client {name!r} was revoked; create it under a new name")
+        if signing_secret is not None and not _same_secret(existing.signing_secret, signing_secret):
+            raise Conflict(f"client {name!r} already exists with another signing secret")
+        return _client_dict(existing, with_secret=True), plaintext
+
+    def authenticate(self, key: str) -> dict | None:
+        """The client holding `key` (with its signing_secret), or None for an unknown or revoked key."""
+        key_id = key_id_of(key)
+        if key_id is None:
+            return None
+        with self.transaction() as conn:
+            row = conn.execute(select(ApiClient).where(ApiClient.key_id == key_id)).one_or_none()
+        # The key id is public, so finding the row leaks nothing; the hash comparison is constant-time.
+        if row is None or not hmac.compare_digest(row.key_hash, key_hash(key)) or row.revoked_at is not None:
+            return None
+        return _client_dict(row, with_secret=True)
+
+    def list_clients(self) -> list[dict]:
+        """Every client, revoked ones included, without secrets."""
+        with self.transaction() as conn:
+            rows = conn.execute(select(ApiClient).order_by(ApiClient.name)).all()
+        return [_client_dict(r, with_secret=False) for r in rows]
+
+    def revoke_client(self, name: str) -> dict:
+        """Revoke a client's key (idempotent); raises NotFound for an unknown name."""
+        with self.transaction(write=True) as conn:
+            conn.execute(update(ApiClient).where(ApiClient.name == name, ApiClient.revoked_at.is_(None))
+                         .values(revoked_at=_now()))
+            row = conn.execute(select(ApiClient).where(ApiClient.name == name)).one_or_none()
+        if row is None:
+            raise NotFound(f"no client named {name!r}")
+        return _client_dict(row, with_secret=False)
+
+    # ----------------------------------------------------------------------------------------- decisions
+
+    def record_decision(self, record: dict) -> tuple[dict, bool]:
+        """Store a decision; returns (stored record, True), or (the earlier record, False) for a replay.
+
+        A replay is the same request_id with the same body_hash and client; the same request_id with another
+        body or from another client raises IdempotencyConflict. decision_id (uuid4 hex) and created_at (now)
+        are filled in when absent."""
+        _check_keys("decision", record, _DECISION_REQUIRED, _DECISION_OPTIONAL)
+        row = {k: record.get(k) for k in _DECISION_REQUIRED | _DECISION_OPTIONAL}
+        row["decision_id"] = row["decision_id"] or uuid.uuid4().hex
+        row["created_at"] = _aware("created_at", row["created_at"]) if row["created_at"] else _now()
+        if row["close_the_loop_by"] is not None:
+            row["close_the_loop_by"] = _aware("close_the_loop_by", row["close_the_loop_by"])
+        for k in _DECISION_JSON:
+            row[k] = jsonable(row[k])
+        with self.transaction(write=True) as conn:
+            inserted = conn.execute(
+                _insert(conn, Decision).values(row)
+                .on_conflict_do_nothing(index_elements=["request_id"]).returning(Decision.decision_id)
+            ).first()
+            stored = conn.execute(select(Decision).where(Decision.request_id == row["request_id"])).one()
+            outcomes = self._outcomes(conn, [stored.decision_id])
+        if inserted is None and (stored.body_hash != row["body_hash"] or stored.client != row["client"]):
+            raise IdempotencyConflict(
+                f"request_id {row['request_id']!r} was already used for "
+                f"{'another request body' if stored.client == row['client'] else 'a request of another client'}"
+            )
+        return self._decision_dict(stored, outcomes), inserted is not None
+
+    def get_decision(self, decision_id: str) -> dict | None:
+        return self._one_decision(Decision.decision_id == decision_id)
+
+    def get_decision_by_request(self, request_id: str) -> dict | None:
+        return self._one_decision(Decision.request_id == request_id)
+
+    def customer_decisions(self, customer_id: str, limit: int = 50) -> list[dict]:
+        """A customer's decisions, newest first, each with its outcomes."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                select(Decision).where(Decision.customer_id == customer_id)
+                .order_by(Decision.created_at.desc(), Decision.decision_id).limit(limit)
+            ).all()
+            outcomes = self._outcomes(conn, [r.decision_id for r in rows])
+        return [self._decision_dict(r, outcomes) for r in rows]
+
+    def customer_offer_history(self, customer_id: str, since: datetime) -> list[dict]:
+        """For guardrails: the customer's decisions since `since`, newest first, with offer_id, offer_type
+        (the offer's "type"), months (how long a pause or discount runs), created_at and whether the offer
+        was accepted."""
+        accepted = exists().where(Outcome.decision_id == Decision.decision_id, Outcome.kind == "accepted")
+        with self.transaction() as conn:
+            rows = conn.execute(
+                select(Decision.decision_id, Decision.offer_id, Decision.offer, Decision.created_at,
+                       accepted.label("accepted"))
+                .where(Decision.customer_id == customer_id, Decision.created_at >= _aware("since", since))
+                .order_by(Decision.created_at.desc(), Decision.decision_id)
+            ).all()
+        return [{"decision_id": r.decision_id, "offer_id": r.offer_id, "offer_type": (r.offer or {}).get("type"),
+                 "months": int((r.offer or {}).get("months") or 0), "created_at": r.created_at, "accepted": bool(r.accepted)} for r in rows]
+
+    def _one_decision(self, where) -> dict | None:
+        with self.transaction() as conn:
+            row = conn.execute(select(Decision).where(where)).one_or_none()
+            if row is None:
+                return None
+            return self._decision_dict(row, self._outcomes(conn, [row.decision_id]))
+
+    @staticmethod
+    def _outcomes(conn: Connection, decision_ids: list[str]) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {d: [] for d in decision_ids}
+        for batch in _batches(decision_ids):
+            for o in conn.execute(select(Outcome).where(Outcome.decision_id.in_(batch))
+                                  .order_by(Outcome.occurred_at, Outcome.id)):
+                out[o.decision_id].append(dict(o._mapping))
+        return out
+
+    @staticmethod
+    def _decision_dict(row, outcomes: dict[str, list[dict]]) -> dict:
+        return {**row._mapping, "outcomes": outcomes.get(row.decision_id, [])}
+
+    # ------------------------------------------------------------------------------------------ outcomes
+
+    def record_outcome(self, decision_id: str, kind: str, occurred_at: datetime) -> tuple[dict, bool]:
+        """Record what happened after a decision; returns (outcome, created).
+
+        Idempotent per (decision, kind): the same kind again returns the first one. "accepted" and
+        "declined" exclude each other, and a decision that showed no offer cannot be accepted (Conflict);
+        an unknown decision raises NotFound."""
+        if kind not in OUTCOME_KINDS:
+            raise InvalidRecord(f"outcome kind {kind!r} is not one of {', '.join(OUTCOME_KINDS)}")
+        occurred_at = _aware("occurred_at", occurred_at)
+        with self.transaction(write=True) as conn:
+            # Locks the decision (PostgreSQL; SQLite is already serialised) so that the checks below still
+            # hold at the insert: two concurrent calls cannot record both "accepted" and "declined".
+            decision = conn.execute(select(Decision.offer_id).where(Decision.decision_id == decision_id)
+                                    .with_for_update()).one_or_none()
+            if decision is None:
+                raise NotFound(f"no decision {decision_id!r}")
+            existing = {o["kind"]: o for o in self._outcomes(conn, [decision_id])[decision_id]}
+            if kind in existing:
+                return existing[kind], False
+            other = _MUTUALLY_EXCLUSIVE.get(kind)
+            if other in existing:
+                raise Conflict(f"decision {decision_id} was already {other}; it cannot also be {kind}")
+            if kind == "accepted" and decision.offer_id == NO_OFFER:
+                raise Conflict(f"decision {decision_id} showed no offer, so nothing can be accepted")
+            conn.execute(_insert(conn, Outcome).values(decision_id=decision_id, kind=kind,
+                                                       occurred_at=occurred_at, recorded_at=_now()))
+            stored = conn.execute(select(Outcome).where(Outcome.decision_id == decision_id,
+                                                        Outcome.kind == kind)).one()
+        return dict(stored._mapping), True
+
+    # -------------------------------------------------------------------------------------------- events
+
+    def record_events(self, events: list[dict]) -> dict:
+        """Store events, idempotent on event_id, all or none; returns {"created": n, "duplicates": m,
+        "conflicts": [event_id, ...]}. A duplicate repeats a stored event exactly; a conflict reuses an
+        event_id for a different event, which is not stored and is reported instead."""
+        rows = [self._event_row(e, i) for i, e in enumerate(events)]  # every event is checked before writing
+        created: set[str] = set()
+        stored: dict[str, Any] = {}
+        with self.transaction(write=True) as conn:
+            stmt = (_insert(conn, Event).on_conflict_do_nothing(index_elements=["event_id"])
+                    .returning(Event.event_id))
+            recorded_at = _now()
+            for batch in _batches(rows):
+                created.update(conn.execute(stmt, [{**r, "recorded_at": recorded_at} for r in batch]).scalars())
+            # Rows that were not inserted (stored before, or twice in this call): compare with what is stored.
+            seen: set[str] = set()
+            candidates = []
+            for r in rows:
+                if r["event_id"] not in created or r["event_id"] in seen:
+                    candidates.append(r)
+                seen.add(r["event_id"])
+            for batch in _batches(sorted({r["event_id"] for r in candidates})):
+                for s in conn.execute(select(Event).where(Event.event_id.in_(batch))):
+                    stored[s.event_id] = s
+        conflicts = [r["event_id"] for r in candidates
+                     if any(getattr(stored[r["event_id"]], f) != r[f] for f in _EVENT_IDENTITY)]
+        return {"created": len(created), "duplicates": len(candidates) - len(conflicts), "conflicts": conflicts}
+
+    def events_for_customer(self, customer_id: str, type: str | None = None,
+                            since: datetime | None = None) -> list[dict]:
+        """A customer's events in time order, optionally of one type and from `since` on."""
+        q = select(Event).where(Event.customer_id == customer_id)
+        if type is not None:
+            q = q.where(Event.type == type)
+        if since is not None:
+            q = q.where(Event.occurred_at >= _aware("since", since))
+        with self.transaction() as conn:
+            rows = conn.execute(q.order_by(Event.occurred_at, Event.id)).all()
+        return [self._event_dict(r) for r in rows]
+
+    @staticmethod
+    def _event_row(event: dict, index: int) -> dict:
+        where = f"event {index} ({event.get('event_id', 'no event_id')})" if isinstance(event, dict) else ""
+        if not isinstance(event, dict):
+            raise InvalidRecord(f"event {index} is not a dict")
+        _check_keys(where, event, _EVENT_REQUIRED, _EVENT_OPTIONAL)
+        if event["type"] not in EVENT_TYPES:
+            raise InvalidRecord(f"{where}: type {event['type']!r} is not one of {', '.join(EVENT_TYPES)}")
+        for k in ("event_id", "customer_id"):
+            if not isinstance(event[k], str) or not event[k]:
+                raise InvalidRecord(f"{where}: {k} must be a non-empty string")
+        payload = jsonable(event.get("payload") or {})
+        if not isinstance(payload, dict):
+            raise InvalidRecord(f"{where}: payload must be an object")
+        return {"event_id": event["event_id"], "type": event["type"], "customer_id": event["customer_id"],
+                "decision_id": event.get("decision_id"), "payload": payload,
+                "occurred_at": _aware(f"{where}: occurred_at", event["occurred_at"])}
+
+    @staticmethod
+    def _event_dict(row) -> dict:
+        d = dict(row._mapping)
+        del d["id"]
+        return d
+
+    # ------------------------------------------------------------------------------------------ features
+
+    def replace_feature_snapshot(self, rows: Iterable[tuple[str, dict]], as_of: datetime, feature_version: str,
+                                 model_version: str, source: str, batch_size: int = 5000) -> int:
+        """Replace the whole feature snapshot with `rows` of (customer_id, {feature: value}); returns the count.
+
+        One transaction: readers keep seeing the previous snapshot until it commits, and a load that fails
+        part-way (bad row, exception in `rows`, lost connection) leaves the previous snapshot in place."""
+        as_of = _aware("as_of", as_of)
+        loaded_at = _now()
+        n = 0
+        with self.transaction(write=True) as conn:
+            # DELETE, not TRUNCATE: TRUNCATE would lock out PostgreSQL readers until the load commits.
+            conn.execute(delete(CustomerFeatures))
+            for batch in _batches(rows, batch_size):
+                try:
+                    conn.execute(_insert(conn, CustomerFeatures), [
+                        {"customer_id": cid, "as_of": as_of, "feature_version": feature_version,
+                         "model_version": model_version, "values": _feature_values(values), "loaded_at": loaded_at}
+                        for cid, values in batch
+                    ])
+                except IntegrityError as exc:
+                    raise InvalidRecord(f"the snapshot lists a customer twice (rows {n + 1}-{n + len(batch)})") from exc
+                n += len(batch)
+            conn.execute(_insert(conn, FeatureSnapshot).values(
+                as_of=as_of, feature_version=feature_version, model_version=model_version, source=source, rows=n,
+                loaded_at=loaded_at))
+        return n
+
+    def get_customer_features(self, customer_id: str) -> dict | None:
+        """{customer_id, values, as_of, feature_version, model_version, loaded_at}, or None."""
+        with self.transaction() as conn:
+            row = conn.execute(select(CustomerFeatures).where(CustomerFeatures.customer_id == customer_id)).one_or_none()
+        return None if row is None else dict(row._mapping)
+
+    def latest_snapshot(self) -> dict | None:
+        """The most recent snapshot load (what customer_features holds), or None before the first load."""
+        with self.transaction() as conn:
+            row = conn.execute(select(FeatureSnapshot).order_by(FeatureSnapshot.id.desc()).limit(1)).one_or_none()
+        return None if row is None else dict(row._mapping)

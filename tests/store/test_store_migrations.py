@@ -1,0 +1,144 @@
+"""Schema and connections: the migrations create exactly the models' schema on SQLite and PostgreSQL, the
+SQLite pragmas are set, and an unreachable or unmigrated database raises the store's own errors."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Integer, MetaData, Table
+
+import store.db
+from store import SchemaMissing, Store, StoreUnavailable
+from store.db import DEFAULT_URL, current_revision, head_revision, make_engine, upgrade
+from store.models import Base
+
+
+def _diffs(url: str, metadata: MetaData) -> list:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+    finally:
+        engine.dispose()
+
+
+def test_migrated_schema_matches_the_models(migrated_url):
+    assert _diffs(migrated_url, Base.metadata) == []
+
+
+def test_the_schema_comparison_would_notice_a_difference(migrated_url):
+    changed = MetaData()
+    for table in Base.metadata.tables.values():
+        table.to_metadata(changed)
+    Table("extra", changed, Column("id", Integer, primary_key=True))
+    changed.tables["events"].append_column(Column("source", Integer))
+    kinds = sorted(d[0] if isinstance(d, tuple) else d[0][0] for d in _diffs(migrated_url, changed))
+    assert kinds == ["add_column", "add_table"]
+
+
+def test_upgrade_reaches_head_and_can_be_repeated(db_url):
+    assert current_revision(db_url) is None
+    assert upgrade(db_url) == head_revision()
+    assert upgrade(db_url) == head_revision()
+    assert current_revision(db_url) == head_revision()
+
+
+def test_an_unmigrated_database_raises_schema_missing(db_url):
+    s = Store.from_url(db_url)
+    try:
+        with pytest.raises(SchemaMissing, match="retention db upgrade"):
+            s.ping()
+        with pytest.raises(SchemaMissing):
+            s.get_decision("x")
+    finally:
+        s.close()
+
+
+def test_an_unreachable_database_raises_store_unavailable(tmp_path):
+    for url in ("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2",
+                f"sqlite:///{tmp_path}/is-a-file/store.db"):
+        if url.startswith("sqlite"):
+            (tmp_path / "is-a-file").mkdir()
+            (tmp_path / "is-a-file" / "store.db").mkdir()  # a directory where the database file should be
+        s = Store.from_url(url)
+        try:
+            with pytest.raises(StoreUnavailable, match="unavailable"):
+                s.ping()
+            with pytest.raises(StoreUnavailable):
+                s.record_events([])  # every method, not only ping
+            with pytest.raises(StoreUnavailable):
+                s.list_clients()
+        finally:
+            s.close()
+
+
+def test_sqlite_connections_use_wal_and_enforce_foreign_keys(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            pragma = {p: conn.exec_driver_sql(f"PRAGMA {p}").scalar()
+                      for p in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")}
+    finally:
+        engine.dispose()
+    assert pragma == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 5000, "synchronous": 1}
+
+
+def test_default_url_is_the_embedded_file_and_its_folder_is_created(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine()
+    try:
+        assert str(engine.url) == DEFAULT_URL and (tmp_path / "var").is_dir()
+    finally:
+        engine.dispose()
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/env/x.db")
+    engine = make_engine()
+    try:
+        assert engine.url.database == f"{tmp_path}/env/x.db"
+    finally:
+        engine.dispose()
+
+
+def test_a_postgres_url_without_a_driver_uses_psycopg():
+    engine = make_engine("postgresql://user:pw@db.example:5432/prod")
+    try:
+        assert engine.url.drivername == "postgresql+psycopg"
+    finally:
+        engine.dispose()
+
+
+def test_a_sqlite_batch_migration_can_rebuild_a_referenced_table(tmp_path, monkeypatch):
+    """Future migrations that alter a table on SQLite rebuild it; that must work with rows referencing it."""
+    migrations = tmp_path / "migrations"
+    shutil.copytree(store.db.MIGRATIONS, migrations)
+    (migrations / "versions" / "9999_rebuild.py").write_text(
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        "revision, down_revision, branch_labels, depends_on = '9999', '0001', None, None\n\n\n"
+        "def upgrade():\n"
+        "    with op.batch_alter_table('decisions', recreate='always') as batch:\n"
+        "        batch.add_column(sa.Column('note', sa.String(), nullable=True))\n"
+    )
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    with Store.from_url(url) as s:
+        d, _ = s.record_decision(dict(
+            request_id="r", body_hash="h", client="a", customer_id="c", reason="other", request={}, features={},
+            scores={}, offer_id="pause_1m", offer={}, propensity=1.0, reason_codes=[], policy_version="p",
+            catalog_version="c", fallback=False, nps_segment="none", latency_ms=1.0))
+        s.record_outcome(d["decision_id"], "declined", datetime.now(UTC))
+    monkeypatch.setattr(store.db, "MIGRATIONS", migrations)
+    assert upgrade(url) == "9999"
+    with Store.from_url(url) as s:
+        assert [o["kind"] for o in s.get_decision(d["decision_id"])["outcomes"]] == ["declined"]
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:  # new connections enforce foreign keys again
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        engine.dispose()
