@@ -10,7 +10,10 @@ from __future__ import annotations
 from retention.offers import Catalog, Offer
 
 DECISION_NUMERIC = ["offer_months", "offer_percent", "offer_to_price"]
-DECISION_CATEGORICAL = ["reason", "offer_id", "offer_type"]
+# reason_offer: the (reason, offer) pair as one category. Offer effects depend strongly on the reason (a
+# follow-up saves technical cancels, a pause temporary ones); as one categorical column the trees can split on
+# such pairs directly instead of needing two levels of splits per pair, which shallow trees rarely make.
+DECISION_CATEGORICAL = ["reason", "offer_id", "offer_type", "reason_offer"]
 MODEL_NAMES = ("offer_response", "churn_risk")
 
 
@@ -19,6 +22,7 @@ def decision_columns(offer: Offer, reason: str) -> dict[str, object]:
         "reason": reason,
         "offer_id": offer.id,
         "offer_type": offer.type,
+        "reason_offer": f"{reason}:{offer.id}",
         "offer_months": float(offer.months),
         "offer_percent": float(offer.percent),
         "offer_to_price": float(offer.to_price) if offer.to_price is not None else float("nan"),

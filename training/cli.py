@@ -194,6 +194,37 @@ def score(ref: str, models_root: Path, data_dir: Path, as_of: datetime, out: Pat
     click.echo(f"scored {n:,} customers as of {as_of.isoformat()} into {out}")
 
 
+@main.command("evaluate-policy")
+@click.option("--model", "ref", default="latest", show_default=True, help="Version id, folder, or 'latest'.")
+@click.option("--models", "models_root", type=click.Path(path_type=Path), default=DEFAULT_MODELS, show_default=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="A simulated data set with _truth/ (ideally one the model was not trained on).")
+@click.option("--since", type=UTC_DATETIME, default=None, help="Only requests at or after this time.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="A random sample of this many requests.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample and the bootstrap.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Also write the JSON here.")
+def evaluate_policy(ref: str, models_root: Path, data_dir: Path, since, limit: int | None, seed: int,
+                    out: Path | None) -> None:
+    """Value the service's offer choices with the simulator's true response, against the rules, every fixed
+    offer and the oracle."""
+    from training.policy_eval import TRUTH_FILE, format_table
+    from training.policy_eval import evaluate_policy as run
+
+    if not (data_dir / TRUTH_FILE).is_file():
+        _fail(f"{data_dir}: no {TRUTH_FILE}: judging a policy needs the simulator's true response; "
+              "use a data set written by `retention simulate`")
+    _validated(data_dir, None)
+    _, model, meta = _load(models_root, ref)
+    try:
+        result = run(model, meta, data_dir, since=since, limit=limit, seed=seed, progress=tqdm)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(format_table(result))
+    click.echo(json.dumps(result, indent=2))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 @main.command()
 @click.option("--catalog", type=click.Path(path_type=Path), default=None)
 def offers(catalog: Path | None) -> None:
