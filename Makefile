@@ -4,8 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= var/data/demo
 CUSTOMERS ?= 50000
+PORT   ?= 8000
+# A fixed key for the local demo only (the README's curl example uses it); real keys come from `retention keys create`.
+DEMO_KEY ?= demo-frontend-key-not-for-production
 
-.PHONY: install run test lint simulate train bench clean
+.PHONY: install run test lint simulate train migrate bench clean
 
 # Installs the project and its pinned dependencies into a local virtualenv (re-run when setup.cfg changes).
 $(BIN)/retention: setup.cfg pyproject.toml
@@ -16,10 +19,16 @@ $(BIN)/retention: setup.cfg pyproject.toml
 
 install: $(BIN)/retention
 
-# Main job, until the decision service exists: simulate a data set, train both models, print the evaluation.
+# Main job: the decision service on SQLite with a verified model. Simulates a demo data set and trains a model
+# only when there is none yet, loads the customers' features, registers the demo frontend key, then serves.
 run: install
 	@if [ ! -f $(DATA)/dataset.json ]; then $(BIN)/retention simulate --customers $(CUSTOMERS) --seed 7 --out $(DATA); fi
-	$(BIN)/retention train --data $(DATA) --out models
+	@if [ -z "$$(ls models/*/metadata.json 2>/dev/null)" ]; then $(BIN)/retention train --data $(DATA) --out models; fi
+	$(BIN)/retention db upgrade
+	$(BIN)/retention load-features --data $(DATA) --if-stale
+	$(BIN)/retention keys create --name demo-frontend --role decide --key $(DEMO_KEY)
+	@echo "serving on http://127.0.0.1:$(PORT)  (API docs: http://127.0.0.1:$(PORT)/docs)"
+	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py "service:create_app()"
 
 test: install
 	$(BIN)/pytest -q
@@ -32,6 +41,9 @@ simulate: install
 
 train: install
 	$(BIN)/retention train --data $(DATA) --out models
+
+migrate: install
+	$(BIN)/retention db upgrade
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,115 @@
+"""The Flask adapter around the decision policy: `create_app()` builds one service process.
+
+Reads like a table of contents: configuration, runtime (catalog, policy, model, store), API and schemas,
+error handlers, request hooks (request id, size limits, metrics, JSON logs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+from flask import Flask, g, request
+from flask_smorest import Api
+
+from service import logs, metrics
+from service.runtime import Runtime, default_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+DECISION_BODY_LIMIT = 32 * 1024  # a cancel request with inline context is a few KB
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+log = logging.getLogger("retention.service")
+
+
+def settings_from_env() -> dict:
+    """Every setting, from the environment (documented in the README's configuration table)."""
+    env = os.environ.get
+    return {
+        "DATABASE_URL": env("DATABASE_URL") or default_database_url(),
+        "MODELS_DIR": env("RETENTION_MODELS_DIR", str(ROOT / "models")),
+        "MODEL_VERSION": env("RETENTION_MODEL", "latest"),
+        "CATALOG_PATH": env("RETENTION_CATALOG", str(ROOT / "config" / "offers.toml")),
+        "POLICY_PATH": env("RETENTION_POLICY", str(ROOT / "config" / "policy.toml")),
+        "SIGNATURE_WINDOW_SECONDS": int(env("RETENTION_SIGNATURE_WINDOW_SECONDS", "300")),
+        "MAX_CONTENT_LENGTH": int(env("RETENTION_MAX_BODY_BYTES", str(1024 * 1024))),
+        "LOG_LEVEL": env("RETENTION_LOG_LEVEL", "INFO"),
+    }
+
+
+class RetentionApi(Api):
+    """flask-smorest's Api with one error body for every 4xx/5xx: code, status, message and (for 422) the
+    field-level `errors`."""
+
+    def handle_http_exception(self, error):
+        payload, code, headers = super().handle_http_exception(error)
+        payload.setdefault("message", error.description)
+        return payload, code, headers
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(settings_from_env())
+    app.config.update(
+        API_TITLE="retention-offers decision API",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    )
+    app.json.sort_keys = False  # keep the schemas' field order: decision_id and offer first
+    if test_config:
+        app.config.update(test_config)
+    logs.configure(app.config["LOG_LEVEL"])
+    register_runtime(app)
+    register_api(app)
+    register_hooks(app)
+    return app
+
+
+def register_runtime(app: Flask) -> None:
+    runtime = Runtime.from_config(app.config)
+    app.extensions["retention"] = runtime
+    metrics.set_model(runtime.model_version)
+    log.info("service_started", extra={"fields": {"model_version": runtime.model_version,
+                                                   "policy_version": runtime.policy.config.version,
+                                                   "catalog_version": runtime.catalog.version}})
+
+
+def register_api(app: Flask) -> None:
+    from service.api import blp as v1
+    from service.health import blp as health
+
+    api = RetentionApi(app)
+    api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
+                                                   "description": "An API key from `retention keys create`."})
+    api.register_blueprint(v1)
+    app.register_blueprint(health)
+
+
+def register_hooks(app: Flask) -> None:
+    @app.before_request
+    def start():
+        g.started = time.perf_counter()
+        sent = request.headers.get("X-Request-ID", "")
+        g.request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+        if request.endpoint == "v1.create_decision":
+            request.max_content_length = DECISION_BODY_LIMIT
+
+    @app.after_request
+    def finish(response):
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.observe_request(endpoint, request.method, response.status_code, seconds)
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        fields = {"method": request.method, "endpoint": endpoint, "status": response.status_code,
+                  "ms": round(seconds * 1000, 2), "client": g.get("client")}
+        if "decision_id" in g:
+            fields["decision_id"] = g.decision_id
+        log.info("request", extra={"fields": fields})
+        return response

@@ -1,0 +1,59 @@
+"""gunicorn settings for the decision service. Every value says why it has that value.
+
+Run: `gunicorn -c gunicorn.conf.py "service:create_app()"` (what the Procfile and `make run` do).
+"""
+
+import os
+import tempfile
+
+# Listen on loopback by default; a platform sets PORT (Heroku-style) and BIND=0.0.0.0 to expose it.
+bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+
+# Sync workers, one per core: each decision is a few milliseconds of CPU (feature assembly and a small
+# gradient-boosting prediction) with short database calls, so threads or async would add contention, not
+# throughput. The machines we size for have 2 cores.
+workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
+worker_class = "sync"
+
+# Load the app (and so the verified model) once in the master, then fork: workers share the model's memory
+# copy-on-write and a bad artifact is reported once at start-up. Safe because database engines and the
+# scoring thread pool are created lazily in each worker, after the fork (service/runtime.py, retention/policy.py).
+preload_app = True
+
+# The billing frontend gives up after about a second and lets the customer cancel; a request still running
+# after 10 s means a stuck worker, which gunicorn then replaces.
+timeout = 10
+graceful_timeout = 20
+# Frontends keep connections open between cancel requests.
+keepalive = 5
+
+# Recycle workers now and then so slow leaks (in any library) cannot accumulate; jitter avoids restarting
+# all workers at once.
+max_requests = 50_000
+max_requests_jitter = 5_000
+
+# Access logs would duplicate our own JSON request log (service/logs.py), which carries the request id.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("RETENTION_LOG_LEVEL", "info").lower()
+
+# A slow client must not hold a worker with a huge header section.
+limit_request_field_size = 8190
+limit_request_line = 4094
+
+# Prometheus multiprocess mode: every worker writes its samples to this folder and /metrics adds them up.
+# It must exist and be empty before the workers start, so the master creates a fresh one.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="retention-prom-")
+
+# One OpenMP/BLAS thread per worker: workers already use every core, and scikit-learn's default of one
+# thread per core in each worker would oversubscribe the machine and slow every prediction.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def child_exit(server, worker):
+    # Drop a dead worker's live gauges (the model version it served) from the aggregated metrics.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,130 @@
+"""The /v1 endpoints. Each view parses (schemas), calls one use case or store method, and serialises."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+from flask import current_app, g, request
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+
+from service import usecases
+from service.auth import requires
+from service.schemas import (
+    CatalogSchema,
+    DecisionListSchema,
+    DecisionRequestSchema,
+    DecisionSchema,
+    EventBatchSchema,
+    EventResultSchema,
+    OutcomeRequestSchema,
+    OutcomeSchema,
+)
+from store import Conflict, NotFound, StoreUnavailable
+
+SECURED = [{"bearer": []}]
+blp = Blueprint("v1", __name__, url_prefix="/v1", description="Cancel-time decisions, outcomes and events")
+
+
+def _runtime():
+    return current_app.extensions["retention"]
+
+
+def _store_call(fn, *args, **kwargs):
+    """Run a store method for an endpoint that may wait (outcomes, events, history): an outage is a 503."""
+    try:
+        return fn(*args, **kwargs)
+    except StoreUnavailable:
+        abort(503, message="the store is unavailable; retry shortly", headers={"Retry-After": "5"})
+
+
+@blp.route("/decisions", methods=["POST"])
+@requires("decide")
+@blp.arguments(DecisionRequestSchema)
+@blp.response(201, DecisionSchema, description="A new decision.")
+@blp.alt_response(200, schema=DecisionSchema, description="The decision already made for this request_id.")
+@blp.alt_response(409, description="This request_id was used with a different body.")
+@blp.doc(security=SECURED)
+def create_decision(data):
+    """Choose the retention offer for a cancel request (idempotent on request_id)."""
+    try:
+        record, created = usecases.decide(_runtime(), data, request.get_json(), g.client)
+    except usecases.Conflict as exc:
+        abort(409, message=str(exc))
+    g.decision_id = record["decision_id"]
+    return record, 201 if created else 200
+
+
+@blp.route("/decisions/<string:decision_id>/outcome", methods=["POST"])
+@requires("decide", "events")
+@blp.arguments(OutcomeRequestSchema)
+@blp.response(201, OutcomeSchema, description="The outcome was recorded.")
+@blp.alt_response(200, schema=OutcomeSchema, description="The same outcome was already recorded.")
+@blp.alt_response(404, description="No such decision.")
+@blp.alt_response(409, description="Conflicts with an earlier outcome (accepted vs declined).")
+@blp.doc(security=SECURED)
+def record_outcome(data, decision_id):
+    """Record what the customer did with the offer: accepted, declined or cancelled (idempotent)."""
+    try:
+        outcome, created = _store_call(_runtime().store.record_outcome, decision_id, data["outcome"],
+                                       data.get("occurred_at") or datetime.now(UTC))
+    except NotFound:
+        abort(404, message=f"no decision {decision_id!r}")
+    except Conflict as exc:
+        abort(409, message=str(exc))
+    return outcome, 201 if created else 200
+
+
+@blp.route("/events", methods=["POST"])
+@requires("events")
+@blp.arguments(EventBatchSchema)
+@blp.response(200, EventResultSchema)
+@blp.doc(security=SECURED)
+def record_events(data):
+    """Bulk events from billing and surveys (NPS answers, usage, payments, still-active checks, cancels,
+    customer records). Idempotent per event_id; an event_id re-sent with a different body is listed in
+    `conflicts` and not applied. All events of a call are stored, or none."""
+    result = _store_call(_runtime().store.record_events, usecases.to_store_events(data["events"]))
+    return {"conflicts": [], **result}
+
+
+@blp.route("/customers/<string:customer_id>/decisions")
+@requires("decide", "events")
+@blp.response(200, DecisionListSchema)
+@blp.doc(security=SECURED)
+def customer_decisions(customer_id):
+    """A customer's decisions, newest first, each with its outcomes."""
+    rows = _store_call(_runtime().store.customer_decisions, customer_id)
+    return {"customer_id": customer_id, "decisions": [{**r, "recorded": True} for r in rows]}
+
+
+@blp.route("/offers")
+class Offers(MethodView):
+    @requires("decide", "events")
+    @blp.response(200, CatalogSchema)
+    @blp.doc(security=SECURED)
+    def get(self):
+        """The active offer catalog (switched-off offers are listed with enabled = false)."""
+        catalog = _runtime().catalog
+        return {"version": catalog.version, "offers": [asdict(o) for o in catalog.offers]}
+
+
+@blp.route("/model")
+class Model(MethodView):
+    @requires("admin")
+    @blp.doc(security=SECURED)
+    @blp.response(200)
+    def get(self):
+        """The model version this process serves, its data window and held-out metrics (admin)."""
+        rt = _runtime()
+        meta = rt.model_meta
+        return {
+            "model_version": rt.model_version,
+            "error": rt.model_error,
+            "policy_version": rt.policy.config.version,
+            "catalog_version": rt.catalog.version,
+            "data_window": meta.get("data_window"),
+            "created_at": meta.get("created_at"),
+            "metrics": {k: v.get("model") for k, v in meta.get("metrics", {}).items()},
+        }

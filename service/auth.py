@@ -1,0 +1,124 @@
+"""API keys with roles, and optional HMAC-SHA256 request signing.
+
+- A key is sent as `Authorization: Bearer <key>` (or `X-API-Key: <key>`). The store keeps only its SHA-256.
+- Roles: `decide` (the billing frontend), `events` (the billing system), `admin` (catalog, models, history).
+  `admin` may do everything.
+- A client created with a signing secret must also send `X-Retention-Timestamp` (Unix seconds) and
+  `X-Retention-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<METHOD>.<path>.<body>")>`. A signature
+  older or newer than the replay window is refused, so a captured request cannot be replayed later.
+- Successful look-ups are cached in the process for a short time, so a store outage does not lock out a
+  frontend that was already talking to us (a revoked key stops working within that time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Callable
+from functools import wraps
+
+from flask import current_app, g, request
+from flask_smorest import abort
+
+from store import StoreUnavailable
+
+ROLES = ("decide", "events", "admin")
+AUTH_CACHE_SECONDS = 300.0
+
+
+class _AuthCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> dict | None:
+        with self._lock:
+            hit = self._entries.get(digest)
+            if hit and hit[0] > time.monotonic():
+                return hit[1]
+            self._entries.pop(digest, None)
+            return None
+
+    def put(self, digest: str, client: dict) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[digest] = (time.monotonic() + AUTH_CACHE_SECONDS, client)
+
+
+_cache = _AuthCache()
+
+
+def _presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:].strip() or None
+    return request.headers.get("X-API-Key") or None
+
+
+def _authenticate(key: str) -> dict | None:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    client = _cache.get(digest)
+    if client is not None:
+        return client
+    try:
+        client = current_app.extensions["retention"].store.authenticate(key)
+    except StoreUnavailable:
+        abort(503, message="cannot verify the API key: the store is unavailable; retry shortly",
+              headers={"Retry-After": "5"})
+    if client is not None:
+        _cache.put(digest, client)
+    return client
+
+
+def _check_signature(secret: str) -> None:
+    ts = request.headers.get("X-Retention-Timestamp", "")
+    sig = request.headers.get("X-Retention-Signature", "")
+    if not ts or not sig.startswith("sha256="):
+        abort(401, message="this client must sign requests: send X-Retention-Timestamp and X-Retention-Signature")
+    try:
+        sent = int(ts)
+    except ValueError:
+        abort(401, message="X-Retention-Timestamp must be Unix seconds")
+    window = current_app.config["SIGNATURE_WINDOW_SECONDS"]
+    if abs(time.time() - sent) > window:
+        abort(401, message=f"signature timestamp is outside the {window} s replay window")
+    expected = sign(secret, ts, request.method, request.path, request.get_data(cache=True))
+    if not hmac.compare_digest(expected, sig):
+        abort(401, message="request signature does not match")
+
+
+def sign(secret: str, timestamp: str, method: str, path: str, body: bytes) -> str:
+    """The value of X-Retention-Signature for a request (clients use the same function or its equivalent)."""
+    message = f"{timestamp}.{method.upper()}.{path}.".encode() + body
+    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def requires(*roles: str) -> Callable:
+    """View decorator: a valid key whose role is one of `roles` (or admin), else 401 / 403."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {unknown}")
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            key = _presented_key()
+            if key is None:
+                abort(401, message="missing API key: send 'Authorization: Bearer <key>'",
+                      headers={"WWW-Authenticate": "Bearer"})
+            client = _authenticate(key)
+            if client is None:
+                abort(401, message="invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            if client.get("signing_secret"):
+                _check_signature(client["signing_secret"])
+            if client["role"] != "admin" and client["role"] not in roles:
+                abort(403, message=f"role {client['role']!r} may not call this endpoint (needs {' or '.join(roles)})")
+            g.client = client["name"]
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator

@@ -1,0 +1,60 @@
+"""Liveness, readiness and Prometheus metrics: unauthenticated, for the platform rather than for clients."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app
+
+from service import metrics
+from store import StoreUnavailable
+
+blp = Blueprint("health", __name__)
+
+
+@blp.get("/healthz")
+def healthz():
+    """The process is alive and serving HTTP."""
+    return {"status": "ok"}
+
+
+@blp.get("/readyz")
+def readyz():
+    """Ready = a verified model is loaded and the store answers. Otherwise 503, naming what is degraded.
+
+    A degraded process still answers decisions (rules instead of the model, or without history when the
+    store is down); readiness tells a deploy or load balancer that it should not be preferred.
+    """
+    rt = current_app.extensions["retention"]
+    checks: dict[str, dict] = {}
+    degraded: list[str] = []
+    if rt.policy.scorer is not None:
+        checks["model"] = {"ok": True, "version": rt.model_version}
+    else:
+        checks["model"] = {"ok": False, "error": rt.model_error, "serving": "fallback rules"}
+        degraded.append("model")
+    try:
+        rt.store.ping()
+        snapshot = rt.store.latest_snapshot()
+        checks["store"] = {"ok": True}
+        if snapshot is None:
+            checks["features"] = {"ok": False, "error": "no feature snapshot loaded: every customer is scored "
+                                  "as new (run `retention load-features`)"}
+            degraded.append("features")
+        else:
+            age_h = (datetime.now(UTC) - snapshot["as_of"]).total_seconds() / 3600.0
+            checks["features"] = {"ok": True, "as_of": snapshot["as_of"].isoformat(),
+                                  "age_hours": round(age_h, 1), "rows": snapshot["rows"]}
+    except StoreUnavailable as exc:
+        checks["store"] = {"ok": False, "error": str(exc)}
+        degraded.append("store")
+    ready = "model" not in degraded and "store" not in degraded
+    body = {"status": "ready" if ready else "degraded", "degraded": degraded, "checks": checks,
+            "policy_version": rt.policy.config.version, "catalog_version": rt.catalog.version}
+    return body, 200 if ready else 503
+
+
+@blp.get("/metrics")
+def prometheus():
+    data, content_type = metrics.exposition()
+    return Response(data, content_type=content_type)

@@ -1,0 +1,75 @@
+"""What one service process holds: the offer catalog, the policy, the verified model (or why there is none)
+and the store. Built once per process by create_app; with gunicorn's preload the model is loaded once in the
+master and shared copy-on-write, while database connections are opened lazily in each worker after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retention.artifacts import ArtifactError, load_artifact, resolve_version
+from retention.features import FEATURE_VERSION
+from retention.offers import Catalog, load_catalog
+from retention.policy import ModelScorer, Policy, load_policy
+from store import Store
+
+log = logging.getLogger("retention.service")
+
+
+@dataclass
+class Runtime:
+    catalog: Catalog
+    policy: Policy
+    database_url: str
+    model_error: str | None = None
+    model_meta: dict = field(default_factory=dict)
+    _store: Store | None = None
+    _store_pid: int = -1
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_config(cls, config: dict) -> Runtime:
+        catalog = load_catalog(config["CATALOG_PATH"])
+        policy_config = load_policy(catalog, config["POLICY_PATH"])
+        scorer, meta, error = None, {}, None
+        try:
+            version_dir = resolve_version(config["MODELS_DIR"], config["MODEL_VERSION"])
+            model, meta = load_artifact(version_dir, feature_version=FEATURE_VERSION)
+            missing = set(catalog.ids) - set(meta.get("offers", []))
+            if missing:
+                raise ArtifactError(f"{version_dir}: model was trained without offers {sorted(missing)}; "
+                                    "retrain with the current catalog")
+            scorer = ModelScorer(model, meta)
+        except (ArtifactError, KeyError, OSError) as exc:
+            # Fail open: the service starts and decides by the rules; /readyz reports why.
+            error = str(exc)
+            log.error("model_unavailable", extra={"fields": {"error": error}})
+        return cls(catalog=catalog, policy=Policy(catalog, policy_config, scorer),
+                   database_url=config["DATABASE_URL"], model_error=error, model_meta=meta)
+
+    @property
+    def model_version(self) -> str | None:
+        return self.policy.scorer.version if self.policy.scorer else None
+
+    @property
+    def store(self) -> Store:
+        # One engine (and connection pool) per process: pools must not cross a fork.
+        with self._lock:
+            if self._store is None or self._store_pid != os.getpid():
+                self._store = Store.from_url(self.database_url)
+                self._store_pid = os.getpid()
+            return self._store
+
+    def close(self) -> None:
+        self.policy.close()
+        if self._store is not None and self._store_pid == os.getpid():
+            self._store.engine.dispose()
+            self._store = None
+
+
+def default_database_url() -> str:
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{Path('var') / 'retention.db'}"

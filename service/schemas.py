@@ -1,0 +1,227 @@
+"""Request and response schemas: declared once, they validate input (unknown fields raise) and produce the
+OpenAPI document. `post_load` turns validated input into domain objects, so views never pass raw dicts inward.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from retention.contract import BILLING_CHANNELS, BILLING_PERIODS, NPS_MAX, NPS_MIN, REASONS
+from retention.decision import CancelRequest, NpsAnswer, UsageSummary
+from retention.offers import OFFER_TYPES
+
+ID = validate.Length(min=1, max=128)
+OUTCOMES = ("accepted", "declined", "cancelled")
+EVENT_TYPES = ("nps", "usage", "payment", "still_active", "cancelled", "customer")
+MAX_EVENTS_PER_CALL = 5000
+
+
+class AwareDateTime(fields.AwareDateTime):
+    """ISO-8601 time; a time without a zone is read as UTC (the data contract's convention)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(default_timezone=UTC, **kwargs)
+
+
+class Strict(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+        ordered = True
+
+
+class NpsAnswerSchema(Strict):
+    score = fields.Integer(required=True, validate=validate.Range(NPS_MIN, NPS_MAX))
+    responded_at = AwareDateTime(required=True)
+
+    @ma.post_load
+    def make(self, data, **_):
+        return NpsAnswer(**data)
+
+
+class UsageSummarySchema(Strict):
+    metric = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"))
+    last_7d = fields.Float(required=True, validate=validate.Range(min=0))
+    last_30d = fields.Float(required=True, validate=validate.Range(min=0))
+    last_90d = fields.Float(required=True, validate=validate.Range(min=0))
+    active_days_30 = fields.Integer(validate=validate.Range(0, 30))
+    days_since_last = fields.Float(validate=validate.Range(min=0), allow_none=True)
+
+    @ma.validates_schema
+    def windows_nest(self, data, **_):
+        if not data["last_7d"] <= data["last_30d"] <= data["last_90d"]:
+            raise ma.ValidationError("must satisfy last_7d <= last_30d <= last_90d (they are nested windows)",
+                                     "last_30d")
+
+    @ma.post_load
+    def make(self, data, **_):
+        return UsageSummary(**data)
+
+
+class DecisionRequestSchema(Strict):
+    request_id = fields.String(required=True, validate=ID,
+                               metadata={"description": "The caller's idempotency key for this cancel flow."})
+    customer_id = fields.String(required=True, validate=ID)
+    reason = fields.String(required=True, validate=validate.OneOf(REASONS))
+    reason_text = fields.String(validate=validate.Length(max=2000), allow_none=True,
+                                metadata={"description": "Free text; stored with the decision, never logged."})
+    plan_id = fields.String(validate=ID)
+    price = fields.Float(required=True, validate=validate.Range(min=0),
+                         metadata={"description": "List price per billing period."})
+    billing_period = fields.String(required=True, validate=validate.OneOf(BILLING_PERIODS))
+    billing_channel = fields.String(required=True, validate=validate.OneOf(BILLING_CHANNELS))
+    currency = fields.String(validate=validate.Regexp(r"^[A-Z]{3}$"))
+    country = fields.String(validate=validate.Regexp(r"^[A-Z]{2}$"))
+    signup_at = AwareDateTime()
+    nps = fields.List(fields.Nested(NpsAnswerSchema), validate=validate.Length(max=100),
+                      metadata={"description": "Inline NPS answers; replace what the service knows."})
+    usage = fields.List(fields.Nested(UsageSummarySchema), validate=validate.Length(max=50),
+                        metadata={"description": "Inline usage summary per metric; replaces stored usage."})
+
+    @ma.post_load
+    def make(self, data, **_):
+        """Keep the raw fields for storage and idempotency, plus the domain object the policy needs."""
+        nps = data.get("nps")
+        usage = data.get("usage")
+        data["cancel"] = CancelRequest(
+            customer_id=data["customer_id"],
+            reason=data["reason"],
+            billing_period=data["billing_period"],
+            billing_channel=data["billing_channel"],
+            price=data["price"],
+            plan_id=data.get("plan_id"),
+            country=data.get("country"),
+            signup_at=data.get("signup_at"),
+            nps=tuple(nps) if nps is not None else None,
+            usage=tuple(usage) if usage is not None else None,
+        )
+        return data
+
+
+class OfferSchema(Strict):
+    id = fields.String(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(OFFER_TYPES))
+    display_key = fields.String(required=True)
+    months = fields.Integer(metadata={"description": "Pause or discount length."})
+    percent = fields.Float(metadata={"description": "Discount percent."})
+    to_plan = fields.String()
+    to_price = fields.Float()
+    credits = fields.Integer()
+    cost = fields.Float()
+    billing_periods = fields.List(fields.String())
+    channels = fields.List(fields.String())
+    enabled = fields.Boolean()
+
+
+class CatalogSchema(Strict):
+    version = fields.String(required=True)
+    offers = fields.List(fields.Nested(OfferSchema), required=True)
+
+
+class DecisionSchema(Strict):
+    decision_id = fields.String(required=True)
+    request_id = fields.String(required=True)
+    customer_id = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    offer = fields.Nested(OfferSchema, required=True)
+    p_stay = fields.Float(allow_none=True, metadata={"description": "Predicted P(still subscribed at 30 days)."})
+    expected_incremental_value = fields.Float(
+        allow_none=True, metadata={"description": "Expected net revenue over 6 months minus that of no offer."})
+    reason_codes = fields.List(fields.String(), required=True)
+    nps_segment = fields.String(required=True)
+    close_the_loop_by = fields.DateTime(allow_none=True,
+                                        metadata={"description": "Detractors: personal follow-up due by."})
+    model_version = fields.String(allow_none=True)
+    policy_version = fields.String(required=True)
+    catalog_version = fields.String(required=True)
+    fallback = fields.Boolean(required=True, metadata={"description": "True when rules, not the model, decided."})
+    recorded = fields.Boolean(required=True, metadata={"description": "False only when the store was down."})
+    outcomes = fields.List(fields.Dict())
+
+
+class DecisionListSchema(Strict):
+    customer_id = fields.String(required=True)
+    decisions = fields.List(fields.Nested(DecisionSchema), required=True)
+
+
+class OutcomeRequestSchema(Strict):
+    outcome = fields.String(required=True, validate=validate.OneOf(OUTCOMES))
+    occurred_at = AwareDateTime(metadata={"description": "Default: now."})
+
+
+class OutcomeSchema(Strict):
+    decision_id = fields.String(required=True)
+    kind = fields.String(required=True)
+    occurred_at = fields.DateTime(required=True)
+    recorded_at = fields.DateTime()
+
+
+# Which fields each event type carries (beyond event_id, type, customer_id, occurred_at, decision_id).
+EVENT_FIELDS: dict[str, dict[str, bool]] = {  # field -> required
+    "nps": {"score": True, "comment": False},
+    "usage": {"day": True, "metric": True, "value": True},
+    "payment": {"amount": True},
+    "still_active": {"decision_id": True, "day": True, "active": True},
+    "cancelled": {},
+    "customer": {"signup_at": True, "plan_id": True, "billing_period": True, "price": True, "currency": True,
+                 "country": True, "billing_channel": True},
+}
+
+
+class EventSchema(Strict):
+    event_id = fields.String(required=True, validate=ID)
+    type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
+    customer_id = fields.String(required=True, validate=ID)
+    occurred_at = AwareDateTime(required=True)
+    decision_id = fields.String(validate=ID)
+    score = fields.Integer(validate=validate.Range(NPS_MIN, NPS_MAX))
+    comment = fields.String(validate=validate.Length(max=2000), allow_none=True)
+    day = fields.Raw(metadata={"description": "usage: an ISO date; still_active: 30 or 90."})
+    metric = fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"))
+    value = fields.Float(validate=validate.Range(min=0))
+    amount = fields.Float(validate=validate.Range(min=0))
+    active = fields.Boolean()
+    signup_at = AwareDateTime()
+    plan_id = fields.String(validate=ID)
+    billing_period = fields.String(validate=validate.OneOf(BILLING_PERIODS))
+    price = fields.Float(validate=validate.Range(min=0))
+    currency = fields.String(validate=validate.Regexp(r"^[A-Z]{3}$"))
+    country = fields.String(validate=validate.Regexp(r"^[A-Z]{2}$"))
+    billing_channel = fields.String(validate=validate.OneOf(BILLING_CHANNELS))
+
+    @ma.validates_schema
+    def fields_match_type(self, data, **_):
+        kind = data.get("type")
+        if kind not in EVENT_FIELDS:
+            return
+        allowed = EVENT_FIELDS[kind]
+        base = {"event_id", "type", "customer_id", "occurred_at", "decision_id"}
+        errors = {}
+        for name in data:
+            if name not in base and name not in allowed:
+                errors[name] = [f"not a field of a {kind!r} event"]
+        for name, required in allowed.items():
+            if required and data.get(name) is None:
+                errors[name] = [f"required for a {kind!r} event"]
+        if kind == "usage" and "day" in data:
+            try:
+                fields.Date().deserialize(data["day"])
+            except ma.ValidationError:
+                errors["day"] = ["must be an ISO date (YYYY-MM-DD) for a usage event"]
+        if kind == "still_active" and data.get("day") not in (30, 90, None):
+            errors["day"] = ["must be 30 or 90 for a still_active event"]
+        if errors:
+            raise ma.ValidationError(errors)
+
+
+class EventBatchSchema(Strict):
+    events = fields.List(fields.Nested(EventSchema), required=True,
+                         validate=validate.Length(min=1, max=MAX_EVENTS_PER_CALL))
+
+
+class EventResultSchema(Strict):
+    created = fields.Integer(required=True)
+    duplicates = fields.Integer(required=True)
+    conflicts = fields.List(fields.String(), required=True)

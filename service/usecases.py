@@ -1,0 +1,173 @@
+"""The service's use cases: decide-and-record, record an outcome, record events. Each is called by exactly one
+view and is testable without HTTP. They join the store (what we know, what we did) to the domain policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+
+from retention.decision import Decision, NpsAnswer, PastOffer, Snapshot
+from retention.features import FEATURE_VERSION
+from service import metrics
+from service.runtime import Runtime
+from store import IdempotencyConflict, StoreUnavailable
+
+log = logging.getLogger("retention.service")
+HISTORY_DAYS = 400  # guardrails look back at most 365 days (+ a running offer's months)
+OFFER_FIELDS = ("id", "type", "display_key", "months", "percent", "to_plan", "to_price", "credits")
+
+
+class Conflict(Exception):
+    """The request conflicts with what is stored (same idempotency key, different body)."""
+
+
+def body_hash(raw: dict) -> str:
+    """Hash of the request body as sent, independent of key order and whitespace."""
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _json_safe(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def decide(runtime: Runtime, data: dict, raw: dict, client: str, now: datetime | None = None) -> tuple[dict, bool]:
+    """Answer one cancel request and record it. Returns (decision record, created).
+
+    The store going down never stops an answer: the policy then decides without history (offers that a
+    history guardrail could forbid are left out) and the answer says `recorded: false`.
+    """
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    cancel = data["cancel"]
+    digest = body_hash(raw)
+    store = runtime.store
+    snapshot, history, nps, store_ok = None, None, [], True
+    context_codes: list[str] = []
+    try:
+        existing = store.get_decision_by_request(data["request_id"])
+        if existing is not None:
+            return _replay(existing, digest)
+        snapshot, incompatible = _snapshot(store.get_customer_features(cancel.customer_id))
+        if incompatible:
+            context_codes.append("snapshot_incompatible")
+        history = [_past_offer(h) for h in store.customer_offer_history(cancel.customer_id,
+                                                                        since=now - timedelta(days=HISTORY_DAYS))]
+        nps = [NpsAnswer(int(e["payload"]["score"]), e["occurred_at"])
+               for e in store.events_for_customer(cancel.customer_id, type="nps",
+                                                  since=snapshot.as_of if snapshot else now - timedelta(days=365))]
+    except StoreUnavailable:
+        store_ok = False
+        history = None
+        context_codes.append("store_unavailable")
+        metrics.FAIL_OPEN.labels("store").inc()
+
+    decision = runtime.policy.decide(cancel, snapshot, now, history, nps)
+    if decision.fallback and runtime.policy.scorer is not None:
+        cause = next((c for c in decision.reason_codes if c in ("scoring_timeout", "scoring_error")), "rules")
+        metrics.FAIL_OPEN.labels(cause).inc()
+        log.warning("scoring_fell_back", extra={"fields": {"cause": cause}})
+    record = _record(data, decision, digest, client, now, context_codes, started)
+    created = True
+    if store_ok:
+        try:
+            record, created = store.record_decision(record)
+        except IdempotencyConflict as exc:
+            raise Conflict(f"request_id {data['request_id']!r} was already used with a different body") from exc
+        except StoreUnavailable:
+            metrics.FAIL_OPEN.labels("store").inc()
+            record = {**record, "reason_codes": record["reason_codes"] + ["store_unavailable"]}
+            store_ok = False
+    if created:
+        metrics.DECISIONS.labels(record["offer_id"], str(record["fallback"]).lower()).inc()
+    return {**record, "recorded": store_ok}, created
+
+
+def _replay(existing: dict, digest: str) -> tuple[dict, bool]:
+    if existing["body_hash"] != digest:
+        raise Conflict(f"request_id {existing['request_id']!r} was already used with a different body")
+    return {**existing, "recorded": True}, False
+
+
+def _snapshot(row: dict | None) -> tuple[Snapshot | None, bool]:
+    if row is None:
+        return None, False
+    if row["feature_version"] != FEATURE_VERSION:
+        return None, True  # features computed by other definitions would be misread by this model
+    return Snapshot(values=row["values"], as_of=row["as_of"]), False
+
+
+def _past_offer(row: dict) -> PastOffer:
+    return PastOffer(offer_id=row["offer_id"], offer_type=row["offer_type"] or "none", at=row["created_at"],
+                     accepted=bool(row["accepted"]), months=row["months"])
+
+
+def _record(data: dict, d: Decision, digest: str, client: str, now: datetime, context_codes: list[str],
+            started: float) -> dict:
+    request = {k: v for k, v in data.items() if k not in ("cancel", "reason_text", "request_id")}
+    request = json.loads(json.dumps(request, default=_encode))
+    offer = {k: getattr(d.offer, k) for k in OFFER_FIELDS}
+    return {
+        "decision_id": uuid.uuid4().hex,
+        "request_id": data["request_id"],
+        "body_hash": digest,
+        "client": client,
+        "customer_id": data["customer_id"],
+        "created_at": now,
+        "reason": data["reason"],
+        "reason_text": data.get("reason_text"),
+        "request": request,
+        "features": {k: _json_safe(v) for k, v in d.features.items()},
+        "scores": {
+            "offers": [{k: _json_safe(v) for k, v in asdict(s).items()} for s in d.scores],
+            "excluded": {k: list(v) for k, v in d.excluded.items()},
+        },
+        "offer_id": d.offer.id,
+        "offer": offer,
+        "propensity": d.propensity,
+        "p_stay": d.p_stay,
+        "expected_incremental_value": d.expected_incremental_value,
+        "reason_codes": context_codes + list(d.reason_codes),
+        "nps_segment": d.nps_segment,
+        "close_the_loop_by": d.close_the_loop_by,
+        "model_version": d.model_version,
+        "policy_version": d.policy_version,
+        "catalog_version": d.catalog_version,
+        "fallback": d.fallback,
+        "latency_ms": (time.perf_counter() - started) * 1000.0,
+    }
+
+
+def _encode(obj):
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    raise TypeError(type(obj).__name__)
+
+
+EVENT_BASE = ("event_id", "type", "customer_id", "occurred_at", "decision_id")
+
+
+def to_store_events(events: list[dict]) -> list[dict]:
+    """Validated events -> store rows: the common columns, and the type's own fields as a JSON payload."""
+    rows = []
+    for e in events:
+        payload = {k: v for k, v in e.items() if k not in EVENT_BASE}
+        rows.append({
+            "event_id": e["event_id"],
+            "type": e["type"],
+            "customer_id": e["customer_id"],
+            "decision_id": e.get("decision_id"),
+            "occurred_at": e["occurred_at"],
+            "payload": json.loads(json.dumps(payload, default=_encode)),
+        })
+    return rows

@@ -1,0 +1,265 @@
+"""The decision API through the Flask test client, on SQLite and PostgreSQL: every endpoint, idempotency,
+guardrails driven by stored history, auth, request signing, and one error body for all bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from support import KEYS, decision_body, headers, post, signed_headers
+
+from retention.decision import CancelRequest
+from retention.policy import Policy
+
+
+def decide(client, **overrides):
+    return post(client, "/v1/decisions", decision_body(**overrides))
+
+
+def test_a_decision_names_one_offer_with_its_value_reasons_and_versions(client, app):
+    r = decide(client, reason="temporary")
+    assert r.status_code == 201, r.get_json()
+    d = r.get_json()
+    rt = app.extensions["retention"]
+    assert d["offer"]["type"] in ("pause", "discount", "downgrade", "credit", "followup", "none")
+    assert d["offer"]["id"] in rt.catalog.ids and d["offer"]["display_key"].startswith("offer.")
+    assert 0 < d["p_stay"] < 1 and d["expected_incremental_value"] >= 0
+    assert d["model_version"] == rt.model_version and d["policy_version"] == rt.policy.config.version
+    assert d["fallback"] is False and d["recorded"] is True
+    assert {"reason_temporary", "customer_unknown", "nps_missing"} <= set(d["reason_codes"])
+    assert r.headers["X-Request-ID"]
+
+
+def test_the_service_answers_what_the_policy_decides(client, app):
+    """The HTTP layer adds nothing to the choice: same inputs, same offer as the domain policy."""
+    body = decision_body(reason="too_expensive", nps=[{"score": 4, "responded_at": "2026-11-01T10:00:00Z"}])
+    d = post(client, "/v1/decisions", body).get_json()
+    policy: Policy = app.extensions["retention"].policy
+    from retention.decision import NpsAnswer
+
+    direct = policy.decide(CancelRequest("cust-1", "too_expensive", "monthly", "web", 14.95, plan_id="plus_monthly",
+                                         nps=(NpsAnswer(4, datetime(2026, 11, 1, 10, tzinfo=UTC)),)),
+                           None, datetime.now(UTC), [], [])
+    assert d["offer"]["id"] == direct.offer.id
+    assert d["expected_incremental_value"] == pytest.approx(direct.expected_incremental_value, rel=1e-6)
+
+
+def test_the_same_request_id_returns_the_same_decision_and_stores_one_row(client, app):
+    first = decide(client)
+    again = decide(client)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.get_json()["decision_id"] == first.get_json()["decision_id"]
+    history = client.get("/v1/customers/cust-1/decisions", headers=headers()).get_json()
+    assert len(history["decisions"]) == 1
+
+
+def test_the_same_request_id_with_another_body_is_a_409(client):
+    assert decide(client).status_code == 201
+    r = decide(client, reason="too_expensive")
+    assert r.status_code == 409
+    assert r.get_json()["code"] == 409 and "different body" in r.get_json()["message"]
+
+
+@pytest.mark.parametrize("body, field", [
+    (decision_body(reason="bored"), "reason"),
+    (decision_body(billing_period="weekly"), "billing_period"),
+    (decision_body(price=-1), "price"),
+    (decision_body(request_id=""), "request_id"),
+    (decision_body(surprise=True), "surprise"),
+    ({k: v for k, v in decision_body().items() if k != "customer_id"}, "customer_id"),
+    (decision_body(nps=[{"score": 11, "responded_at": "2026-11-01T00:00:00Z"}]), "nps"),
+    (decision_body(usage=[{"metric": "listening_minutes", "last_7d": 50, "last_30d": 10, "last_90d": 90}]), "usage"),
+    (decision_body(price="cheap"), "price"),
+])
+def test_bad_input_is_a_422_naming_the_field(client, body, field):
+    r = post(client, "/v1/decisions", body)
+    assert r.status_code == 422, r.get_json()
+    err = r.get_json()
+    assert err["code"] == 422 and err["status"] == "Unprocessable Entity" and err["message"]
+    assert field in err["errors"]["json"]
+
+
+def test_a_body_that_is_not_json_is_rejected_with_the_same_error_schema(client):
+    r = post(client, "/v1/decisions", b"{not json")
+    assert r.status_code in (400, 422)
+    assert set(r.get_json()) >= {"code", "status", "message"}
+
+
+def test_request_bodies_are_size_limited(client):
+    r = post(client, "/v1/decisions", decision_body(reason_text="x" * 40_000))
+    assert r.status_code == 413 and r.get_json()["code"] == 413
+
+
+@pytest.mark.parametrize("hdrs, status", [
+    ({}, 401),
+    ({"Authorization": "Bearer not-a-key"}, 401),
+    ({"X-API-Key": KEYS["events"]}, 403),
+])
+def test_auth_failures(client, hdrs, status):
+    r = client.post("/v1/decisions", json=decision_body(), headers=hdrs)
+    assert r.status_code == status and r.get_json()["code"] == status
+
+
+def test_auth_runs_before_validation_so_strangers_learn_nothing(client):
+    r = client.post("/v1/decisions", json={"bogus": 1})
+    assert r.status_code == 401
+
+
+def test_a_revoked_key_stops_working(client, app, migrated_url):
+    from store import Store
+
+    with Store.from_url(migrated_url) as s:
+        s.create_client("temp", "decide", key="temporary-key-0123456789abcdef")
+        s.revoke_client("temp")
+    r = client.post("/v1/decisions", json=decision_body(), headers={"Authorization": "Bearer temporary-key-0123456789abcdef"})
+    assert r.status_code == 401
+
+
+def test_signed_requests(client):
+    body = json.dumps(decision_body(request_id="signed-1")).encode()
+    now = int(time.time())
+    ok = client.post("/v1/decisions", data=body, headers=signed_headers("POST", "/v1/decisions", body, now))
+    assert ok.status_code == 201, ok.get_json()
+    unsigned = client.post("/v1/decisions", data=body, headers={"Authorization": signed_headers(
+        "POST", "/v1/decisions", body, now)["Authorization"], "Content-Type": "application/json"})
+    assert unsigned.status_code == 401
+    tampered = body.replace(b"temporary", b"technical")
+    bad = client.post("/v1/decisions", data=tampered, headers=signed_headers("POST", "/v1/decisions", body, now))
+    assert bad.status_code == 401 and "does not match" in bad.get_json()["message"]
+    old = now - 3600
+    replay = client.post("/v1/decisions", data=body, headers=signed_headers("POST", "/v1/decisions", body, old))
+    assert replay.status_code == 401 and "replay window" in replay.get_json()["message"]
+
+
+def test_outcomes_are_recorded_idempotently_and_checked(client):
+    d = decide(client).get_json()
+    path = f"/v1/decisions/{d['decision_id']}/outcome"
+    first = post(client, path, {"outcome": "accepted"})
+    assert first.status_code == 201 and first.get_json()["kind"] == "accepted"
+    assert post(client, path, {"outcome": "accepted"}).status_code == 200
+    assert post(client, path, {"outcome": "declined"}).status_code == 409
+    assert post(client, path, {"outcome": "accepted"}, role="events").status_code == 200
+    assert post(client, path, {"outcome": "maybe"}).status_code == 422
+    assert post(client, "/v1/decisions/nope/outcome", {"outcome": "accepted"}).status_code == 404
+    history = client.get("/v1/customers/cust-1/decisions", headers=headers()).get_json()["decisions"]
+    assert [o["kind"] for o in history[0]["outcomes"]] == ["accepted"]
+
+
+def _accept(client, request_id, **overrides):
+    d = decide(client, request_id=request_id, **overrides).get_json()
+    post(client, f"/v1/decisions/{d['decision_id']}/outcome", {"outcome": "accepted"})
+    return d
+
+
+def test_an_accepted_pause_blocks_pauses_for_a_year(client):
+    first = _accept(client, "p-1", reason="temporary")
+    assert first["offer"]["type"] == "pause", first
+    second = decide(client, request_id="p-2", reason="temporary").get_json()
+    assert "pause_used_12m" in second["reason_codes"] and second["offer"]["type"] != "pause"
+
+
+def test_an_accepted_discount_blocks_discounts_and_stacking(client):
+    first = _accept(client, "d-1", reason="too_expensive",
+                    nps=[{"score": 6, "responded_at": "2026-11-01T00:00:00Z"}])
+    assert first["offer"]["type"] == "discount", first
+    second = decide(client, request_id="d-2", reason="too_expensive").get_json()
+    assert "discount_active" in second["reason_codes"] and "no_stacking" in second["reason_codes"]
+    assert second["offer"]["type"] not in ("discount", "pause", "downgrade")
+
+
+def test_the_yearly_offer_cap_counts_offers_made_by_the_service(client):
+    codes = []
+    for i in range(5):
+        d = decide(client, request_id=f"cap-{i}", reason="content").get_json()
+        codes.append((d["offer"]["type"], "offer_cap_reached" in d["reason_codes"]))
+    assert codes[3][1] and codes[4][1], codes
+    assert codes[4][0] in ("none", "followup")
+
+
+def test_app_store_and_annual_customers_get_only_what_billing_can_apply(client):
+    d = decide(client, request_id="ios", billing_channel="ios", reason="temporary").get_json()
+    assert "pause_ineligible_app_store" in d["reason_codes"] and d["offer"]["type"] not in ("pause", "discount")
+    d = decide(client, request_id="annual", billing_period="annual", price=149.5, reason="temporary").get_json()
+    assert "pause_ineligible_annual" in d["reason_codes"] and d["offer"]["type"] not in ("pause", "discount")
+
+
+def test_events_are_idempotent_and_conflicts_are_reported(client):
+    now = datetime.now(UTC)
+    events = [
+        {"event_id": "e1", "type": "nps", "customer_id": "cust-9", "occurred_at": (now - timedelta(days=1)).isoformat(),
+         "score": 2, "comment": "app keeps crashing"},
+        {"event_id": "e2", "type": "payment", "customer_id": "cust-9", "occurred_at": now.isoformat(), "amount": 14.95},
+        {"event_id": "e3", "type": "usage", "customer_id": "cust-9", "occurred_at": now.isoformat(),
+         "day": "2026-11-20", "metric": "listening_minutes", "value": 30},
+    ]
+    r = post(client, "/v1/events", {"events": events}, role="events")
+    assert r.status_code == 200 and r.get_json() == {"created": 3, "duplicates": 0, "conflicts": []}
+    r = post(client, "/v1/events", {"events": events[:2]}, role="events")
+    assert r.get_json() == {"created": 0, "duplicates": 2, "conflicts": []}
+    changed = [{**events[1], "amount": 99.0}]
+    assert post(client, "/v1/events", {"events": changed}, role="events").get_json()["conflicts"] == ["e2"]
+    # the NPS answer posted as an event is used by the next decision for that customer
+    d = decide(client, request_id="after-nps", customer_id="cust-9", reason="technical").get_json()
+    assert "nps_detractor" in d["reason_codes"] and d["close_the_loop_by"] is not None
+
+
+@pytest.mark.parametrize("event, field", [
+    ({"type": "nps"}, "score"),
+    ({"type": "nps", "score": 5, "amount": 3}, "amount"),
+    ({"type": "usage", "day": "yesterday", "metric": "m", "value": 1}, "day"),
+    ({"type": "still_active", "decision_id": "x", "day": 45, "active": True}, "day"),
+    ({"type": "party", "score": 1}, "type"),
+])
+def test_bad_events_are_a_422_naming_the_event_and_field(client, event, field):
+    base = {"event_id": "bad", "customer_id": "c", "occurred_at": "2026-11-01T00:00:00Z"}
+    r = post(client, "/v1/events", {"events": [{**base, **event}]}, role="events")
+    assert r.status_code == 422
+    assert field in r.get_json()["errors"]["json"]["events"]["0"]
+
+
+def test_events_need_the_events_role(client):
+    r = post(client, "/v1/events", {"events": []}, role="decide")
+    assert r.status_code == 403
+
+
+def test_offer_catalog_and_model_endpoints(client, app):
+    offers = client.get("/v1/offers", headers=headers()).get_json()
+    assert offers["version"] == app.extensions["retention"].catalog.version
+    assert {o["id"] for o in offers["offers"]} == set(app.extensions["retention"].catalog.ids)
+    assert client.get("/v1/model", headers=headers()).status_code == 403
+    model = client.get("/v1/model", headers=headers("admin")).get_json()
+    assert model["model_version"] == app.extensions["retention"].model_version
+    assert model["metrics"]["offer_response"]["roc_auc"] > 0.6
+
+
+def test_customer_history_is_newest_first(client):
+    for i in range(3):
+        decide(client, request_id=f"h-{i}")
+    rows = client.get("/v1/customers/cust-1/decisions", headers=headers()).get_json()["decisions"]
+    assert [r["request_id"] for r in rows] == ["h-2", "h-1", "h-0"]
+    assert client.get("/v1/customers/nobody/decisions", headers=headers()).get_json()["decisions"] == []
+
+
+def test_health_readiness_and_metrics(client, app):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"]["model"]["ok"]
+    assert ready.get_json()["degraded"] == ["features"]  # no feature snapshot loaded in this test
+    decide(client)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'retention_http_requests_total{endpoint="/v1/decisions",method="POST",status="201"}' in text
+    assert "retention_http_request_duration_seconds_bucket" in text
+    assert 'retention_decisions_total{fallback="false"' in text
+    assert f'retention_model_loaded{{version="{app.extensions["retention"].model_version}"}} 1.0' in text
+
+
+def test_openapi_document_and_ui(client):
+    spec = client.get("/openapi.json").get_json()
+    assert {"/v1/decisions", "/v1/decisions/{decision_id}/outcome", "/v1/events", "/v1/offers",
+            "/v1/customers/{customer_id}/decisions"} <= set(spec["paths"])
+    body = spec["paths"]["/v1/decisions"]["post"]
+    assert body["security"] == [{"bearer": []}] and "422" in body["responses"]
+    assert "DecisionRequest" in spec["components"]["schemas"]
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,81 @@
+"""Fail-open: a missing or corrupt model, a slow model and a store outage never stop an answer; readiness
+says what is degraded."""
+
+from __future__ import annotations
+
+import pytest
+from support import decision_body, make_app, post
+
+
+def _decide(client, **kw):
+    r = post(client, "/v1/decisions", decision_body(**kw))
+    assert r.status_code in (200, 201), r.get_json()
+    return r.get_json()
+
+
+@pytest.fixture
+def app_factory(migrated_url, models_root):
+    from support import seed_clients
+
+    seed_clients(migrated_url)
+    apps = []
+
+    def build(**config):
+        app = make_app(migrated_url, models_root, **config)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["retention"].close()
+
+
+def test_without_a_model_the_rules_decide_and_readiness_says_so(app_factory, tmp_path):
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    client = app_factory(MODELS_DIR=str(empty)).test_client()
+    d = _decide(client, reason="temporary")
+    assert d["fallback"] is True and d["model_version"] is None and d["offer"]["id"] == "pause_2m"
+    assert "model_unavailable" in d["reason_codes"] and "fallback_rules" in d["reason_codes"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "model" in ready.get_json()["degraded"]
+
+
+def test_a_corrupt_model_is_refused_and_the_rules_decide(app_factory, models_root):
+    model_file = next(models_root.glob("*/model.joblib"))
+    model_file.write_bytes(model_file.read_bytes()[:-100] + b"x" * 100)
+    client = app_factory().test_client()
+    d = _decide(client)
+    assert d["fallback"] is True and "model_unavailable" in d["reason_codes"]
+    assert "does not match" in client.get("/readyz").get_json()["checks"]["model"]["error"]
+
+
+def test_a_slow_model_is_cut_off_at_the_time_budget(app_factory, tmp_path):
+    policy = tmp_path / "policy.toml"
+    text = (__import__("pathlib").Path(__file__).resolve().parents[2] / "config" / "policy.toml").read_text()
+    policy.write_text(text.replace("time_budget_ms = 150", "time_budget_ms = 0.01"))
+    client = app_factory(POLICY_PATH=str(policy)).test_client()
+    d = _decide(client, reason="temporary")
+    assert d["fallback"] is True and "scoring_timeout" in d["reason_codes"]
+    assert d["model_version"] is None
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'retention_fail_open_total{cause="scoring_timeout"}' in metrics
+
+
+def test_a_store_outage_still_answers_without_risky_offers(app_factory, backend, tmp_path):
+    app = app_factory()
+    client = app.test_client()
+    _decide(client, request_id="warm-up")  # the key is now verified and cached
+    rt = app.extensions["retention"]
+    rt.close()
+    rt.database_url = (f"sqlite:///{tmp_path}/missing-dir/x.db" if backend == "sqlite"
+                       else "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1")
+    d = _decide(client, request_id="during-outage", reason="temporary")
+    assert d["recorded"] is False and "store_unavailable" in d["reason_codes"]
+    assert d["offer"]["type"] in ("none", "followup")  # no history: no offer a guardrail could forbid
+    assert "history_unavailable" in d["reason_codes"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "store" in ready.get_json()["degraded"]
+    out = post(client, "/v1/decisions/x/outcome", {"outcome": "accepted"})
+    assert out.status_code == 503 and out.headers["Retry-After"]
+    assert 'cause="store"' in client.get("/metrics").get_data(as_text=True)

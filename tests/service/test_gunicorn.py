@@ -1,0 +1,119 @@
+"""Against a real gunicorn (gunicorn.conf.py, two preforked workers), on SQLite and PostgreSQL: decisions,
+idempotency under concurrent duplicates hitting different workers, auth and validation errors, and metrics
+aggregated across workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from support import decision_body, headers, seed_clients
+
+from store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(migrated_url, models_root, tmp_path):
+    seed_clients(migrated_url)
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": migrated_url, "RETENTION_MODELS_DIR": str(models_root),
+           "PORT": str(port), "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    (tmp_path / "prom").mkdir()
+    with open(tmp_path / "gunicorn.log", "w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service:create_app()"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_until_up(base, proc, log)
+            yield base, migrated_url, tmp_path / "gunicorn.log"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_until_up(base: str, proc: subprocess.Popen, log) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            pytest.fail(f"gunicorn did not start:\n{log.read()}")
+        time.sleep(0.2)
+
+
+def test_gunicorn_serves_decisions_outcomes_and_errors(server):
+    base, _, log_path = server
+    s = requests.Session()
+    r = s.post(f"{base}/v1/decisions", json=decision_body(reason_text="my email is jane@example.com"),
+               headers=headers(), timeout=10)
+    assert r.status_code == 201, r.text
+    d = r.json()
+    assert d["fallback"] is False and d["recorded"] is True
+    out = s.post(f"{base}/v1/decisions/{d['decision_id']}/outcome", json={"outcome": "declined"},
+                 headers=headers(), timeout=10)
+    assert out.status_code == 201
+    assert s.post(f"{base}/v1/decisions", json=decision_body(), timeout=10).status_code == 401
+    bad = s.post(f"{base}/v1/decisions", json=decision_body(reason="bored"), headers=headers(), timeout=10)
+    assert bad.status_code == 422 and "reason" in bad.json()["errors"]["json"]
+    assert s.get(f"{base}/readyz", timeout=10).json()["checks"]["model"]["ok"]
+    logs = log_path.read_text()
+    assert '"event": "request"' in logs and d["decision_id"] in logs
+    assert "jane@example.com" not in logs and "cust-1" not in logs, "no free text or customer ids in logs"
+
+
+def test_concurrent_duplicates_across_workers_store_one_decision(server):
+    base, url, _ = server
+    body = decision_body(request_id="dup-1", customer_id="dup-customer")
+
+    def send(_):
+        with requests.Session() as s:  # a new connection each, so gunicorn spreads them over its workers
+            return s.post(f"{base}/v1/decisions", json=body, headers=headers(), timeout=20)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(send, range(32)))
+    assert all(r.status_code in (200, 201) for r in responses), [r.text for r in responses]
+    assert len({r.json()["decision_id"] for r in responses}) == 1
+    assert sum(r.status_code == 201 for r in responses) == 1
+    with Store.from_url(url) as store:
+        assert len(store.customer_decisions("dup-customer")) == 1
+    conflict = requests.post(f"{base}/v1/decisions", json={**body, "reason": "other"}, headers=headers(), timeout=10)
+    assert conflict.status_code == 409
+
+
+def test_metrics_add_up_over_all_workers(server):
+    base, _, _ = server
+    n = 20
+    for i in range(n):
+        with requests.Session() as s:
+            assert s.post(f"{base}/v1/decisions", json=decision_body(request_id=f"m-{i}"), headers=headers(),
+                          timeout=10).status_code == 201
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    line = next(x for x in text.splitlines()
+                if x.startswith('retention_http_requests_total{endpoint="/v1/decisions",method="POST",status="201"}'))
+    assert float(line.split()[-1]) == n
+    assert "retention_model_loaded{" in text
