@@ -37,6 +37,10 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("RETENTION_LOG_LEVEL", "info").lower()
 
+# gunicorn's runtime control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which two
+# servers on one machine (tests, a second instance) would fight over. Platforms restart processes instead.
+control_socket_disable = True
+
 # A slow client must not hold a worker with a huge header section.
 limit_request_field_size = 8190
 limit_request_line = 4094

@@ -46,6 +46,8 @@ class RetentionApi(Api):
 
     def handle_http_exception(self, error):
         payload, code, headers = super().handle_http_exception(error)
+        if code == 422 and "message" not in payload:
+            payload["message"] = "invalid input: `errors` names each field and what is wrong with it"
         payload.setdefault("message", error.description)
         return payload, code, headers
 

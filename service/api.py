@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from flask import current_app, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
+from webargs.flaskparser import FlaskParser
 
 from service import usecases
 from service.auth import requires
@@ -24,7 +25,21 @@ from service.schemas import (
 from store import Conflict, NotFound, StoreUnavailable
 
 SECURED = [{"bearer": []}]
-blp = Blueprint("v1", __name__, url_prefix="/v1", description="Cancel-time decisions, outcomes and events")
+
+
+class _Parser(FlaskParser):
+    """webargs' parser, but a body that is not JSON is bad input like any other: a 422 in the error schema."""
+
+    def _handle_invalid_json_error(self, error, req, *args, **kwargs):
+        abort(422, message="the request body is not valid JSON",
+              errors={"json": {"_schema": [f"Invalid JSON body: {error}"]}})
+
+
+class _Blueprint(Blueprint):
+    ARGUMENTS_PARSER = _Parser()
+
+
+blp = _Blueprint("v1", __name__, url_prefix="/v1", description="Cancel-time decisions, outcomes and events")
 
 
 def _runtime():

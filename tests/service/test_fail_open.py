@@ -79,3 +79,17 @@ def test_a_store_outage_still_answers_without_risky_offers(app_factory, backend,
     out = post(client, "/v1/decisions/x/outcome", {"outcome": "accepted"})
     assert out.status_code == 503 and out.headers["Retry-After"]
     assert 'cause="store"' in client.get("/metrics").get_data(as_text=True)
+
+
+def test_a_model_that_cannot_score_is_refused_at_start(app_factory, models_root, tmp_path):
+    from retention.artifacts import RESERVED_KEYS, read_metadata, save_artifact
+    from retention.features import FEATURE_VERSION
+
+    meta = read_metadata(next(p for p in models_root.iterdir() if p.is_dir()))
+    broken_root = tmp_path / "broken-models"
+    save_artifact(broken_root, {"offer_response": "not a model", "churn_risk": None},
+                  {k: v for k, v in meta.items() if k not in RESERVED_KEYS}, feature_version=FEATURE_VERSION)
+    client = app_factory(MODELS_DIR=str(broken_root)).test_client()
+    d = _decide(client, reason="temporary")
+    assert d["fallback"] is True and "model_unavailable" in d["reason_codes"]
+    assert "failed to score a test request" in client.get("/readyz").get_json()["checks"]["model"]["error"]

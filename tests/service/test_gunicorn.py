@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,20 +30,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(migrated_url, models_root, tmp_path):
-    seed_clients(migrated_url)
+@contextmanager
+def serve(url: str, models_root: Path, tmp_path: Path):
+    """gunicorn with gunicorn.conf.py and two workers on a free port; yields its base URL and log file."""
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": migrated_url, "RETENTION_MODELS_DIR": str(models_root),
-           "PORT": str(port), "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
-    (tmp_path / "prom").mkdir()
-    with open(tmp_path / "gunicorn.log", "w+") as log:
+    prom = tmp_path / f"prom-{port}"
+    prom.mkdir()
+    env = {**os.environ, "DATABASE_URL": url, "RETENTION_MODELS_DIR": str(models_root),
+           "PORT": str(port), "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(prom)}
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    with open(log_path, "w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service:create_app()"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_until_up(base, proc, log)
-            yield base, migrated_url, tmp_path / "gunicorn.log"
+            yield base, log_path
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -50,6 +53,13 @@ def server(migrated_url, models_root, tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def server(migrated_url, models_root, tmp_path):
+    seed_clients(migrated_url)
+    with serve(migrated_url, models_root, tmp_path) as (base, log_path):
+        yield base, migrated_url, log_path
 
 
 def _wait_until_up(base: str, proc: subprocess.Popen, log) -> None:
@@ -117,3 +127,42 @@ def test_metrics_add_up_over_all_workers(server):
                 if x.startswith('retention_http_requests_total{endpoint="/v1/decisions",method="POST",status="201"}'))
     assert float(line.split()[-1]) == n
     assert "retention_model_loaded{" in text
+
+
+def test_every_endpoint_answers_through_gunicorn(server):
+    base, _, _ = server
+    s = requests.Session()
+    d = s.post(f"{base}/v1/decisions", json=decision_body(request_id="e-1", customer_id="e-cust"),
+               headers=headers(), timeout=10).json()
+    event = {"event_id": "ev-1", "type": "still_active", "customer_id": "e-cust", "decision_id": d["decision_id"],
+             "occurred_at": "2026-11-25T00:00:00Z", "day": 30, "active": True}
+    calls = [
+        ("post", f"/v1/decisions/{d['decision_id']}/outcome", {"outcome": "accepted"}, "events", 201),
+        ("post", "/v1/events", {"events": [event]}, "events", 200),
+        ("get", "/v1/offers", None, "decide", 200),
+        ("get", "/v1/customers/e-cust/decisions", None, "decide", 200),
+        ("get", "/v1/model", None, "admin", 200),
+        ("get", "/v1/model", None, "decide", 403),
+        ("get", "/healthz", None, None, 200),
+        ("get", "/readyz", None, None, 200),
+        ("get", "/metrics", None, None, 200),
+        ("get", "/openapi.json", None, None, 200),
+        ("get", "/docs", None, None, 200),
+    ]
+    for method, path, body, role, status in calls:
+        r = s.request(method, f"{base}{path}", json=body, headers=headers(role) if role else {}, timeout=10)
+        assert r.status_code == status, (path, r.text)
+    history = s.get(f"{base}/v1/customers/e-cust/decisions", headers=headers(), timeout=10).json()["decisions"]
+    assert [o["kind"] for o in history[0]["outcomes"]] == ["accepted"]
+
+
+def test_gunicorn_without_a_model_answers_by_the_rules(migrated_url, tmp_path):
+    seed_clients(migrated_url)
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    with serve(migrated_url, empty, tmp_path) as (base, _):
+        r = requests.post(f"{base}/v1/decisions", json=decision_body(reason="temporary"), headers=headers(),
+                          timeout=10)
+        assert r.status_code == 201 and r.json()["fallback"] is True and r.json()["offer"]["id"] == "pause_2m"
+        ready = requests.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["degraded"][0] == "model"
