@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from retention.compiled import SharedRowScorer, compile_pipeline
 from retention.contract import REASONS
 from retention.decision import CancelRequest, Decision, NpsAnswer, OfferScore, PastOffer, Snapshot
 from retention.eligibility import Guardrails, eligible_offers, exclusions
@@ -97,16 +98,27 @@ def load_policy(catalog: Catalog, path: str | Path = DEFAULT_POLICY) -> PolicyCo
 
 
 class ModelScorer:
-    """The offer-response model of a verified artifact, scoring (customer, reason, offer) rows."""
+    """The offer-response model of a verified artifact, scoring (customer, reason, offer) rows.
 
-    def __init__(self, model: dict, meta: dict) -> None:
+    Requests are scored by the Pipeline compiled to numpy (retention.compiled): the customer's columns are
+    evaluated once and combined with pre-evaluated (reason, offer) columns, about 40 us for a whole offer
+    set instead of 3-9 ms through pandas and the Pipeline. `reference_p_stay` scores the same rows with the
+    Pipeline itself; the service checks the two agree at start-up and a test checks it on thousands of rows.
+    """
+
+    def __init__(self, model: dict, meta: dict, catalog: Catalog) -> None:
         self.pipeline = model["offer_response"]
         self.version: str = meta["version"]
         self.spec = FeatureSpec.from_dict(meta["feature_spec"])
         self.columns: list[str] = list(meta["feature_names"]["offer_response"])
+        variants = {(r, o.id): decision_columns(o, r) for r in REASONS for o in catalog.offers}
+        self.compiled = SharedRowScorer(compile_pipeline(self.pipeline), variants)
 
     def p_stay(self, features: dict[str, object], reason: str, offers: list[Offer]) -> list[float]:
-        import pandas as pd  # lazily: the core stays importable without the data-frame stack
+        return self.compiled.predict_proba(features, [(reason, o.id) for o in offers]).tolist()
+
+    def reference_p_stay(self, features: dict[str, object], reason: str, offers: list[Offer]) -> list[float]:
+        import pandas as pd  # lazily: only for checks, never in the request path
 
         rows = [{**features, **decision_columns(o, reason)} for o in offers]
         frame = pd.DataFrame(rows, columns=self.columns)

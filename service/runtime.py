@@ -47,7 +47,7 @@ class Runtime:
             if missing:
                 raise ArtifactError(f"{version_dir}: model was trained without offers {sorted(missing)}; "
                                     "retrain with the current catalog")
-            candidate = ModelScorer(model, meta)
+            candidate = ModelScorer(model, meta, catalog)
             _warm_up(candidate, catalog)
             scorer = candidate
         except (ArtifactError, KeyError, OSError, ValueError) as exc:
@@ -78,17 +78,22 @@ class Runtime:
 
 
 def _warm_up(scorer: ModelScorer, catalog: Catalog) -> None:
-    """Score one synthetic request at start-up: a model that cannot score is refused here rather than on the
-    first customer, and the first real decision does not pay for lazy imports and caches (about 0.2 s, more
+    """Score a synthetic request per reason at start-up, with the compiled scorer and with the Pipeline: a
+    model that cannot score, or whose compiled form disagrees with it, is refused here rather than on the
+    first customer; and the first real decision does not pay for lazy imports and caches (about 0.2 s, more
     than the scoring time budget). With preload this runs once in the master and workers inherit it."""
-    request = CancelRequest("warm-up", REASONS[0], "monthly", "web", 10.0)
-    features, _ = live_features(scorer.spec, request, None, datetime.now(UTC))
-    try:
-        p = scorer.p_stay(features, request.reason, list(catalog.offers))
-    except Exception as exc:  # noqa: BLE001 - any failure means this artifact cannot serve
-        raise ArtifactError(f"model {scorer.version} failed to score a test request: {exc}") from exc
-    if not all(0.0 <= x <= 1.0 for x in p):
-        raise ArtifactError(f"model {scorer.version} returned probabilities outside [0, 1]: {p}")
+    offers = list(catalog.offers)
+    for reason in REASONS:
+        request = CancelRequest("warm-up", reason, "monthly", "web", 10.0)
+        features, _ = live_features(scorer.spec, request, None, datetime.now(UTC))
+        try:
+            p = scorer.p_stay(features, reason, offers)
+            ref = scorer.reference_p_stay(features, reason, offers)
+        except Exception as exc:  # noqa: BLE001 - any failure means this artifact cannot serve
+            raise ArtifactError(f"model {scorer.version} failed to score a test request: {exc}") from exc
+        if not all(0.0 <= x <= 1.0 for x in p) or max(abs(a - b) for a, b in zip(p, ref, strict=True)) > 1e-9:
+            raise ArtifactError(f"model {scorer.version}: the compiled scorer disagrees with the pipeline "
+                                f"({p} vs {ref}); refusing to serve it")
 
 
 def default_database_url() -> str:

@@ -46,7 +46,7 @@ class TableScorer:
 @pytest.fixture(scope="module")
 def model_policy(trained: Path) -> Policy:
     model, meta = load_artifact(trained, feature_version=FEATURE_VERSION)
-    policy = Policy(CATALOG, CONFIG, ModelScorer(model, meta))
+    policy = Policy(CATALOG, CONFIG, ModelScorer(model, meta, CATALOG))
     yield policy
     policy.close()
 

@@ -74,7 +74,7 @@ def evaluate_policy(model: dict, meta: dict, data_dir: Path, since: datetime | N
     latency_ms = np.zeros(n)
     fallback_codes: Counter[str] = Counter()
     mismatched_price = 0
-    policy = Policy(catalog, config, ModelScorer(model, meta))
+    policy = Policy(catalog, config, ModelScorer(model, meta, catalog))
     records = rows[spec.names + ["customer_id", "as_of", "reason", "request_id"]].to_dict("records")
     try:
         for i, row in enumerate(progress(records, desc="decide", unit="request") if progress else records):

@@ -3,6 +3,8 @@ says what is degraded."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from support import decision_body, make_app, post
 
@@ -50,12 +52,20 @@ def test_a_corrupt_model_is_refused_and_the_rules_decide(app_factory, models_roo
     assert "does not match" in client.get("/readyz").get_json()["checks"]["model"]["error"]
 
 
-def test_a_slow_model_is_cut_off_at_the_time_budget(app_factory, tmp_path):
-    policy = tmp_path / "policy.toml"
-    text = (__import__("pathlib").Path(__file__).resolve().parents[2] / "config" / "policy.toml").read_text()
-    policy.write_text(text.replace("time_budget_ms = 150", "time_budget_ms = 0.01"))
-    client = app_factory(POLICY_PATH=str(policy)).test_client()
+def test_a_slow_model_is_cut_off_at_the_time_budget(app_factory, monkeypatch):
+    app = app_factory()
+    scorer = app.extensions["retention"].policy.scorer
+    fast = scorer.p_stay
+
+    def slow(*args):
+        time.sleep(0.5)  # e.g. a CPU starved by a noisy neighbour
+        return fast(*args)
+
+    monkeypatch.setattr(scorer, "p_stay", slow)
+    client = app.test_client()
+    started = time.perf_counter()
     d = _decide(client, reason="temporary")
+    assert time.perf_counter() - started < 0.45, "the answer must not wait for the slow model"
     assert d["fallback"] is True and "scoring_timeout" in d["reason_codes"]
     assert d["model_version"] is None
     metrics = client.get("/metrics").get_data(as_text=True)
@@ -92,4 +102,4 @@ def test_a_model_that_cannot_score_is_refused_at_start(app_factory, models_root,
     client = app_factory(MODELS_DIR=str(broken_root)).test_client()
     d = _decide(client, reason="temporary")
     assert d["fallback"] is True and "model_unavailable" in d["reason_codes"]
-    assert "failed to score a test request" in client.get("/readyz").get_json()["checks"]["model"]["error"]
+    assert "unexpected pipeline layout" in client.get("/readyz").get_json()["checks"]["model"]["error"]

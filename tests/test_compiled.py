@@ -1,0 +1,78 @@
+"""The compiled scorer gives the trained Pipeline's probabilities (to 1e-9) on real feature rows: every
+reason, every offer, missing NPS and usage, unknown categories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retention.artifacts import load_artifact
+from retention.compiled import CompileError, compile_pipeline
+from retention.contract import REASONS
+from retention.features import FEATURE_VERSION, FeatureSpec
+from retention.model import decision_columns
+from retention.offers import load_catalog
+from retention.policy import ModelScorer
+from training.dataset import open_dataset
+from training.train import response_rows
+from training.validate import resolve_window_end
+
+CATALOG = load_catalog()
+
+
+@pytest.fixture(scope="module")
+def model_rows(trained, sim_dir):
+    model, meta = load_artifact(trained, feature_version=FEATURE_VERSION)
+    rows = response_rows(open_dataset(sim_dir), CATALOG, FeatureSpec.from_dict(meta["feature_spec"]),
+                         resolve_window_end(sim_dir, None))
+    return model, meta, rows
+
+
+def _records(frame: pd.DataFrame, categorical) -> list[dict]:
+    """DataFrame rows as the service holds features: None for a missing category, NaN for a missing number."""
+    out = frame.to_dict("records")
+    for r in out:
+        for c in categorical:
+            if isinstance(r[c], float) and np.isnan(r[c]):
+                r[c] = None
+    return out
+
+
+def test_compiled_pipeline_equals_the_pipeline_on_every_training_row(model_rows):
+    model, meta, rows = model_rows
+    pipe = model["offer_response"]
+    cols = meta["feature_names"]["offer_response"]
+    compiled = compile_pipeline(pipe)
+    frame = rows[cols].copy()
+    frame.loc[frame.index[:50], "plan_id"] = "a_plan_never_seen"  # unknown categories go the missing way
+    frame.loc[frame.index[50:100], "country"] = None
+    expected = pipe.predict_proba(frame)[:, 1]
+    got = compiled.predict_proba(compiled.encode(_records(frame, compiled.categorical)))
+    assert len(got) > 1000 and np.abs(got - expected).max() < 1e-9
+
+
+def test_the_request_path_scorer_equals_the_pipeline_for_every_reason_and_offer(model_rows):
+    model, meta, rows = model_rows
+    scorer = ModelScorer(model, meta, CATALOG)
+    customers = _records(rows[scorer.spec.names].sample(200, random_state=1), scorer.spec.categorical)
+    worst = 0.0
+    for i, features in enumerate(customers):
+        reason = REASONS[i % len(REASONS)]
+        offers = list(CATALOG.offers)[: 2 + i % (len(CATALOG.offers) - 1)]
+        got = scorer.p_stay(features, reason, offers)
+        worst = max(worst, *np.abs(np.array(got) - scorer.reference_p_stay(features, reason, offers)))
+    assert worst < 1e-9
+
+
+def test_the_decision_columns_are_all_precomputed(model_rows):
+    model, meta, _ = model_rows
+    scorer = ModelScorer(model, meta, CATALOG)
+    assert set(decision_columns(CATALOG["none"], "other")) <= set(scorer.columns)
+    with pytest.raises(KeyError):
+        scorer.p_stay({}, "not_a_reason", [CATALOG["none"]])
+
+
+def test_only_pipelines_of_the_trained_shape_compile():
+    with pytest.raises(CompileError, match="layout"):
+        compile_pipeline("not a pipeline")
