@@ -8,7 +8,7 @@ PORT   ?= 8000
 # A fixed key for the local demo only (the README's curl example uses it); real keys come from `retention keys create`.
 DEMO_KEY ?= demo-frontend-key-not-for-production
 
-.PHONY: install run test lint simulate train migrate bench clean
+.PHONY: install demo-model run test lint simulate train migrate bench clean
 
 # Installs the project and its pinned dependencies into a local virtualenv (re-run when setup.cfg changes).
 $(BIN)/retention: setup.cfg pyproject.toml
@@ -21,14 +21,23 @@ install: $(BIN)/retention
 
 # Main job: the decision service on SQLite with a verified model. Simulates a demo data set and trains a model
 # only when there is none yet, loads the customers' features, registers the demo frontend key, then serves.
-run: install
-	@if [ ! -f $(DATA)/dataset.json ]; then $(BIN)/retention simulate --customers $(CUSTOMERS) --seed 7 --out $(DATA); fi
-	@if [ -z "$$(ls models/*/metadata.json 2>/dev/null)" ]; then $(BIN)/retention train --data $(DATA) --out models; fi
+run: demo-model
 	$(BIN)/retention db upgrade
 	$(BIN)/retention load-features --data $(DATA) --if-stale
 	$(BIN)/retention keys create --name demo-frontend --role decide --key $(DEMO_KEY)
 	@echo "serving on http://127.0.0.1:$(PORT)  (API docs: http://127.0.0.1:$(PORT)/docs)"
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py "service:create_app()"
+
+# The demo data set and a model trained on it, each made only when missing.
+demo-model: install
+	@if [ ! -f $(DATA)/dataset.json ]; then $(BIN)/retention simulate --customers $(CUSTOMERS) --seed 7 --out $(DATA); fi
+	@if [ -z "$$(ls models/*/metadata.json 2>/dev/null)" ]; then $(BIN)/retention train --data $(DATA) --out models; fi
+
+# The decision-API benchmark (bench/run.py): the service vs a bare Flask endpoint under the same gunicorn
+# config, driven by wrk (installed from Debian's packages when missing) and an open-loop generator.
+bench: demo-model
+	@command -v wrk >/dev/null || (apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null))
+	$(BIN)/python -m bench.run --data $(DATA) --models models
 
 test: install
 	$(BIN)/pytest -q
