@@ -14,7 +14,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from retention.decision import Decision, NpsAnswer, PastOffer, Snapshot
-from retention.features import FEATURE_VERSION
+from retention.features import FEATURE_VERSION, LOOKBACK_DAYS
 from service import metrics
 from service.runtime import Runtime
 from store import IdempotencyConflict, StoreUnavailable
@@ -53,17 +53,16 @@ def decide(runtime: Runtime, data: dict, raw: dict, client: str, now: datetime |
     snapshot, history, nps, store_ok = None, None, [], True
     context_codes: list[str] = []
     try:
-        existing = store.get_decision_by_request(data["request_id"])
-        if existing is not None:
-            return _replay(existing, digest)
-        snapshot, incompatible = _snapshot(store.get_customer_features(cancel.customer_id))
+        known = store.decision_context(data["request_id"], cancel.customer_id,
+                                       history_since=now - timedelta(days=HISTORY_DAYS),
+                                       nps_lookback=timedelta(days=LOOKBACK_DAYS))
+        if known["existing"] is not None:
+            return _replay(known["existing"], digest)
+        snapshot, incompatible = _snapshot(known["features"])
         if incompatible:
             context_codes.append("snapshot_incompatible")
-        history = [_past_offer(h) for h in store.customer_offer_history(cancel.customer_id,
-                                                                        since=now - timedelta(days=HISTORY_DAYS))]
-        nps = [NpsAnswer(int(e["payload"]["score"]), e["occurred_at"])
-               for e in store.events_for_customer(cancel.customer_id, type="nps",
-                                                  since=snapshot.as_of if snapshot else now - timedelta(days=365))]
+        history = [_past_offer(h) for h in known["history"]]
+        nps = [NpsAnswer(int(e["payload"]["score"]), e["occurred_at"]) for e in known["nps"]]
     except StoreUnavailable:
         store_ok = False
         history = None

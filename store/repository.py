@@ -18,10 +18,10 @@ import secrets
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, exists, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, delete, exists, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -160,6 +160,31 @@ def _same_secret(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and hmac.compare_digest(a.encode(), b.encode())
 
 
+# The decision path's statements, built once: building a SQLAlchemy expression costs more than running it
+# on SQLite, so the per-request statements are prepared here with bound parameters.
+_D = Decision.__table__
+_DECISION_BY_REQUEST = select(_D).where(_D.c.request_id == bindparam("request_id"))
+_FEATURES_BY_CUSTOMER = select(CustomerFeatures.__table__).where(
+    CustomerFeatures.__table__.c.customer_id == bindparam("customer_id"))
+_OFFER_HISTORY = (
+    select(_D.c.decision_id, _D.c.offer_id, _D.c.offer, _D.c.created_at,
+           exists().where(Outcome.__table__.c.decision_id == _D.c.decision_id,
+                          Outcome.__table__.c.kind == "accepted").label("accepted"))
+    .where(_D.c.customer_id == bindparam("customer_id"), _D.c.created_at >= bindparam("since"))
+    .order_by(_D.c.created_at.desc(), _D.c.decision_id)
+)
+_NPS_SINCE = (
+    select(Event.__table__)
+    .where(Event.__table__.c.customer_id == bindparam("customer_id"), Event.__table__.c.type == "nps",
+           Event.__table__.c.occurred_at >= bindparam("since"))
+    .order_by(Event.__table__.c.occurred_at, Event.__table__.c.id)
+)
+_INSERT_DECISION = {
+    name: dialect.insert(_D).on_conflict_do_nothing(index_elements=["request_id"]).returning(_D.c.decision_id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
 class Store:
     """The service's state in one SQL database. Methods are thread-safe (the engine pools connections)."""
 
@@ -282,19 +307,37 @@ class Store:
             row["close_the_loop_by"] = _aware("close_the_loop_by", row["close_the_loop_by"])
         for k in _DECISION_JSON:
             row[k] = jsonable(row[k])
+        table = Decision.__table__  # Core, not ORM, statements: a third of the cost per decision
         with self.transaction(write=True) as conn:
-            inserted = conn.execute(
-                _insert(conn, Decision).values(row)
-                .on_conflict_do_nothing(index_elements=["request_id"]).returning(Decision.decision_id)
-            ).first()
-            stored = conn.execute(select(Decision).where(Decision.request_id == row["request_id"])).one()
+            inserted = conn.execute(_INSERT_DECISION[conn.dialect.name], row).first()
+            if inserted is not None:  # the common case: what we inserted is what is stored
+                return {**row, "outcomes": []}, True
+            stored = conn.execute(select(table).where(table.c.request_id == row["request_id"])).one()
             outcomes = self._outcomes(conn, [stored.decision_id])
-        if inserted is None and (stored.body_hash != row["body_hash"] or stored.client != row["client"]):
+        if stored.body_hash != row["body_hash"] or stored.client != row["client"]:
             raise IdempotencyConflict(
                 f"request_id {row['request_id']!r} was already used for "
                 f"{'another request body' if stored.client == row['client'] else 'a request of another client'}"
             )
-        return self._decision_dict(stored, outcomes), inserted is not None
+        return self._decision_dict(stored, outcomes), False
+
+    def decision_context(self, request_id: str, customer_id: str, history_since: datetime,
+                         nps_lookback: timedelta) -> dict:
+        """Everything a decision reads, in one transaction (one connection, one snapshot of the data):
+        `existing` (the decision already made for this request_id, or None), `features` (the customer's
+        snapshot row or None), `history` (as customer_offer_history) and `nps` (the customer's NPS events
+        since the snapshot, or within `nps_lookback` of now without one)."""
+        with self.transaction(snapshot=True) as conn:
+            row = conn.execute(_DECISION_BY_REQUEST, {"request_id": request_id}).one_or_none()
+            if row is not None:
+                return {"existing": self._decision_dict(row, self._outcomes(conn, [row.decision_id]))}
+            row = conn.execute(_FEATURES_BY_CUSTOMER, {"customer_id": customer_id}).one_or_none()
+            features = None if row is None else dict(row._mapping)
+            history = self._offer_history(conn, customer_id, history_since)
+            since = features["as_of"] if features else _now() - nps_lookback
+            nps = [self._event_dict(r) for r in conn.execute(_NPS_SINCE, {"customer_id": customer_id,
+                                                                          "since": since})]
+        return {"existing": None, "features": features, "history": history, "nps": nps}
 
     def get_decision(self, decision_id: str) -> dict | None:
         return self._one_decision(Decision.decision_id == decision_id)
@@ -316,23 +359,25 @@ class Store:
         """For guardrails: the customer's decisions since `since`, newest first, with offer_id, offer_type
         (the offer's "type"), months (how long a pause or discount runs), created_at and whether the offer
         was accepted."""
-        accepted = exists().where(Outcome.decision_id == Decision.decision_id, Outcome.kind == "accepted")
         with self.transaction() as conn:
-            rows = conn.execute(
-                select(Decision.decision_id, Decision.offer_id, Decision.offer, Decision.created_at,
-                       accepted.label("accepted"))
-                .where(Decision.customer_id == customer_id, Decision.created_at >= _aware("since", since))
-                .order_by(Decision.created_at.desc(), Decision.decision_id)
-            ).all()
+            return self._offer_history(conn, customer_id, since)
+
+    @staticmethod
+    def _offer_history(conn: Connection, customer_id: str, since: datetime) -> list[dict]:
+        rows = conn.execute(_OFFER_HISTORY, {"customer_id": customer_id, "since": _aware("since", since)}).all()
         return [{"decision_id": r.decision_id, "offer_id": r.offer_id, "offer_type": (r.offer or {}).get("type"),
-                 "months": int((r.offer or {}).get("months") or 0), "created_at": r.created_at, "accepted": bool(r.accepted)} for r in rows]
+                 "months": int((r.offer or {}).get("months") or 0), "created_at": r.created_at,
+                 "accepted": bool(r.accepted)} for r in rows]
 
     def _one_decision(self, where) -> dict | None:
         with self.transaction() as conn:
-            row = conn.execute(select(Decision).where(where)).one_or_none()
-            if row is None:
-                return None
-            return self._decision_dict(row, self._outcomes(conn, [row.decision_id]))
+            return self._decision_where(conn, where)
+
+    def _decision_where(self, conn: Connection, where) -> dict | None:
+        row = conn.execute(select(Decision.__table__).where(where)).one_or_none()
+        if row is None:
+            return None
+        return self._decision_dict(row, self._outcomes(conn, [row.decision_id]))
 
     @staticmethod
     def _outcomes(conn: Connection, decision_ids: list[str]) -> dict[str, list[dict]]:
