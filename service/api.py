@@ -56,7 +56,7 @@ def _store_call(fn, *args, **kwargs):
 
 @blp.route("/decisions", methods=["POST"])
 @requires("decide")
-@blp.arguments(DecisionRequestSchema)
+@blp.arguments(DecisionRequestSchema())  # an instance: given a class, webargs builds one per request
 @blp.response(201, DecisionSchema, description="A new decision.")
 @blp.alt_response(200, schema=DecisionSchema, description="The decision already made for this request_id.")
 @blp.alt_response(409, description="This request_id was used with a different body.")
@@ -73,7 +73,7 @@ def create_decision(data):
 
 @blp.route("/decisions/<string:decision_id>/outcome", methods=["POST"])
 @requires("decide", "events")
-@blp.arguments(OutcomeRequestSchema)
+@blp.arguments(OutcomeRequestSchema())
 @blp.response(201, OutcomeSchema, description="The outcome was recorded.")
 @blp.alt_response(200, schema=OutcomeSchema, description="The same outcome was already recorded.")
 @blp.alt_response(404, description="No such decision.")
@@ -93,7 +93,7 @@ def record_outcome(data, decision_id):
 
 @blp.route("/events", methods=["POST"])
 @requires("events")
-@blp.arguments(EventBatchSchema)
+@blp.arguments(EventBatchSchema())
 @blp.response(200, EventResultSchema)
 @blp.doc(security=SECURED)
 def record_events(data):
