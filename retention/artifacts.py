@@ -22,6 +22,7 @@ import platform
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,12 @@ def save_artifact(
     *,
     feature_version: str,
     version: str | None = None,
+    extra_files: dict[str, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write `model` and its metadata as a new immutable version folder and return the folder's path.
+
+    `extra_files` maps file names to functions writing them (e.g. the compiled scorer); their checksums are
+    recorded under `artifact.extras` and verified by `verify_version` like the model file's.
 
     The default version id is `YYYYMMDDTHHMMSSZ-<first 8 hex of the model file's sha256>` (UTC). Everything
     is written into a hidden temporary folder under `models_root` and renamed into place, so a reader never
@@ -128,12 +133,20 @@ def save_artifact(
                 f"{final}: version {version} already exists and versions are immutable; "
                 "save under a new version id (or delete the old folder deliberately)"
             )
+        extras = {}
+        for name, write in (extra_files or {}).items():
+            if Path(name).name != name or name in (MODEL_FILE, METADATA_FILE) or name.startswith("."):
+                raise ValueError(f"extra file name {name!r} must be a plain, unused file name")
+            write(tmp / name)
+            _fsync(tmp / name)
+            extras[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
         fixed = {
             "version": version,
             "created_at": _utc_iso(now),
             "feature_version": feature_version,
             "library_versions": library_versions(),
-            "artifact": {"file": MODEL_FILE, "sha256": digest, "bytes": model_path.stat().st_size},
+            "artifact": {"file": MODEL_FILE, "sha256": digest, "bytes": model_path.stat().st_size,
+                         "extras": extras},
         }
         clashes = sorted(k for k in RESERVED_KEYS if k in metadata and metadata[k] != fixed[k])
         if clashes:
@@ -186,12 +199,12 @@ def read_metadata(version_dir: str | Path) -> dict:
     return meta
 
 
-def load_artifact(version_dir: str | Path, *, feature_version: str) -> tuple[object, dict]:
-    """Verify a version folder and only then unpickle its model; returns (model, metadata).
+def verify_version(version_dir: str | Path, *, feature_version: str) -> dict:
+    """Check a version folder without loading anything from it; returns its metadata.
 
-    Refused with ArtifactError: missing folder, missing/corrupt metadata.json, missing model file, size or
-    SHA-256 mismatch, a scikit-learn version other than the installed one, or a feature version other than
-    the running code's (the model would be fed columns it was not trained on).
+    Refused with ArtifactError: missing folder, missing/corrupt metadata.json, a missing model or extra
+    file, a size or SHA-256 mismatch of any of them, or a feature version other than the running code's
+    (the model would be fed columns it was not trained on).
     """
     version_dir = Path(version_dir)
     meta = read_metadata(version_dir)
@@ -202,40 +215,62 @@ def load_artifact(version_dir: str | Path, *, feature_version: str) -> tuple[obj
             f"{meta_path}: metadata.json has no valid 'artifact' entry (file, sha256); "
             "the model cannot be verified, re-train"
         )
-    # The file name comes from an editable JSON file: keep it inside the version folder.
-    if Path(art["file"]).name != art["file"] or art["file"] in ("", ".", ".."):
-        raise ArtifactError(f"{meta_path}: artifact file {art['file']!r} must be a plain file name")
-    model_path = version_dir / art["file"]
-    if not model_path.is_file():
-        raise ArtifactError(
-            f"{model_path}: model file is missing; the version folder is incomplete, "
-            "restore it from a backup or re-train"
-        )
-    expected_bytes = art.get("bytes")
-    actual_bytes = model_path.stat().st_size
-    if isinstance(expected_bytes, int) and actual_bytes != expected_bytes:
-        raise ArtifactError(
-            f"{model_path}: size is {actual_bytes} bytes but metadata.json says {expected_bytes}; "
-            "the file is truncated or was replaced, restore it from a backup or re-train"
-        )
-    actual = sha256_file(model_path)
-    if actual != art["sha256"]:
-        raise ArtifactError(
-            f"{model_path}: sha256 {actual} does not match {art['sha256']} in metadata.json; the file is "
-            "corrupt or was modified, so it was not loaded; restore it from a backup or re-train"
-        )
-    trained_with = (meta.get("library_versions") or {}).get("scikit-learn")
-    installed = library_versions()["scikit-learn"]
-    if trained_with != installed:
-        raise ArtifactError(
-            f"{meta_path}: model was trained with scikit-learn {trained_with} but {installed} is installed; "
-            f"install scikit-learn=={trained_with} or re-train the model with the installed version"
-        )
+    _verify_file(version_dir, art["file"], art)
+    extras = art.get("extras") or {}
+    if not isinstance(extras, dict):
+        raise ArtifactError(f"{meta_path}: 'artifact.extras' must be an object")
+    for name, entry in extras.items():
+        _verify_file(version_dir, name, entry)
     if meta.get("feature_version") != feature_version:
         raise ArtifactError(
             f"{meta_path}: model was trained on feature version {meta.get('feature_version')!r} but the "
             f"running code builds feature version {feature_version!r}; re-train the model with this code "
             "or deploy the code that matches the model"
+        )
+    return meta
+
+
+def _verify_file(version_dir: Path, name: str, entry: dict) -> Path:
+    meta_path = version_dir / METADATA_FILE
+    # The file name comes from an editable JSON file: keep it inside the version folder.
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise ArtifactError(f"{meta_path}: artifact file {name!r} must be a plain file name")
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise ArtifactError(f"{meta_path}: artifact file {name!r} has no sha256; it cannot be verified, re-train")
+    path = version_dir / name
+    if not path.is_file():
+        raise ArtifactError(
+            f"{path}: model file is missing; the version folder is incomplete, "
+            "restore it from a backup or re-train"
+        )
+    expected_bytes = entry.get("bytes")
+    actual_bytes = path.stat().st_size
+    if isinstance(expected_bytes, int) and actual_bytes != expected_bytes:
+        raise ArtifactError(
+            f"{path}: size is {actual_bytes} bytes but metadata.json says {expected_bytes}; "
+            "the file is truncated or was replaced, restore it from a backup or re-train"
+        )
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise ArtifactError(
+            f"{path}: sha256 {actual} does not match {entry['sha256']} in metadata.json; the file is "
+            "corrupt or was modified, so it was not loaded; restore it from a backup or re-train"
+        )
+    return path
+
+
+def load_artifact(version_dir: str | Path, *, feature_version: str) -> tuple[object, dict]:
+    """Verify a version folder (`verify_version`) and the scikit-learn version, and only then unpickle its
+    model; returns (model, metadata)."""
+    version_dir = Path(version_dir)
+    meta = verify_version(version_dir, feature_version=feature_version)
+    model_path = version_dir / meta["artifact"]["file"]
+    trained_with = (meta.get("library_versions") or {}).get("scikit-learn")
+    installed = library_versions()["scikit-learn"]
+    if trained_with != installed:
+        raise ArtifactError(
+            f"{version_dir / METADATA_FILE}: model was trained with scikit-learn {trained_with} but {installed} "
+            f"is installed; install scikit-learn=={trained_with} or re-train the model with the installed version"
         )
     try:
         model = joblib.load(model_path)

@@ -256,3 +256,42 @@ def _is_nan(x) -> bool:
 
 def _is_missing_category(c) -> bool:
     return c is None or _is_nan(c)
+
+
+# --------------------------------------------------------------------------------------- on disk
+# The trainer saves the compiled scorer next to the pickled Pipeline, with a probe: encoded rows and the
+# Pipeline's probabilities for them. The service loads only this file (numpy arrays, no pickle: loading runs
+# no code and needs neither scikit-learn nor pandas) and re-scores the probe before serving.
+
+_FOREST_ARRAYS = ("num_slot", "num_feature", "num_threshold", "num_missing_left", "cat_slot", "cat_feature",
+                  "cat_table", "leaf_value")
+
+
+def save_compiled(compiled: CompiledPipeline, path, probe_X: np.ndarray, probe_p: np.ndarray) -> None:
+    f = compiled.forest
+    arrays = {f"forest_{name}": getattr(f, name) for name in _FOREST_ARRAYS}
+    arrays["forest_shape"] = np.array([f.n_trees, f.k], dtype=np.int64)
+    arrays["forest_baseline"] = np.array([f.baseline])
+    arrays["categorical"] = np.array(compiled.categorical, dtype=str)
+    arrays["numeric"] = np.array(compiled.numeric, dtype=str)
+    for i, codes in enumerate(compiled.codes):
+        if not all(isinstance(c, str) for c in codes):
+            raise CompileError(f"categories of {compiled.categorical[i]!r} must be strings to be saved")
+        arrays[f"categories_{i}"] = np.array(list(codes), dtype=str)
+        arrays[f"codes_{i}"] = np.array(list(codes.values()), dtype=np.float64)
+    arrays["probe_X"], arrays["probe_p"] = np.asarray(probe_X, np.float64), np.asarray(probe_p, np.float64)
+    with open(path, "wb") as out:
+        np.savez(out, **arrays)
+
+
+def load_compiled(path) -> tuple[CompiledPipeline, np.ndarray, np.ndarray]:
+    """(compiled scorer, probe rows, the Pipeline's probabilities for them)."""
+    with np.load(path, allow_pickle=False) as z:
+        n_trees, k = (int(x) for x in z["forest_shape"])
+        forest = Forest(baseline=float(z["forest_baseline"][0]), n_trees=n_trees, k=k,
+                        **{name: z[f"forest_{name}"] for name in _FOREST_ARRAYS})
+        categorical = tuple(str(c) for c in z["categorical"])
+        codes = tuple({str(c): float(v) for c, v in zip(z[f"categories_{i}"], z[f"codes_{i}"], strict=True)}
+                      for i in range(len(categorical)))
+        compiled = CompiledPipeline(categorical, tuple(str(c) for c in z["numeric"]), codes, forest)
+        return compiled, z["probe_X"], z["probe_p"]

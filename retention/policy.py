@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from retention.compiled import SharedRowScorer, compile_pipeline
+from retention.compiled import CompiledPipeline, SharedRowScorer, compile_pipeline
 from retention.contract import REASONS
 from retention.decision import CancelRequest, Decision, NpsAnswer, OfferScore, PastOffer, Snapshot
 from retention.eligibility import Guardrails, eligible_offers, exclusions
@@ -106,18 +106,23 @@ class ModelScorer:
     Pipeline itself; the service checks the two agree at start-up and a test checks it on thousands of rows.
     """
 
-    def __init__(self, model: dict, meta: dict, catalog: Catalog) -> None:
-        self.pipeline = model["offer_response"]
+    def __init__(self, model: dict | None, meta: dict, catalog: Catalog,
+                 compiled: CompiledPipeline | None = None) -> None:
+        """From the unpickled model dict (compiled here), or from its saved compiled form alone (the
+        service: no Pipeline, no scikit-learn or pandas in the process)."""
+        self.pipeline = model["offer_response"] if model is not None else None
         self.version: str = meta["version"]
         self.spec = FeatureSpec.from_dict(meta["feature_spec"])
         self.columns: list[str] = list(meta["feature_names"]["offer_response"])
         variants = {(r, o.id): decision_columns(o, r) for r in REASONS for o in catalog.offers}
-        self.compiled = SharedRowScorer(compile_pipeline(self.pipeline), variants)
+        self.compiled = SharedRowScorer(compiled or compile_pipeline(self.pipeline), variants)
 
     def p_stay(self, features: dict[str, object], reason: str, offers: list[Offer]) -> list[float]:
         return self.compiled.predict_proba(features, [(reason, o.id) for o in offers]).tolist()
 
     def reference_p_stay(self, features: dict[str, object], reason: str, offers: list[Offer]) -> list[float]:
+        if self.pipeline is None:
+            raise RuntimeError("this scorer was built from the compiled form only; there is no Pipeline")
         import pandas as pd  # lazily: only for checks, never in the request path
 
         rows = [{**features, **decision_columns(o, reason)} for o in offers]

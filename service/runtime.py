@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from retention.artifacts import ArtifactError, load_artifact, resolve_version
+from retention.artifacts import ArtifactError, load_artifact, resolve_version, verify_version
+from retention.compiled import load_compiled
 from retention.contract import REASONS
 from retention.decision import CancelRequest
 from retention.features import FEATURE_VERSION
@@ -41,15 +42,7 @@ class Runtime:
         policy_config = load_policy(catalog, config["POLICY_PATH"])
         scorer, meta, error = None, {}, None
         try:
-            version_dir = resolve_version(config["MODELS_DIR"], config["MODEL_VERSION"])
-            model, meta = load_artifact(version_dir, feature_version=FEATURE_VERSION)
-            missing = set(catalog.ids) - set(meta.get("offers", []))
-            if missing:
-                raise ArtifactError(f"{version_dir}: model was trained without offers {sorted(missing)}; "
-                                    "retrain with the current catalog")
-            candidate = ModelScorer(model, meta, catalog)
-            _warm_up(candidate, catalog)
-            scorer = candidate
+            scorer, meta = _load_scorer(Path(config["MODELS_DIR"]), config["MODEL_VERSION"], catalog)
         except (ArtifactError, KeyError, OSError, ValueError) as exc:
             # Fail open: the service starts and decides by the rules; /readyz reports why.
             error, meta = str(exc), {}
@@ -77,6 +70,34 @@ class Runtime:
             self._store = None
 
 
+def _load_scorer(models_dir: Path, ref: str, catalog: Catalog) -> tuple[ModelScorer, dict]:
+    """Verify the version folder (every file's checksum, the feature version), then build the scorer.
+
+    A version with a compiled scorer (every version trained by this code) is served from it alone: numpy
+    arrays, no unpickling, so no code runs on load and the workers hold neither scikit-learn nor pandas.
+    It must reproduce the Pipeline's probabilities on the probe saved with it. Older versions are unpickled
+    (after the scikit-learn version check) and compiled here, then checked against their Pipeline."""
+    version_dir = resolve_version(models_dir, ref)
+    meta = verify_version(version_dir, feature_version=FEATURE_VERSION)
+    missing = set(catalog.ids) - set(meta.get("offers", []))
+    if missing:
+        raise ArtifactError(f"{version_dir}: model was trained without offers {sorted(missing)}; "
+                            "retrain with the current catalog")
+    saved = (meta.get("compiled") or {}).get("offer_response")
+    if saved:
+        compiled, probe_X, probe_p = load_compiled(version_dir / saved["file"])
+        diff = float(abs(compiled.predict_proba(probe_X) - probe_p).max()) if len(probe_p) else 0.0
+        if diff > 1e-9:
+            raise ArtifactError(f"{version_dir / saved['file']}: the compiled scorer is {diff:.3g} away from the "
+                                "Pipeline's probabilities on its probe rows; refusing to serve it")
+        scorer = ModelScorer(None, meta, catalog, compiled=compiled)
+    else:
+        model, meta = load_artifact(version_dir, feature_version=FEATURE_VERSION)
+        scorer = ModelScorer(model, meta, catalog)
+    _warm_up(scorer, catalog)
+    return scorer, meta
+
+
 def _warm_up(scorer: ModelScorer, catalog: Catalog) -> None:
     """Score a synthetic request per reason at start-up, with the compiled scorer and with the Pipeline: a
     model that cannot score, or whose compiled form disagrees with it, is refused here rather than on the
@@ -88,7 +109,7 @@ def _warm_up(scorer: ModelScorer, catalog: Catalog) -> None:
         features, _ = live_features(scorer.spec, request, None, datetime.now(UTC))
         try:
             p = scorer.p_stay(features, reason, offers)
-            ref = scorer.reference_p_stay(features, reason, offers)
+            ref = scorer.reference_p_stay(features, reason, offers) if scorer.pipeline is not None else p
         except Exception as exc:  # noqa: BLE001 - any failure means this artifact cannot serve
             raise ArtifactError(f"model {scorer.version} failed to score a test request: {exc}") from exc
         if not all(0.0 <= x <= 1.0 for x in p) or max(abs(a - b) for a, b in zip(p, ref, strict=True)) > 1e-9:

@@ -73,7 +73,8 @@ def test_round_trip(saved):
     assert meta["library_versions"] == library_versions()
     assert meta["library_versions"]["scikit-learn"] == sklearn.__version__
     digest = sha256_file(vdir / "model.joblib")
-    assert meta["artifact"] == {"file": "model.joblib", "sha256": digest, "bytes": (vdir / "model.joblib").stat().st_size}
+    assert meta["artifact"] == {"file": "model.joblib", "sha256": digest, "bytes": (vdir / "model.joblib").stat().st_size,
+                                "extras": {}}
     assert vdir.name.endswith(digest[:8])
     assert meta["created_at"].endswith("Z")
     # Pretty-printed with sorted keys, so diffs between versions are readable.
@@ -273,3 +274,17 @@ def test_broken_newest_version_stays_latest(tmp_path):
     assert resolve_version(root) == new
     with pytest.raises(ArtifactError, match="cannot be parsed"):
         load_artifact(resolve_version(root), feature_version=FV)
+
+
+def test_extra_files_are_checksummed_and_verified_without_unpickling(tmp_path):
+    from retention.artifacts import verify_version
+
+    vdir = save_artifact(tmp_path, {"a": 1}, {}, feature_version=FV,
+                         extra_files={"tables.npz": lambda p: p.write_bytes(b"compiled arrays")})
+    meta = verify_version(vdir, feature_version=FV)
+    assert meta["artifact"]["extras"]["tables.npz"]["sha256"] == sha256_file(vdir / "tables.npz")
+    (vdir / "tables.npz").write_bytes(b"compiled arrayz")
+    with pytest.raises(ArtifactError, match="tables.npz: sha256 .* does not match"):
+        verify_version(vdir, feature_version=FV)
+    with pytest.raises(ValueError, match="plain, unused file name"):
+        save_artifact(tmp_path, {}, {}, feature_version=FV, extra_files={"../x": lambda p: None})

@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
 from retention.artifacts import read_metadata, save_artifact
+from retention.compiled import compile_pipeline, save_compiled
 from retention.contract import SAVE_HORIZON_DAYS
 from retention.features import FEATURE_VERSION, FeatureSpec, compute_features, discover_spec
 from retention.model import DECISION_CATEGORICAL, DECISION_NUMERIC, decision_columns, offer_of
@@ -36,6 +37,7 @@ from training.report import write_report
 from training.validate import resolve_window_end
 
 CHURN_HORIZON_DAYS = 30
+COMPILED_FILE = "offer_response.npz"  # the serving form of the offer-response model (retention.compiled)
 CHURN_OBSERVATION_EVERY_DAYS = 30
 
 
@@ -245,6 +247,7 @@ def train(cfg: TrainConfig, progress=None) -> Path:
         churn, spec.numeric, spec.categorical, cfg, CHURN_HORIZON_DAYS)
 
     step("writing artifact")
+    compiled, probe_X, probe_p, diff = _compile_with_probe(resp_pipe, resp[test_mask], resp_numeric + resp_categorical)
     metadata = {
         "data_dir": str(cfg.data_dir),
         "data_window": {"start": window_start.isoformat(), "end": window_end.isoformat()},
@@ -262,14 +265,30 @@ def train(cfg: TrainConfig, progress=None) -> Path:
         "reliability": {"offer_response": resp_curves, "churn_risk": churn_curves},
         "params": {"seed": cfg.seed, "eval_fraction": cfg.eval_fraction,
                    "model": resp_pipe.named_steps["model"].get_params()},
+        "compiled": {"offer_response": {"file": COMPILED_FILE, "probe_rows": len(probe_p),
+                                        "max_abs_diff_vs_pipeline": diff}},
     }
     metadata = json.loads(json.dumps(metadata, default=_json_default))
     version_dir = save_artifact(
         cfg.out_root, {"offer_response": resp_pipe, "churn_risk": churn_pipe}, metadata,
         feature_version=FEATURE_VERSION,
+        extra_files={COMPILED_FILE: lambda path: save_compiled(compiled, path, probe_X, probe_p)},
     )
     write_report(version_dir / "report.html", read_metadata(version_dir))
     return version_dir
+
+
+def _compile_with_probe(pipe: Pipeline, rows: pd.DataFrame, cols: list[str], n: int = 512):
+    """The offer-response Pipeline compiled for serving, and a probe of `n` held-out rows with the Pipeline's
+    probabilities. Refuses (ValueError) if the compiled scorer disagrees with the Pipeline by more than 1e-9."""
+    probe = rows[cols].head(n)
+    compiled = compile_pipeline(pipe)
+    X = compiled.encode(probe.to_dict("records"))
+    expected = pipe.predict_proba(probe)[:, 1]
+    diff = float(np.abs(compiled.predict_proba(X) - expected).max())
+    if diff > 1e-9:
+        raise ValueError(f"the compiled offer-response scorer differs from the Pipeline by {diff:.3g}")
+    return compiled, X, expected, diff
 
 
 def _window_start(con, data_dir: Path) -> datetime:

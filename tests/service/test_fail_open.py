@@ -43,8 +43,9 @@ def test_without_a_model_the_rules_decide_and_readiness_says_so(app_factory, tmp
     assert ready.status_code == 503 and "model" in ready.get_json()["degraded"]
 
 
-def test_a_corrupt_model_is_refused_and_the_rules_decide(app_factory, models_root):
-    model_file = next(models_root.glob("*/model.joblib"))
+@pytest.mark.parametrize("name", ["model.joblib", "offer_response.npz"])
+def test_a_corrupt_model_is_refused_and_the_rules_decide(app_factory, models_root, name):
+    model_file = next(models_root.glob(f"*/{name}"))
     model_file.write_bytes(model_file.read_bytes()[:-100] + b"x" * 100)
     client = app_factory().test_client()
     d = _decide(client)
@@ -97,9 +98,24 @@ def test_a_model_that_cannot_score_is_refused_at_start(app_factory, models_root,
 
     meta = read_metadata(next(p for p in models_root.iterdir() if p.is_dir()))
     broken_root = tmp_path / "broken-models"
+    # an older artifact without a compiled form: the service unpickles and compiles it, and fails to
     save_artifact(broken_root, {"offer_response": "not a model", "churn_risk": None},
-                  {k: v for k, v in meta.items() if k not in RESERVED_KEYS}, feature_version=FEATURE_VERSION)
+                  {k: v for k, v in meta.items() if k not in RESERVED_KEYS + ("compiled",)},
+                  feature_version=FEATURE_VERSION)
     client = app_factory(MODELS_DIR=str(broken_root)).test_client()
     d = _decide(client, reason="temporary")
     assert d["fallback"] is True and "model_unavailable" in d["reason_codes"]
     assert "unexpected pipeline layout" in client.get("/readyz").get_json()["checks"]["model"]["error"]
+
+
+def test_the_service_serves_the_compiled_model_without_scikit_learn_or_pandas(migrated_url, models_root):
+    """Workers load numpy arrays, not a pickle: no code runs on load, and ~100 MB of libraries stay out."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from service import create_app; "
+            f"app = create_app({{'DATABASE_URL': {migrated_url!r}, 'MODELS_DIR': {str(models_root)!r}}}); "
+            "assert app.extensions['retention'].model_version; "
+            "print(sorted(m for m in ('sklearn', 'pandas', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
