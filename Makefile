@@ -8,7 +8,7 @@ PORT   ?= 8000
 # A fixed key for the local demo only (the README's curl example uses it); real keys come from `retention keys create`.
 DEMO_KEY ?= demo-frontend-key-not-for-production
 
-.PHONY: install demo-model run test lint simulate train migrate bench clean
+.PHONY: install demo-model run test lint simulate train migrate bench bench-features clean
 
 # Installs the project and its pinned dependencies into a local virtualenv (re-run when setup.cfg changes).
 $(BIN)/retention: setup.cfg pyproject.toml
@@ -38,6 +38,10 @@ demo-model: install
 bench: demo-model
 	@command -v wrk >/dev/null || (apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null))
 	$(BIN)/python -m bench.run --data $(DATA) --models models
+
+# Feature aggregation: DuckDB against a plain pandas groupby of the same usage features (bench/features.py).
+bench-features: demo-model
+	$(BIN)/python -m bench.features --data $(DATA)
 
 test: install
 	$(BIN)/pytest -q
