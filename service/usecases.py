@@ -4,7 +4,6 @@ view and is testable without HTTP. They join the store (what we know, what we di
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -17,7 +16,7 @@ from retention.decision import Decision, NpsAnswer, PastOffer, Snapshot
 from retention.features import FEATURE_VERSION, LOOKBACK_DAYS
 from service import metrics
 from service.runtime import Runtime
-from store import IdempotencyConflict, StoreUnavailable
+from store import IdempotencyConflict, StoreUnavailable, body_hash
 
 log = logging.getLogger("retention.service")
 HISTORY_DAYS = 400  # guardrails look back at most 365 days (+ a running offer's months)
@@ -26,11 +25,6 @@ OFFER_FIELDS = ("id", "type", "display_key", "months", "percent", "to_plan", "to
 
 class Conflict(Exception):
     """The request conflicts with what is stored (same idempotency key, different body)."""
-
-
-def body_hash(raw: dict) -> str:
-    """Hash of the request body as sent, independent of key order and whitespace."""
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _json_safe(value):
