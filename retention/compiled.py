@@ -156,14 +156,35 @@ class SharedRowScorer:
         self._shared = forest.conditions(np.setdiff1d(np.arange(len(columns)), variant_idx))
         self._keys = {key: i for i, key in enumerate(variants)}
         X = compiled.encode([dict(v) for v in variants.values()])
-        self._variant_patterns = forest.conditions(np.array(variant_idx)).pattern(X)
+        # Leaf-table offsets of every tree are folded into the variant patterns once, here.
+        offsets = np.arange(forest.n_trees, dtype=np.int64) << forest.k
+        self._variant_rows = forest.conditions(np.array(variant_idx)).pattern(X) + offsets
+        self._leaf_values = forest.leaf_value.ravel()
+        # The shared conditions, flattened for one row: NaN goes to the learned side by replacing it with
+        # -inf (goes left) or +inf (goes right) before the comparison; categorical look-ups index one flat
+        # table, 257 entries per condition (codes 0..255, then "missing").
+        sc = self._shared
+        self._num_feature, self._num_threshold = sc.num_feature, sc.num_threshold
+        self._num_nan = np.where(sc.num_missing_left, -np.inf, np.inf)
+        self._cat_feature = sc.cat_feature
+        self._cat_flat = sc.cat_table.ravel()
+        self._cat_offsets = np.arange(sc.cat_feature.size, dtype=np.intp) * 257
+        self._weights = sc.bit.astype(np.float64)
+        self._n_num = sc.num_feature.size
 
     def predict_proba(self, shared: dict, keys: list) -> np.ndarray:
         """P(class 1) for `shared` combined with each variant in `keys`."""
-        x = np.array([self.compiled.encode_one(shared)], dtype=np.float64)
-        base = self._shared.pattern(x)
-        rows = self._variant_patterns[[self._keys[k] for k in keys]]
-        return _sigmoid(self.compiled.forest.leaf_sum(base + rows))
+        x = np.array(self.compiled.encode_one(shared), dtype=np.float64)  # codes < 256: see compile_pipeline
+        held = np.empty(self._weights.size)
+        xn = x[self._num_feature]
+        held[:self._n_num] = np.where(np.isnan(xn), self._num_nan, xn) <= self._num_threshold
+        xc = x[self._cat_feature]
+        code = np.where(xc >= 0, xc, 256).astype(np.intp)  # NaN and negative codes: the missing column
+        held[self._n_num:] = self._cat_flat[self._cat_offsets + code]
+        base = np.bincount(self._shared.tree, weights=held * self._weights, minlength=self._shared.n_trees)
+        rows = self._variant_rows[[self._keys[k] for k in keys]] + base.astype(np.int64)
+        raw = self.compiled.forest.baseline + np.take(self._leaf_values, rows).sum(axis=1)
+        return _sigmoid(raw)
 
 
 def _sigmoid(raw: np.ndarray) -> np.ndarray:
@@ -197,6 +218,8 @@ def compile_pipeline(pipeline) -> CompiledPipeline:
     if not (encoder.handle_unknown == "use_encoded_value" and _is_nan(encoder.unknown_value)
             and _is_nan(encoder.encoded_missing_value)):
         raise CompileError("the OrdinalEncoder must encode unknown and missing categories as NaN")
+    if any(len(cats) > 256 for cats in encoder.categories_):
+        raise CompileError("a categorical column has more than 256 categories (the trees cannot split on it)")
     codes = tuple({c: float(i) for i, c in enumerate(cats) if not _is_missing_category(c)}
                   for cats in encoder.categories_)
     return CompiledPipeline(tuple(categorical), tuple(numeric), codes, _compile_forest(model))
