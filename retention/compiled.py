@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retention.contract import is_missing
+
 
 class CompileError(ValueError):
     """The Pipeline is not of the shape this compiler knows (see training.train.build_pipeline)."""
@@ -34,7 +36,7 @@ class Forest:
     every tree at once (one vectorised comparison for numeric splits, one table look-up for categorical
     ones), packs each tree's K outcomes into a K-bit number, and reads the leaf value that this pattern of
     outcomes reaches from a per-tree table of 2**K entries, built at compile time by walking the tree.
-    About 15 numpy operations per call, whatever the number of trees.
+    The number of numpy calls does not grow with the number of trees.
     """
 
     baseline: float
@@ -56,52 +58,61 @@ class Forest:
     def conditions(self, features: np.ndarray) -> ConditionSet:
         """The split conditions that test one of `features` (column indices), ready to evaluate."""
         num, cat = np.isin(self.num_feature, features), np.isin(self.cat_feature, features)
+        slots = np.concatenate([self.num_slot[num], self.cat_slot[cat]])
         return ConditionSet(
             n_trees=self.n_trees,
-            num_feature=self.num_feature[num], num_threshold=self.num_threshold[num],
-            num_missing_left=self.num_missing_left[num],
-            cat_feature=self.cat_feature[cat], cat_table=self.cat_table[cat],
-            tree=np.concatenate([self.num_slot[num], self.cat_slot[cat]]) // self.k,
-            bit=1 << (np.concatenate([self.num_slot[num], self.cat_slot[cat]]) % self.k),
+            num_feature=self.num_feature[num],
+            num_threshold=self.num_threshold[num],
+            num_nan=np.where(self.num_missing_left[num], -np.inf, np.inf),
+            cat_feature=self.cat_feature[cat],
+            cat_flat=self.cat_table[cat].ravel(),
+            cat_offsets=np.arange(int(cat.sum()), dtype=np.intp) * self.cat_table.shape[1],
+            tree=slots // self.k,
+            weight=(1 << (slots % self.k)).astype(np.float64),
         )
+
+    def __post_init__(self) -> None:
+        # Derived once: where each tree's leaf table starts in the flat table.
+        object.__setattr__(self, "_leaf_flat", self.leaf_value.ravel())
+        object.__setattr__(self, "_offsets", np.arange(self.n_trees, dtype=np.int64) << self.k)
 
     def leaf_sum(self, pattern: np.ndarray) -> np.ndarray:
         """baseline + the leaf value each tree reaches, for (n_rows, n_trees) patterns."""
-        offsets = np.arange(self.n_trees, dtype=np.int64) << self.k
-        return self.baseline + np.take(self.leaf_value.ravel(), offsets + pattern).sum(axis=1)
+        return self.baseline + np.take(self._leaf_flat, self._offsets + pattern).sum(axis=1)
 
 
 @dataclass(frozen=True)
 class ConditionSet:
     """Some of a forest's split conditions. `pattern` gives, per row and tree, the sum of the bits of the
     conditions that held. Bits of different conditions never overlap, so the patterns of disjoint sets add
-    up: conditions on columns shared by many rows can be evaluated once and added to the per-row ones."""
+    up: conditions on columns shared by many rows can be evaluated once and added to the per-row ones.
+
+    NaN goes to the learned side by being replaced with -inf (goes left) or +inf (goes right) before the
+    comparison; categorical conditions are one flat table, 257 entries each (codes 0..255, then missing;
+    compile_pipeline guarantees codes below 256, as sklearn does)."""
 
     n_trees: int
     num_feature: np.ndarray
     num_threshold: np.ndarray
-    num_missing_left: np.ndarray
+    num_nan: np.ndarray  # what a NaN becomes in the comparison: -inf (missing goes left) or +inf
     cat_feature: np.ndarray
-    cat_table: np.ndarray
+    cat_flat: np.ndarray  # (n_cat * 257,) bool: goes left, per condition and code
+    cat_offsets: np.ndarray  # start of each categorical condition in cat_flat
     tree: np.ndarray  # tree of each condition: numeric ones first, then categorical ones
-    bit: np.ndarray  # its bit in the tree's pattern
+    weight: np.ndarray  # its bit in the tree's pattern, as a float for bincount
 
     def pattern(self, X: np.ndarray) -> np.ndarray:
-        x = X[:, self.num_feature]
-        held_num = np.where(np.isnan(x), self.num_missing_left, x <= self.num_threshold)
-        x = X[:, self.cat_feature]
-        valid = x >= 0  # False for NaN too: sklearn sends NaN and negative codes to the missing side
-        code = np.where(valid, np.where(valid, x, 0).astype(np.int64) & 0xFF, 256)  # sklearn casts to uint8
-        held_cat = self.cat_table[self._cat_rows, code]
-        bits = np.concatenate([held_num, held_cat], axis=1) * self.bit
-        if len(bits) == 1:  # the request path: one shared row
-            return np.bincount(self.tree, weights=bits[0], minlength=self.n_trees).astype(np.int64)[None]
-        return np.stack([np.bincount(self.tree, weights=row, minlength=self.n_trees) for row in bits]
-                        ).astype(np.int64)
-
-    @property
-    def _cat_rows(self) -> np.ndarray:
-        return np.arange(self.cat_feature.size)
+        """(n_rows, n_trees) int64 patterns for encoded rows X."""
+        xn = X[:, self.num_feature]
+        xc = X[:, self.cat_feature]
+        code = np.where(xc >= 0, xc, 256).astype(np.intp)  # NaN and negative codes: the missing entry
+        held = np.concatenate([np.where(np.isnan(xn), self.num_nan, xn) <= self.num_threshold,
+                               self.cat_flat[self.cat_offsets + code]], axis=1)
+        n = len(held)
+        # One bincount for all rows: condition j of row i counts towards bin i * n_trees + tree[j].
+        bins = (np.arange(n)[:, None] * self.n_trees + self.tree).ravel()
+        summed = np.bincount(bins, weights=(held * self.weight).ravel(), minlength=n * self.n_trees)
+        return summed.reshape(n, self.n_trees).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -156,35 +167,13 @@ class SharedRowScorer:
         self._shared = forest.conditions(np.setdiff1d(np.arange(len(columns)), variant_idx))
         self._keys = {key: i for i, key in enumerate(variants)}
         X = compiled.encode([dict(v) for v in variants.values()])
-        # Leaf-table offsets of every tree are folded into the variant patterns once, here.
-        offsets = np.arange(forest.n_trees, dtype=np.int64) << forest.k
-        self._variant_rows = forest.conditions(np.array(variant_idx)).pattern(X) + offsets
-        self._leaf_values = forest.leaf_value.ravel()
-        # The shared conditions, flattened for one row: NaN goes to the learned side by replacing it with
-        # -inf (goes left) or +inf (goes right) before the comparison; categorical look-ups index one flat
-        # table, 257 entries per condition (codes 0..255, then "missing").
-        sc = self._shared
-        self._num_feature, self._num_threshold = sc.num_feature, sc.num_threshold
-        self._num_nan = np.where(sc.num_missing_left, -np.inf, np.inf)
-        self._cat_feature = sc.cat_feature
-        self._cat_flat = sc.cat_table.ravel()
-        self._cat_offsets = np.arange(sc.cat_feature.size, dtype=np.intp) * 257
-        self._weights = sc.bit.astype(np.float64)
-        self._n_num = sc.num_feature.size
+        self._variant_patterns = forest.conditions(np.array(variant_idx)).pattern(X)
 
     def predict_proba(self, shared: dict, keys: list) -> np.ndarray:
         """P(class 1) for `shared` combined with each variant in `keys`."""
-        x = np.array(self.compiled.encode_one(shared), dtype=np.float64)  # codes < 256: see compile_pipeline
-        held = np.empty(self._weights.size)
-        xn = x[self._num_feature]
-        held[:self._n_num] = np.where(np.isnan(xn), self._num_nan, xn) <= self._num_threshold
-        xc = x[self._cat_feature]
-        code = np.where(xc >= 0, xc, 256).astype(np.intp)  # NaN and negative codes: the missing column
-        held[self._n_num:] = self._cat_flat[self._cat_offsets + code]
-        base = np.bincount(self._shared.tree, weights=held * self._weights, minlength=self._shared.n_trees)
-        rows = self._variant_rows[[self._keys[k] for k in keys]] + base.astype(np.int64)
-        raw = self.compiled.forest.baseline + np.take(self._leaf_values, rows).sum(axis=1)
-        return _sigmoid(raw)
+        base = self._shared.pattern(np.array([self.compiled.encode_one(shared)], dtype=np.float64))
+        rows = self._variant_patterns[[self._keys[k] for k in keys]]
+        return _sigmoid(self.compiled.forest.leaf_sum(base + rows))
 
 
 def _sigmoid(raw: np.ndarray) -> np.ndarray:
@@ -192,9 +181,7 @@ def _sigmoid(raw: np.ndarray) -> np.ndarray:
 
 
 def _code(codes: dict, value) -> float:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return math.nan
-    return codes.get(value, math.nan)
+    return math.nan if is_missing(value) else codes.get(value, math.nan)
 
 
 def _number(value) -> float:
@@ -220,7 +207,7 @@ def compile_pipeline(pipeline) -> CompiledPipeline:
         raise CompileError("the OrdinalEncoder must encode unknown and missing categories as NaN")
     if any(len(cats) > 256 for cats in encoder.categories_):
         raise CompileError("a categorical column has more than 256 categories (the trees cannot split on it)")
-    codes = tuple({c: float(i) for i, c in enumerate(cats) if not _is_missing_category(c)}
+    codes = tuple({c: float(i) for i, c in enumerate(cats) if not is_missing(c)}
                   for cats in encoder.categories_)
     return CompiledPipeline(tuple(categorical), tuple(numeric), codes, _compile_forest(model))
 
@@ -276,9 +263,6 @@ def _bits(bitset) -> np.ndarray:
 def _is_nan(x) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
-
-def _is_missing_category(c) -> bool:
-    return c is None or _is_nan(c)
 
 
 # --------------------------------------------------------------------------------------- on disk

@@ -6,6 +6,7 @@ This module is the single source of truth for the contract. The validator (train
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 # Cancel reasons, in the order the cancel flow shows them.
@@ -26,9 +27,14 @@ APP_STORE_CHANNELS: frozenset[str] = frozenset({"ios", "android"})
 NPS_MIN, NPS_MAX = 0, 10
 
 
+def is_missing(value: object) -> bool:
+    """None or a float NaN: how a missing value arrives (JSON null, an empty cell read by pandas or DuckDB)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def nps_segment(score: float | int | None) -> str:
     """promoter 9-10, passive 7-8, detractor 0-6, or 'none' when the customer never answered."""
-    if score is None or score != score:  # None or NaN
+    if is_missing(score):
         return "none"
     if score >= 9:
         return "promoter"

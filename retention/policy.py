@@ -101,7 +101,7 @@ class ModelScorer:
     """The offer-response model of a verified artifact, scoring (customer, reason, offer) rows.
 
     Requests are scored by the Pipeline compiled to numpy (retention.compiled): the customer's columns are
-    evaluated once and combined with pre-evaluated (reason, offer) columns, about 27 us for a whole offer
+    evaluated once and combined with pre-evaluated (reason, offer) columns, about 35 us for a whole offer
     set instead of 3-9 ms through pandas and the Pipeline. `reference_p_stay` scores the same rows with the
     Pipeline itself; the service checks the two agree at start-up and a test checks it on thousands of rows.
     """
@@ -142,8 +142,9 @@ class Policy:
         self._lock = threading.Lock()
 
     @property
-    def spec(self) -> FeatureSpec | None:
-        return self.scorer.spec if self.scorer else None
+    def spec(self) -> FeatureSpec:
+        """The model's features; without a model only the request's own fields are used."""
+        return self.scorer.spec if self.scorer else FeatureSpec((), (), ())
 
     def decide(
         self,
@@ -154,7 +155,7 @@ class Policy:
         nps_answers: list[NpsAnswer] = (),
     ) -> Decision:
         """`history` None means the customer's history could not be read (see eligibility)."""
-        eligible, codes, common = self._prepare(request, snapshot, now, history, nps_answers, self.spec)
+        eligible, codes, common = self._prepare(request, snapshot, now, history, nps_answers)
         if self.scorer is None:
             return self._rules(request, eligible, codes + ["model_unavailable"], common)
         try:
@@ -185,15 +186,14 @@ class Policy:
     def rules_decision(self, request: CancelRequest, snapshot: Snapshot | None, now: datetime,
                        history: list[PastOffer] = ()) -> Decision:
         """What the fallback rules alone answer (the cold-start policy, and a baseline for the model)."""
-        eligible, codes, common = self._prepare(request, snapshot, now, history, (), self.spec)
+        eligible, codes, common = self._prepare(request, snapshot, now, history, ())
         return self._rules(request, eligible, codes, common)
 
-    def _prepare(self, request, snapshot, now, history, nps_answers, spec) -> tuple[list[Offer], list[str], dict]:
+    def _prepare(self, request, snapshot, now, history, nps_answers) -> tuple[list[Offer], list[str], dict]:
         """Guardrails and live features: everything both the model and the rules decide from."""
         known = None if history is None else list(history)
         excluded = exclusions(self.catalog, request, known, now, self.config.guardrails)
-        features, context = live_features(spec or FeatureSpec((), (), ()), request, snapshot, now, known or [],
-                                          list(nps_answers))
+        features, context = live_features(self.spec, request, snapshot, now, known or [], list(nps_answers))
         segment = str(features["nps_segment"])
         codes = context + [f"reason_{request.reason}"] + _dedup(c for cs in excluded.values() for c in cs)
         if segment == "detractor":

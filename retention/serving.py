@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from retention.contract import nps_segment
+from retention.contract import is_missing, nps_segment
 from retention.decision import CancelRequest, NpsAnswer, PastOffer, Snapshot
 from retention.features import LOOKBACK_DAYS, FeatureSpec, usage_trend
 
@@ -29,10 +29,6 @@ _ZERO_FOR_NEW = ("nps_answered", "nps_count", "paid_90d", "prior_requests", "pri
 
 def _days(delta: timedelta) -> float:
     return delta.total_seconds() / 86400.0
-
-
-def _is_missing(x: object) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 def new_customer_values(spec: FeatureSpec) -> dict[str, object]:
@@ -93,10 +89,10 @@ def live_features(
     if request.usage is not None:
         _apply_usage(values, spec, request)
 
-    segment = nps_segment(None if _is_missing(values["nps_last"]) else values["nps_last"])
+    segment = nps_segment(values["nps_last"])
     values["nps_segment"] = segment
     codes.insert(0, f"nps_{'missing' if segment == 'none' else segment}")
-    if not _is_missing(values["nps_trend"]) and values["nps_trend"] <= -3:
+    if not is_missing(values["nps_trend"]) and values["nps_trend"] <= -3:
         codes.append("nps_drop")
     return values, codes
 
@@ -104,12 +100,12 @@ def live_features(
 def _age(values: dict[str, object], spec: FeatureSpec, elapsed: timedelta) -> None:
     days = _days(elapsed)
     for name in _AGES:
-        if not _is_missing(values.get(name)):
+        if not is_missing(values.get(name)):
             values[name] = float(values[name]) + days
     whole_days = float(elapsed.days)  # usage recency is counted in whole days, as in the SQL
     for m in spec.metrics:
         name = f"{m}_days_since_last"
-        if not _is_missing(values.get(name)):
+        if not is_missing(values.get(name)):
             values[name] = float(values[name]) + whole_days
 
 
@@ -128,7 +124,7 @@ def _fold_nps(values: dict[str, object], answers: list[NpsAnswer], now: datetime
         values["nps_answered"] = 1.0
         values["nps_days_since_last"] = _days(now - a.responded_at)
         prev = values["nps_prev"]
-        values["nps_trend"] = math.nan if _is_missing(prev) else values["nps_last"] - prev
+        values["nps_trend"] = math.nan if is_missing(prev) else values["nps_last"] - prev
 
 
 def _fold_history(values: dict[str, object], later: list[PastOffer], now: datetime) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from flask import current_app, g, request
+from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from webargs.flaskparser import FlaskParser
@@ -28,7 +28,12 @@ SECURED = [{"bearer": []}]
 
 
 class _Parser(FlaskParser):
-    """webargs' parser, but a body that is not JSON is bad input like any other: a 422 in the error schema."""
+    """webargs' parser, but a body that is not JSON is bad input like any other: a 422 in the error schema.
+    The decoded body is kept in `g.json_body` for the idempotency fingerprint, so it is decoded once."""
+
+    def _raw_load_json(self, req):
+        g.json_body = super()._raw_load_json(req)
+        return g.json_body
 
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
         abort(422, message="the request body is not valid JSON",
@@ -64,7 +69,7 @@ def _store_call(fn, *args, **kwargs):
 def create_decision(data):
     """Choose the retention offer for a cancel request (idempotent on request_id)."""
     try:
-        record, created = usecases.decide(_runtime(), data, request.get_json(), g.client)
+        record, created = usecases.decide(_runtime(), data, g.json_body, g.client)
     except usecases.Conflict as exc:
         abort(409, message=str(exc))
     g.decision_id = record["decision_id"]

@@ -86,35 +86,44 @@ def _load_scorer(models_dir: Path, ref: str, catalog: Catalog) -> tuple[ModelSco
     saved = (meta.get("compiled") or {}).get("offer_response")
     if saved:
         compiled, probe_X, probe_p = load_compiled(version_dir / saved["file"])
-        diff = float(abs(compiled.predict_proba(probe_X) - probe_p).max()) if len(probe_p) else 0.0
-        if diff > 1e-9:
-            raise ArtifactError(f"{version_dir / saved['file']}: the compiled scorer is {diff:.3g} away from the "
-                                "Pipeline's probabilities on its probe rows; refusing to serve it")
+        _same(compiled.predict_proba(probe_X), probe_p, f"{version_dir / saved['file']} on its probe rows")
         scorer = ModelScorer(None, meta, catalog, compiled=compiled)
     else:
         model, meta = load_artifact(version_dir, feature_version=FEATURE_VERSION)
         scorer = ModelScorer(model, meta, catalog)
     _warm_up(scorer, catalog)
+    if scorer.pipeline is not None:  # compiled here: check it against its Pipeline on the warm-up requests
+        for reason, features in _synthetic_requests(scorer):
+            _same(scorer.p_stay(features, reason, list(catalog.offers)),
+                  scorer.reference_p_stay(features, reason, list(catalog.offers)), f"model {scorer.version}")
     return scorer, meta
 
 
-def _warm_up(scorer: ModelScorer, catalog: Catalog) -> None:
-    """Score a synthetic request per reason at start-up, with the compiled scorer and with the Pipeline: a
-    model that cannot score, or whose compiled form disagrees with it, is refused here rather than on the
-    first customer; and the first real decision does not pay for lazy imports and caches (about 0.2 s, more
-    than the scoring time budget). With preload this runs once in the master and workers inherit it."""
-    offers = list(catalog.offers)
+def _same(compiled, pipeline, where: str) -> None:
+    diff = max((abs(a - b) for a, b in zip(compiled, pipeline, strict=True)), default=0.0)
+    if diff > 1e-9:
+        raise ArtifactError(f"{where}: the compiled scorer is {diff:.3g} away from the Pipeline's "
+                            "probabilities; refusing to serve it")
+
+
+def _synthetic_requests(scorer: ModelScorer):
+    """(reason, features) of a new monthly web customer, for every reason."""
     for reason in REASONS:
         request = CancelRequest("warm-up", reason, "monthly", "web", 10.0)
-        features, _ = live_features(scorer.spec, request, None, datetime.now(UTC))
+        yield reason, live_features(scorer.spec, request, None, datetime.now(UTC))[0]
+
+
+def _warm_up(scorer: ModelScorer, catalog: Catalog) -> None:
+    """Score a synthetic request per reason at start-up: a model that cannot score is refused here rather
+    than on the first customer, and the first real decision does not pay for lazy imports and caches (about
+    0.2 s, more than the scoring time budget). With preload this runs once in the master."""
+    for reason, features in _synthetic_requests(scorer):
         try:
-            p = scorer.p_stay(features, reason, offers)
-            ref = scorer.reference_p_stay(features, reason, offers) if scorer.pipeline is not None else p
+            p = scorer.p_stay(features, reason, list(catalog.offers))
         except Exception as exc:  # noqa: BLE001 - any failure means this artifact cannot serve
             raise ArtifactError(f"model {scorer.version} failed to score a test request: {exc}") from exc
-        if not all(0.0 <= x <= 1.0 for x in p) or max(abs(a - b) for a, b in zip(p, ref, strict=True)) > 1e-9:
-            raise ArtifactError(f"model {scorer.version}: the compiled scorer disagrees with the pipeline "
-                                f"({p} vs {ref}); refusing to serve it")
+        if not all(0.0 <= x <= 1.0 for x in p):
+            raise ArtifactError(f"model {scorer.version} returned probabilities outside [0, 1]: {p}")
 
 
 def default_database_url() -> str:

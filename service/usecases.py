@@ -4,12 +4,9 @@ view and is testable without HTTP. They join the store (what we know, what we di
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 import uuid
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from retention.decision import Decision, NpsAnswer, PastOffer, Snapshot
@@ -25,12 +22,6 @@ OFFER_FIELDS = ("id", "type", "display_key", "months", "percent", "to_plan", "to
 
 class Conflict(Exception):
     """The request conflicts with what is stored (same idempotency key, different body)."""
-
-
-def _json_safe(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def decide(runtime: Runtime, data: dict, raw: dict, client: str, now: datetime | None = None) -> tuple[dict, bool]:
@@ -105,8 +96,8 @@ def _past_offer(row: dict) -> PastOffer:
 
 def _record(data: dict, d: Decision, digest: str, client: str, now: datetime, context_codes: list[str],
             started: float) -> dict:
+    # Plain JSON for the JSON columns (NaN as null, times as ISO text) is the store's job (store.jsonable).
     request = {k: v for k, v in data.items() if k not in ("cancel", "reason_text", "request_id")}
-    request = json.loads(json.dumps(request, default=_encode))
     offer = {k: getattr(d.offer, k) for k in OFFER_FIELDS}
     return {
         "decision_id": uuid.uuid4().hex,
@@ -118,11 +109,8 @@ def _record(data: dict, d: Decision, digest: str, client: str, now: datetime, co
         "reason": data["reason"],
         "reason_text": data.get("reason_text"),
         "request": request,
-        "features": {k: _json_safe(v) for k, v in d.features.items()},
-        "scores": {
-            "offers": [{k: _json_safe(v) for k, v in asdict(s).items()} for s in d.scores],
-            "excluded": {k: list(v) for k, v in d.excluded.items()},
-        },
+        "features": d.features,
+        "scores": {"offers": list(d.scores), "excluded": d.excluded},
         "offer_id": d.offer.id,
         "offer": offer,
         "propensity": d.propensity,
@@ -139,14 +127,6 @@ def _record(data: dict, d: Decision, digest: str, client: str, now: datetime, co
     }
 
 
-def _encode(obj):
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    if hasattr(obj, "__dataclass_fields__"):
-        return asdict(obj)
-    raise TypeError(type(obj).__name__)
-
-
 EVENT_BASE = ("event_id", "type", "customer_id", "occurred_at", "decision_id")
 
 
@@ -154,13 +134,13 @@ def to_store_events(events: list[dict]) -> list[dict]:
     """Validated events -> store rows: the common columns, and the type's own fields as a JSON payload."""
     rows = []
     for e in events:
-        payload = {k: v for k, v in e.items() if k not in EVENT_BASE}
+        payload = {k: v for k, v in e.items() if k not in EVENT_BASE}  # the store makes it plain JSON
         rows.append({
             "event_id": e["event_id"],
             "type": e["type"],
             "customer_id": e["customer_id"],
             "decision_id": e.get("decision_id"),
             "occurred_at": e["occurred_at"],
-            "payload": json.loads(json.dumps(payload, default=_encode)),
+            "payload": payload,
         })
     return rows

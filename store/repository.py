@@ -8,6 +8,7 @@ store.db) and lock the decision row on PostgreSQL where a check must hold until 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -92,7 +93,8 @@ def body_hash(body: Any) -> str:
 
 
 def jsonable(value: Any) -> Any:
-    """`value` as plain JSON types: numpy scalars unwrapped, NaN/inf as null, dates as ISO-8601 text."""
+    """`value` as plain JSON types: numpy scalars unwrapped, NaN/inf as null, dates as ISO-8601 text,
+    dataclasses as objects."""
     if value is None or isinstance(value, str | bool):
         return value
     if isinstance(value, int):
@@ -105,6 +107,8 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. the domain's NpsAnswer
+        return jsonable(dataclasses.asdict(value))
     if hasattr(value, "item") and callable(value.item):  # numpy scalar
         return jsonable(value.item())
     raise InvalidRecord(f"a {type(value).__name__} value ({value!r}) cannot be stored as JSON")
@@ -163,7 +167,8 @@ def _same_secret(a: str | None, b: str | None) -> bool:
 # The decision path's statements, built once: building a SQLAlchemy expression costs more than running it
 # on SQLite, so the per-request statements are prepared here with bound parameters.
 _D = Decision.__table__
-_DECISION_BY_REQUEST = select(_D).where(_D.c.request_id == bindparam("request_id"))
+_DECISION_BY_ID = select(_D).where(_D.c.decision_id == bindparam("key"))
+_DECISION_BY_REQUEST = select(_D).where(_D.c.request_id == bindparam("key"))
 _FEATURES_BY_CUSTOMER = select(CustomerFeatures.__table__).where(
     CustomerFeatures.__table__.c.customer_id == bindparam("customer_id"))
 _OFFER_HISTORY = (
@@ -307,19 +312,18 @@ class Store:
             row["close_the_loop_by"] = _aware("close_the_loop_by", row["close_the_loop_by"])
         for k in _DECISION_JSON:
             row[k] = jsonable(row[k])
-        table = Decision.__table__  # Core, not ORM, statements: a third of the cost per decision
         with self.transaction(write=True) as conn:
+            # A prepared Core statement, not an ORM insert: a third of the cost per decision.
             inserted = conn.execute(_INSERT_DECISION[conn.dialect.name], row).first()
             if inserted is not None:  # the common case: what we inserted is what is stored
                 return {**row, "outcomes": []}, True
-            stored = conn.execute(select(table).where(table.c.request_id == row["request_id"])).one()
-            outcomes = self._outcomes(conn, [stored.decision_id])
-        if stored.body_hash != row["body_hash"] or stored.client != row["client"]:
+            stored = self._decision_where(conn, _DECISION_BY_REQUEST, row["request_id"])
+        if stored["body_hash"] != row["body_hash"] or stored["client"] != row["client"]:
             raise IdempotencyConflict(
                 f"request_id {row['request_id']!r} was already used for "
-                f"{'another request body' if stored.client == row['client'] else 'a request of another client'}"
+                f"{'another request body' if stored['client'] == row['client'] else 'a request of another client'}"
             )
-        return self._decision_dict(stored, outcomes), False
+        return stored, False
 
     def decision_context(self, request_id: str, customer_id: str, history_since: datetime,
                          nps_lookback: timedelta) -> dict:
@@ -328,11 +332,10 @@ class Store:
         snapshot row or None), `history` (as customer_offer_history) and `nps` (the customer's NPS events
         since the snapshot, or within `nps_lookback` of now without one)."""
         with self.transaction(snapshot=True) as conn:
-            row = conn.execute(_DECISION_BY_REQUEST, {"request_id": request_id}).one_or_none()
-            if row is not None:
-                return {"existing": self._decision_dict(row, self._outcomes(conn, [row.decision_id]))}
-            row = conn.execute(_FEATURES_BY_CUSTOMER, {"customer_id": customer_id}).one_or_none()
-            features = None if row is None else dict(row._mapping)
+            existing = self._decision_where(conn, _DECISION_BY_REQUEST, request_id)
+            if existing is not None:
+                return {"existing": existing}
+            features = self._features_row(conn, customer_id)
             history = self._offer_history(conn, customer_id, history_since)
             since = features["as_of"] if features else _now() - nps_lookback
             nps = [self._event_dict(r) for r in conn.execute(_NPS_SINCE, {"customer_id": customer_id,
@@ -340,10 +343,12 @@ class Store:
         return {"existing": None, "features": features, "history": history, "nps": nps}
 
     def get_decision(self, decision_id: str) -> dict | None:
-        return self._one_decision(Decision.decision_id == decision_id)
+        with self.transaction() as conn:
+            return self._decision_where(conn, _DECISION_BY_ID, decision_id)
 
     def get_decision_by_request(self, request_id: str) -> dict | None:
-        return self._one_decision(Decision.request_id == request_id)
+        with self.transaction() as conn:
+            return self._decision_where(conn, _DECISION_BY_REQUEST, request_id)
 
     def customer_decisions(self, customer_id: str, limit: int = 50) -> list[dict]:
         """A customer's decisions, newest first, each with its outcomes."""
@@ -369,12 +374,9 @@ class Store:
                  "months": int((r.offer or {}).get("months") or 0), "created_at": r.created_at,
                  "accepted": bool(r.accepted)} for r in rows]
 
-    def _one_decision(self, where) -> dict | None:
-        with self.transaction() as conn:
-            return self._decision_where(conn, where)
-
-    def _decision_where(self, conn: Connection, where) -> dict | None:
-        row = conn.execute(select(Decision.__table__).where(where)).one_or_none()
+    def _decision_where(self, conn: Connection, statement, key: str) -> dict | None:
+        """The decision a prepared statement (_DECISION_BY_ID / _BY_REQUEST) finds for `key`, with outcomes."""
+        row = conn.execute(statement, {"key": key}).one_or_none()
         if row is None:
             return None
         return self._decision_dict(row, self._outcomes(conn, [row.decision_id]))
@@ -521,7 +523,11 @@ class Store:
     def get_customer_features(self, customer_id: str) -> dict | None:
         """{customer_id, values, as_of, feature_version, model_version, loaded_at}, or None."""
         with self.transaction() as conn:
-            row = conn.execute(select(CustomerFeatures).where(CustomerFeatures.customer_id == customer_id)).one_or_none()
+            return self._features_row(conn, customer_id)
+
+    @staticmethod
+    def _features_row(conn: Connection, customer_id: str) -> dict | None:
+        row = conn.execute(_FEATURES_BY_CUSTOMER, {"customer_id": customer_id}).one_or_none()
         return None if row is None else dict(row._mapping)
 
     def latest_snapshot(self) -> dict | None:

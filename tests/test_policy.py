@@ -11,7 +11,7 @@ import pytest
 
 from retention.artifacts import load_artifact
 from retention.decision import CancelRequest, NpsAnswer
-from retention.features import FEATURE_VERSION
+from retention.features import FEATURE_VERSION, FeatureSpec
 from retention.offers import load_catalog
 from retention.policy import ModelScorer, Policy, PolicyError, load_policy
 from retention.value import expected_net_value
@@ -34,7 +34,7 @@ class TableScorer:
 
     def __init__(self, p: dict[str, float], delay: float = 0.0, fail: bool = False):
         self.p, self.delay, self.fail = p, delay, fail
-        self.spec = None  # no customer features: the table ignores them
+        self.spec = FeatureSpec((), (), ())  # no customer features: the table ignores them
 
     def p_stay(self, features, reason, offers):
         if self.fail:

@@ -10,7 +10,6 @@ feature function), the guardrails from `retention.eligibility` and the choice fr
 from __future__ import annotations
 
 import bisect
-import math
 import time
 from collections import Counter
 from dataclasses import replace
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from retention.contract import is_missing
 from retention.decision import CancelRequest, PastOffer, Snapshot
 from retention.features import FeatureSpec
 from retention.model import offer_of
@@ -81,7 +81,7 @@ def evaluate_policy(model: dict, meta: dict, data_dir: Path, since: datetime | N
             now = row["as_of"].to_pydatetime().replace(tzinfo=UTC)
             request = CancelRequest(row["customer_id"], row["reason"], row["billing_period"], row["billing_channel"],
                                     float(row["price"]), plan_id=row["plan_id"], country=row["country"])
-            snapshot = Snapshot({k: None if _is_nan(row[k]) else row[k] for k in spec.names}, as_of=now)
+            snapshot = Snapshot({k: None if is_missing(row[k]) else row[k] for k in spec.names}, as_of=now)
             times, offers = histories.get(row["customer_id"], ((), ()))
             past = list(offers[:bisect.bisect_left(times, now)])
             t0 = time.perf_counter()
@@ -158,10 +158,6 @@ def evaluate_policy(model: dict, meta: dict, data_dir: Path, since: datetime | N
         # request built from them) carry the old price; the true value uses the price actually paid.
         "requests_with_outdated_price": int(mismatched_price),
     }
-
-
-def _is_nan(x: object) -> bool:
-    return isinstance(x, float) and math.isnan(x)
 
 
 def _truth(path: Path, request_ids: pd.Series, catalog: Catalog) -> dict[str, np.ndarray]:
