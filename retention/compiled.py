@@ -16,6 +16,8 @@ Nothing is re-learned or approximated: a test checks the probabilities equal the
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 from dataclasses import dataclass
 
@@ -32,11 +34,11 @@ class CompileError(ValueError):
 class Forest:
     """All trees of a fitted binary HistGradientBoostingClassifier, as condition and leaf tables.
 
-    Each tree has at most K split nodes (K = 6 for 7 leaves). Scoring evaluates the split conditions of
-    every tree at once (one vectorised comparison for numeric splits, one table look-up for categorical
-    ones), packs each tree's K outcomes into a K-bit number, and reads the leaf value that this pattern of
-    outcomes reaches from a per-tree table of 2**K entries, built at compile time by walking the tree.
-    The number of numpy calls does not grow with the number of trees.
+    Each tree has at most K split nodes (K = 6 for 7 leaves). Which of a tree's K conditions hold ("goes
+    left") is a K-bit number, its pattern; a per-tree table of 2**K entries, built at compile time by
+    walking the tree, gives the leaf value each pattern reaches. The conditions themselves are evaluated
+    through per-column step tables (`conditions`), so the number of numpy calls per row does not grow with
+    the number of trees or conditions.
     """
 
     baseline: float
@@ -51,68 +53,105 @@ class Forest:
     cat_table: np.ndarray  # (n_cat_conditions, 257) bool: goes left for code 0..255; column 256: missing
     leaf_value: np.ndarray  # (n_trees, 2**k) float64
 
-    def raw(self, X: np.ndarray) -> np.ndarray:
-        """Raw scores (log-odds) for rows of X (n_rows, n_features), float64."""
-        return self.leaf_sum(self.conditions(np.arange(X.shape[1])).pattern(X))
+    def conditions(self, features: dict[int, tuple[str, dict | None]]) -> ConditionSet:
+        """The split conditions on some columns, as per-column step tables. `features` maps each column
+        index to its name and, for a categorical column, its category -> code dictionary.
 
-    def conditions(self, features: np.ndarray) -> ConditionSet:
-        """The split conditions that test one of `features` (column indices), ready to evaluate."""
-        num, cat = np.isin(self.num_feature, features), np.isin(self.cat_feature, features)
-        slots = np.concatenate([self.num_slot[num], self.cat_slot[cat]])
-        return ConditionSet(
-            n_trees=self.n_trees,
-            num_feature=self.num_feature[num],
-            num_threshold=self.num_threshold[num],
-            num_nan=np.where(self.num_missing_left[num], -np.inf, np.inf),
-            cat_feature=self.cat_feature[cat],
-            cat_flat=self.cat_table[cat].ravel(),
-            cat_offsets=np.arange(int(cat.sum()), dtype=np.intp) * self.cat_table.shape[1],
-            tree=slots // self.k,
-            weight=(1 << (slots % self.k)).astype(np.float64),
-        )
+        Every column's conditions together depend only on which interval of its sorted thresholds a value
+        falls in (numeric: `x <= t` goes left, as in sklearn), which code it has (categorical) or whether it
+        is missing. So each column becomes a table with one row per such case, holding the bits its
+        conditions set in every tree's pattern; scoring a row adds up one table row per column."""
+        n_trees, k = self.n_trees, self.k
+        steps, tables, first = [], [], 0
+        for f, (name, codes) in sorted(features.items()):
+            num, cat = np.flatnonzero(self.num_feature == f), np.flatnonzero(self.cat_feature == f)
+            if len(cat):
+                n_codes = int(max(codes.values(), default=-1)) + 1
+                table = np.zeros((n_codes + 1, n_trees), dtype=np.int64)  # each code, then missing/unknown
+                for c in cat:
+                    tree, bit = divmod(int(self.cat_slot[c]), k)
+                    goes_left = self.cat_table[c][np.r_[0:n_codes, 256]].astype(np.int64)
+                    table[:, tree] += goes_left << bit
+                # A row is looked up by its category, or by the category's code in an encoded row.
+                lookup = {**{cat_: first + int(code) for cat_, code in codes.items()},
+                          **{float(code): first + int(code) for code in codes.values()}}
+                steps.append((name, lookup, None, first + n_codes))
+            elif len(num):
+                thresholds = sorted({float(t) for t in self.num_threshold[num]})
+                missing = len(thresholds) + 1  # rows 0..m: how many thresholds are below the value
+                table = np.zeros((missing + 1, n_trees), dtype=np.int64)
+                for c in num:
+                    tree, bit = divmod(int(self.num_slot[c]), k)
+                    j = thresholds.index(float(self.num_threshold[c]))
+                    table[: j + 1, tree] += 1 << bit  # x <= t_j exactly when at most j thresholds are below x
+                    table[missing, tree] += int(self.num_missing_left[c]) << bit
+                steps.append((name, first, thresholds, first + missing))
+            else:
+                continue  # no tree splits on this column
+            tables.append(table)
+            first += len(table)
+        bits = np.concatenate(tables) if tables else np.zeros((1, n_trees), dtype=np.int64)
+        # A pattern is below 2**k and its conditions' bits never overlap, so the smallest type that holds
+        # 2**k - 1 also holds every sum: less memory to gather per request.
+        return ConditionSet(n_trees=n_trees, steps=tuple(steps), bits=bits.astype(np.uint8 if k <= 8 else np.uint16))
 
-    def __post_init__(self) -> None:
-        # Derived once: where each tree's leaf table starts in the flat table.
-        object.__setattr__(self, "_leaf_flat", self.leaf_value.ravel())
-        object.__setattr__(self, "_offsets", np.arange(self.n_trees, dtype=np.int64) << self.k)
+    @functools.cached_property
+    def offsets(self) -> np.ndarray:
+        """Where each tree's leaf table starts in the flat leaf table."""
+        return np.arange(self.n_trees, dtype=np.int64) << self.k
 
-    def leaf_sum(self, pattern: np.ndarray) -> np.ndarray:
-        """baseline + the leaf value each tree reaches, for (n_rows, n_trees) patterns."""
-        return self.baseline + np.take(self._leaf_flat, self._offsets + pattern).sum(axis=1)
+    def leaf_total(self, index: np.ndarray) -> np.ndarray:
+        """baseline + the leaf values at (n_rows, n_trees) flat indices (pattern + offsets)."""
+        return self.baseline + np.take(self._leaf_flat, index).sum(axis=1)
+
+    @functools.cached_property
+    def _leaf_flat(self) -> np.ndarray:
+        return self.leaf_value.ravel()
 
 
 @dataclass(frozen=True)
 class ConditionSet:
-    """Some of a forest's split conditions. `pattern` gives, per row and tree, the sum of the bits of the
-    conditions that held. Bits of different conditions never overlap, so the patterns of disjoint sets add
-    up: conditions on columns shared by many rows can be evaluated once and added to the per-row ones.
+    """Some of a forest's split conditions, as step tables (see `Forest.conditions`). `row_pattern` gives,
+    per tree, the sum of the bits of the conditions that held ("goes left"). Bits of different conditions
+    never overlap, so the patterns of disjoint sets add up: conditions on columns shared by many rows can be
+    evaluated once and added to the per-row ones.
 
-    NaN goes to the learned side by being replaced with -inf (goes left) or +inf (goes right) before the
-    comparison; categorical conditions are one flat table, 257 entries each (codes 0..255, then missing;
-    compile_pipeline guarantees codes below 256, as sklearn does)."""
+    A row costs one dictionary look-up per categorical column and one bisect per numeric one, in Python,
+    then one numpy gather-and-sum: far fewer numpy calls (each about 1 us) than one per kind of condition."""
 
     n_trees: int
-    num_feature: np.ndarray
-    num_threshold: np.ndarray
-    num_nan: np.ndarray  # what a NaN becomes in the comparison: -inf (missing goes left) or +inf
-    cat_feature: np.ndarray
-    cat_flat: np.ndarray  # (n_cat * 257,) bool: goes left, per condition and code
-    cat_offsets: np.ndarray  # start of each categorical condition in cat_flat
-    tree: np.ndarray  # tree of each condition: numeric ones first, then categorical ones
-    weight: np.ndarray  # its bit in the tree's pattern, as a float for bincount
+    # per column: (name, category -> row, None, missing row) or (name, first row, sorted thresholds, missing row)
+    steps: tuple
+    bits: np.ndarray  # (rows of every column's table, n_trees): uint8 (or uint16 for trees over 8 splits)
 
-    def pattern(self, X: np.ndarray) -> np.ndarray:
-        """(n_rows, n_trees) int64 patterns for encoded rows X."""
-        xn = X[:, self.num_feature]
-        xc = X[:, self.cat_feature]
-        code = np.where(xc >= 0, xc, 256).astype(np.intp)  # NaN and negative codes: the missing entry
-        held = np.concatenate([np.where(np.isnan(xn), self.num_nan, xn) <= self.num_threshold,
-                               self.cat_flat[self.cat_offsets + code]], axis=1)
-        n = len(held)
-        # One bincount for all rows: condition j of row i counts towards bin i * n_trees + tree[j].
-        bins = (np.arange(n)[:, None] * self.n_trees + self.tree).ravel()
-        summed = np.bincount(bins, weights=(held * self.weight).ravel(), minlength=n * self.n_trees)
-        return summed.reshape(n, self.n_trees).astype(np.int64)
+    _CHUNK = 2048  # rows per gather in `pattern`: it makes (rows, columns, trees) small integers
+
+    def table_rows(self, row: dict) -> list[int]:
+        """The table row of each column for one row: feature values by name (categories or their codes;
+        None or NaN = missing; unknown categories count as missing, as sklearn's encoder is configured)."""
+        out = []
+        get = row.get
+        for name, lookup, thresholds, missing in self.steps:
+            v = get(name)
+            if thresholds is None:
+                out.append(lookup.get(v, missing))
+            elif v is None or v != v:  # missing: None or NaN
+                out.append(missing)
+            else:
+                out.append(lookup + bisect.bisect_left(thresholds, float(v)))
+        return out
+
+    def row_pattern(self, row: dict) -> np.ndarray:
+        """(n_trees,) pattern for one row."""
+        return self.bits[self.table_rows(row)].sum(axis=0, dtype=self.bits.dtype)
+
+    def pattern(self, rows: list[dict]) -> np.ndarray:
+        """(n_rows, n_trees) patterns."""
+        index = np.array([self.table_rows(r) for r in rows], dtype=np.intp).reshape(len(rows), len(self.steps))
+        out = np.empty((len(rows), self.n_trees), dtype=self.bits.dtype)
+        for i in range(0, len(rows), self._CHUNK):
+            out[i:i + self._CHUNK] = self.bits[index[i:i + self._CHUNK]].sum(axis=1, dtype=self.bits.dtype)
+        return out
 
 
 @dataclass(frozen=True)
@@ -128,20 +167,29 @@ class CompiledPipeline:
     def columns(self) -> tuple[str, ...]:
         return self.categorical + self.numeric
 
+    def conditions(self, names) -> ConditionSet:
+        """The forest's conditions on the columns `names`."""
+        index = {name: i for i, name in enumerate(self.columns)}
+        codes = dict(zip(self.categorical, self.codes, strict=True))
+        return self.forest.conditions({index[n]: (n, codes.get(n)) for n in names})
+
     def encode(self, rows: list[dict]) -> np.ndarray:
-        X = np.empty((len(rows), len(self.categorical) + len(self.numeric)), dtype=np.float64)
+        """Rows as sklearn's encoder makes them: category codes (NaN: missing or unknown), then numbers."""
+        X = np.empty((len(rows), len(self.columns)), dtype=np.float64)
         for i, row in enumerate(rows):
-            X[i] = self.encode_one(row)
+            X[i, :len(self.categorical)] = [codes.get(row.get(n), math.nan)
+                                            for n, codes in zip(self.categorical, self.codes, strict=True)]
+            X[i, len(self.categorical):] = [math.nan if (v := row.get(n)) is None else float(v) for n in self.numeric]
         return X
 
-    def encode_one(self, row: dict) -> list[float]:
-        out = [_code(codes, row.get(name)) for name, codes in zip(self.categorical, self.codes, strict=True)]
-        out += [_number(row.get(name)) for name in self.numeric]
-        return out
-
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """P(class 1) for encoded rows."""
-        return _sigmoid(self.forest.raw(X))
+        """P(class 1) for encoded rows (as `encode` makes them)."""
+        rows = [dict(zip(self.columns, x)) for x in X.tolist()]
+        return _sigmoid(self.forest.leaf_total(self._every_condition.pattern(rows) + self.forest.offsets))
+
+    @functools.cached_property
+    def _every_condition(self) -> ConditionSet:
+        return self.conditions(self.columns)
 
 
 class SharedRowScorer:
@@ -162,30 +210,33 @@ class SharedRowScorer:
         unknown = set(variant_columns) - set(columns)
         if unknown:
             raise CompileError(f"variant columns {sorted(unknown)} are not model inputs")
-        variant_idx = [columns.index(c) for c in variant_columns]
         forest = compiled.forest
-        self._shared = forest.conditions(np.setdiff1d(np.arange(len(columns)), variant_idx))
+        self._shared = compiled.conditions([c for c in columns if c not in variant_columns])
         self._keys = {key: i for i, key in enumerate(variants)}
-        X = compiled.encode([dict(v) for v in variants.values()])
-        self._variant_patterns = forest.conditions(np.array(variant_idx)).pattern(X)
+        # Each variant's pattern with its trees' leaf-table offsets already added: the request adds the
+        # customer's pattern and reads the flat leaf table.
+        patterns = compiled.conditions(variant_columns).pattern([dict(v) for v in variants.values()])
+        self._variant_index = patterns + forest.offsets
+        self._selections: dict[tuple, np.ndarray] = {}  # keys -> their rows of _variant_index
 
     def predict_proba(self, shared: dict, keys: list) -> np.ndarray:
         """P(class 1) for `shared` combined with each variant in `keys`."""
-        base = self._shared.pattern(np.array([self.compiled.encode_one(shared)], dtype=np.float64))
-        rows = self._variant_patterns[[self._keys[k] for k in keys]]
-        return _sigmoid(self.compiled.forest.leaf_sum(base + rows))
+        base = self._shared.row_pattern(shared)
+        return _sigmoid(self.compiled.forest.leaf_total(self._selection(keys) + base))
+
+    def _selection(self, keys: list) -> np.ndarray:
+        # A catalog has few distinct eligible offer sets per reason, so they are cached (bounded, in case).
+        key = tuple(keys)
+        rows = self._selections.get(key)
+        if rows is None:
+            rows = self._variant_index[[self._keys[k] for k in keys]]
+            if len(self._selections) < 4096:
+                self._selections[key] = rows
+        return rows
 
 
 def _sigmoid(raw: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-raw))
-
-
-def _code(codes: dict, value) -> float:
-    return math.nan if is_missing(value) else codes.get(value, math.nan)
-
-
-def _number(value) -> float:
-    return math.nan if value is None else float(value)
 
 
 def compile_pipeline(pipeline) -> CompiledPipeline:

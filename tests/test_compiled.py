@@ -76,3 +76,26 @@ def test_the_decision_columns_are_all_precomputed(model_rows):
 def test_only_pipelines_of_the_trained_shape_compile():
     with pytest.raises(CompileError, match="layout"):
         compile_pipeline("not a pipeline")
+
+
+def test_values_on_and_next_to_every_split_threshold_go_the_pipelines_way(model_rows):
+    """The step tables turn `x <= t` into "how many thresholds lie below x": values exactly on a threshold,
+    one float either side of it, and missing must all land where sklearn sends them."""
+    model, meta, rows = model_rows
+    pipe = model["offer_response"]
+    cols = meta["feature_names"]["offer_response"]
+    compiled = compile_pipeline(pipe)
+    forest = compiled.forest
+    base = rows[cols].sample(64, random_state=2).reset_index(drop=True)
+    frames = []
+    for f, t in zip(forest.num_feature, forest.num_threshold, strict=True):
+        name = compiled.columns[f]
+        for value in (t, np.nextafter(t, -np.inf), np.nextafter(t, np.inf), np.nan):
+            frame = base.sample(4, random_state=len(frames)).copy()
+            frame[name] = value
+            frames.append(frame)
+    probe = pd.concat(frames, ignore_index=True)
+    assert len(probe) >= 4 * 4 * 100
+    expected = pipe.predict_proba(probe)[:, 1]
+    got = compiled.predict_proba(compiled.encode(_records(probe, compiled.categorical)))
+    assert np.abs(got - expected).max() < 1e-9
