@@ -8,7 +8,7 @@ PORT   ?= 8000
 # A fixed key for the local demo only (the README's curl example uses it); real keys come from `retention keys create`.
 DEMO_KEY ?= demo-frontend-key-not-for-production
 
-.PHONY: install demo-model run test lint simulate train migrate bench bench-features clean
+.PHONY: install demo-model run test lint simulate train migrate bench bench-features bench-scale clean
 
 # Installs the project and its pinned dependencies into a local virtualenv (re-run when setup.cfg changes).
 $(BIN)/retention: setup.cfg pyproject.toml
@@ -42,6 +42,10 @@ bench: demo-model
 # Feature aggregation: DuckDB against a plain pandas groupby of the same usage features (bench/features.py).
 bench-features: demo-model
 	$(BIN)/python -m bench.features --data $(DATA)
+
+# Training at scale: simulate + train 1,000,000 customers, timed, with peak memory (bench/scale.py).
+bench-scale: install
+	$(BIN)/python -m bench.scale --customers 1000000
 
 test: install
 	$(BIN)/pytest -q

@@ -4,12 +4,15 @@ baseline measured in the same run, because these 2-core machines are noisy.
 
 Run with `make bench` (which prepares the demo data and model first). Prints a table and writes
 var/bench/latest.json. Steps:
+0. scoring alone, compiled vs the scikit-learn Pipeline (bench/scoring.py), while the machine is quiet;
 1. a fresh SQLite store with a migrated schema, a key, and every demo customer's features loaded;
 2. both servers started (same config, same worker count), warmed up;
-3. maximum throughput: wrk (closed loop) for ROUNDS rounds, echo and decision alternating, each request a
-   new cancel flow of a real customer (so every decision is computed and stored);
+3. maximum throughput: wrk (closed loop) for ROUNDS rounds, echo, echo+insert (echo that also stores the
+   body with bare sqlite3: the floor of recording anything) and decision alternating, each request a new
+   cancel flow of a real customer (so every decision is computed and stored);
 4. latency at about half of each one's measured maximum, with an open-loop generator (bench/openloop.py);
-5. RSS and PSS of every worker.
+5. RSS and PSS of every worker;
+6. a py-spy profile of one decision worker under full wrk load, summarised by stage (bench/profile.py).
 """
 
 from __future__ import annotations
@@ -133,43 +136,72 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--profile", type=int, default=15,
+                    help="seconds of py-spy sampling of one decision worker under wrk load (0: skip)")
     args = ap.parse_args()
+
+    from bench.scoring import measure as measure_scoring  # on a quiet machine, before the servers start
+
+    scoring = measure_scoring(args.models, repeat=5)
+    print(f"scoring alone: {scoring['compiled_us_per_offer_set']} us per offer set "
+          f"(Pipeline {scoring['pipeline_us_per_offer_set']} us), max |difference| "
+          f"{scoring['max_abs_difference']:.1e}", flush=True)
 
     url, customers = prepare_store(args.data, args.models)
     env = {"DATABASE_URL": url, "RETENTION_MODELS_DIR": str(args.models), "WEB_CONCURRENCY": str(args.workers),
            "RETENTION_LOG_LEVEL": "WARNING"}
     decide_port, echo_port = 8101, 8102
     targets = {"echo": f"http://127.0.0.1:{echo_port}/bench/echo",
+               "echo+insert": f"http://127.0.0.1:{echo_port}/bench/echo-store",
                "decision": f"http://127.0.0.1:{decide_port}/v1/decisions"}
+    (OUT / "echo-store.db").unlink(missing_ok=True)
     with gunicorn("service:create_app()", decide_port, env) as decide_proc, \
             gunicorn("bench.echo_app:create_app()", echo_port, env) as echo_proc:
         for name, target in targets.items():  # warm up: connections, caches, SQLite pages
             wrk(target, customers, f"warm-{name}", 3, 2, args.connections)
         rounds = []
         for r in range(args.rounds):
-            order = ("echo", "decision") if r % 2 == 0 else ("decision", "echo")
+            order = tuple(targets) if r % 2 == 0 else tuple(reversed(targets))
             result = {name: wrk(targets[name], customers, f"r{r}-{name}", args.seconds, 2, args.connections)
                       for name in order}
             result["ratio"] = result["decision"]["rps"] / result["echo"]["rps"]
+            result["insert_ratio"] = result["echo+insert"]["rps"] / result["echo"]["rps"]
             rounds.append(result)
-            print(f"round {r + 1}: echo {result['echo']['rps']:.0f} rps, decision {result['decision']['rps']:.0f} "
-                  f"rps, ratio {result['ratio']:.3f}", flush=True)
+            print(f"round {r + 1}: echo {result['echo']['rps']:.0f} rps, echo+insert {result['echo+insert']['rps']:.0f}"
+                  f" rps, decision {result['decision']['rps']:.0f} rps, ratio {result['ratio']:.3f}", flush=True)
         latency = {}
         for name, port in (("echo", echo_port), ("decision", decide_port)):
             rate = 0.5 * statistics.median(r[name]["rps"] for r in rounds)
             path = "/bench/echo" if name == "echo" else "/v1/decisions"
             latency[name] = run_openloop(port, path, customers, f"lat-{name}", rate)
         memory = {"decision": worker_memory(decide_proc), "echo": worker_memory(echo_proc)}
+        profile = profile_under_load(decide_proc, targets["decision"], customers, args) if args.profile else None
 
     ratios = [r["ratio"] for r in rounds]
     report = {
         "machine": {"cpus": os.cpu_count()}, "workers": args.workers, "connections": args.connections,
         "seconds_per_round": args.seconds, "rounds": rounds,
         "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
-        "latency_at_half_max": latency, "worker_memory": memory,
+        "insert_ratio_median": statistics.median(r["insert_ratio"] for r in rounds),
+        "latency_at_half_max": latency, "worker_memory": memory, "scoring": scoring, "profile": profile,
     }
     (OUT / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     print(format_report(report))
+
+
+def profile_under_load(proc: subprocess.Popen, url: str, customers: Path, args) -> dict:
+    """py-spy on one decision worker while wrk drives both workers at full load."""
+    from bench.profile import record, summarise
+
+    pid = _children(proc.pid)[0]
+    load = subprocess.Popen(["wrk", "-t2", f"-c{args.connections}", f"-d{args.profile + 2}s", "-s",
+                             str(ROOT / "bench" / "requests.lua"), url, "--", str(customers), KEY, "profile"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        return summarise(record(pid, args.profile, OUT))
+    finally:
+        load.wait()
 
 
 def run_openloop(port: int, path: str, customers: Path, tag: str, rate: float) -> dict:
@@ -182,13 +214,15 @@ def format_report(r: dict) -> str:
     lines = [
         f"throughput (wrk, {r['connections']} connections, {r['seconds_per_round']} s x {len(r['rounds'])} rounds, "
         f"{r['workers']} workers):",
-        "  round  echo rps  decision rps  decision/echo",
+        "  round  echo rps  echo+insert rps  decision rps  decision/echo  echo+insert/echo",
     ]
     for i, x in enumerate(r["rounds"]):
-        lines.append(f"  {i + 1:>5}  {x['echo']['rps']:>8.0f}  {x['decision']['rps']:>12.0f}  {x['ratio']:>13.3f}")
+        lines.append(f"  {i + 1:>5}  {x['echo']['rps']:>8.0f}  {x['echo+insert']['rps']:>15.0f}  "
+                     f"{x['decision']['rps']:>12.0f}  {x['ratio']:>13.3f}  {x['insert_ratio']:>16.3f}")
     q = r["ratio"]
-    lines.append(f"  decision/echo median {q['median']:.3f} (min {q['min']:.3f}, max {q['max']:.3f})")
-    errors = sum(x[n]["non_2xx"] for x in r["rounds"] for n in ("echo", "decision"))
+    lines.append(f"  decision/echo median {q['median']:.3f} (min {q['min']:.3f}, max {q['max']:.3f}); "
+                 f"echo+insert/echo median {r['insert_ratio_median']:.3f} (the floor of storing with bare sqlite3)")
+    errors = sum(x[n]["non_2xx"] for x in r["rounds"] for n in ("echo", "echo+insert", "decision"))
     lines.append(f"  non-2xx responses: {errors}")
     lines.append("latency at half the maximum rate (open loop, 15 s):")
     for name, x in r["latency_at_half_max"].items():
@@ -199,6 +233,14 @@ def format_report(r: dict) -> str:
     for name, workers in r["worker_memory"].items():
         lines.append(f"  {name:<8} " + ", ".join(f"RSS {w['rss_mb']:.0f} MB / PSS {w['pss_mb']:.0f} MB"
                                                    for w in workers))
+    s = r["scoring"]
+    lines.append(f"scoring alone ({s['offers_per_set']} offers, {s['n_trees']} trees): "
+                 f"{s['compiled_us_per_offer_set']} us per offer set compiled, {s['pipeline_us_per_offer_set']} us "
+                 f"with the Pipeline; max |difference| {s['max_abs_difference']:.1e}")
+    if r.get("profile"):
+        from bench.profile import format_summary
+
+        lines.append(format_summary(r["profile"]))
     return "\n".join(lines)
 
 

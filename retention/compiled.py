@@ -184,7 +184,7 @@ class CompiledPipeline:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(class 1) for encoded rows (as `encode` makes them)."""
-        rows = [dict(zip(self.columns, x)) for x in X.tolist()]
+        rows = [dict(zip(self.columns, x, strict=True)) for x in X.tolist()]
         return _sigmoid(self.forest.leaf_total(self._every_condition.pattern(rows) + self.forest.offsets))
 
     @functools.cached_property
