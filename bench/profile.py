@@ -37,14 +37,21 @@ STAGES = (
 )
 
 
-def record(pid: int, seconds: float, out: Path = OUT) -> Path:
-    """Sample `pid` (and its threads) for `seconds` with py-spy; returns the collapsed-stack file."""
+def record(pid: int, seconds: float, out: Path = OUT, gil: bool = False) -> Path:
+    """Sample `pid` (and its threads) for `seconds` with py-spy; returns the collapsed-stack file.
+
+    Two views, each biased one way, so the bench takes both:
+    - default: every thread py-spy thinks is not idle. It over-counts threads blocked on a lock (the scoring
+      pool's worker waiting for work, the request thread waiting for a score): they look busy.
+    - gil=True: only samples where a thread holds the GIL, i.e. Python running. It under-counts C code that
+      releases the GIL, above all SQLite executing a statement.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    raw = out / "profile.txt"
+    raw = out / ("profile-gil.txt" if gil else "profile.txt")
     spy = str(Path(sys.executable).with_name("py-spy"))
     common = ["--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200", "--nonblocking"]
-    subprocess.run([spy, "record", *common, "--format", "raw", "--output", str(raw)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([spy, "record", *common, *(["--gil"] if gil else []), "--format", "raw", "--output", str(raw)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return raw
 
 
@@ -75,8 +82,8 @@ def _stage(frames: list[str]) -> str:
     return "other (interpreter, C, start-up frames)"
 
 
-def format_summary(s: dict) -> str:
-    lines = [f"where a decision worker's time goes (py-spy, {s['samples']} samples; innermost stage wins):"]
+def format_summary(s: dict, view: str = "threads not idle") -> str:
+    lines = [f"where a decision worker's time goes (py-spy, {view}, {s['samples']} samples; innermost stage wins):"]
     lines += [f"  {share:6.1%}  {name}" for name, share in s["stages"].items()]
     lines.append("  functions with the most self time:")
     lines += [f"  {x['share']:6.1%}  {x['function']}" for x in s["self_time"]]
@@ -87,8 +94,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--gil", action="store_true", help="only samples holding the GIL (see `record`)")
     args = ap.parse_args()
-    print(format_summary(summarise(record(args.pid, args.seconds))))
+    print(format_summary(summarise(record(args.pid, args.seconds, gil=args.gil)),
+                         "holding the GIL" if args.gil else "threads not idle"))
 
 
 if __name__ == "__main__":

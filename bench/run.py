@@ -12,7 +12,7 @@ var/bench/latest.json. Steps:
    cancel flow of a real customer (so every decision is computed and stored);
 4. latency at about half of each one's measured maximum, with an open-loop generator (bench/openloop.py);
 5. RSS and PSS of every worker;
-6. a py-spy profile of one decision worker under full wrk load, summarised by stage (bench/profile.py).
+6. py-spy profiles of one decision worker under full wrk load, summarised by stage (bench/profile.py).
 """
 
 from __future__ import annotations
@@ -190,18 +190,22 @@ def main() -> None:
 
 
 def profile_under_load(proc: subprocess.Popen, url: str, customers: Path, args) -> dict:
-    """py-spy on one decision worker while wrk drives both workers at full load."""
+    """py-spy on one decision worker while wrk drives both workers at full load, in both views of
+    bench.profile.record."""
     from bench.profile import record, summarise
 
     pid = _children(proc.pid)[0]
-    load = subprocess.Popen(["wrk", "-t2", f"-c{args.connections}", f"-d{args.profile + 2}s", "-s",
-                             str(ROOT / "bench" / "requests.lua"), url, "--", str(customers), KEY, "profile"],
-                            stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(1)
-        return summarise(record(pid, args.profile, OUT))
-    finally:
-        load.wait()
+    views = {}
+    for view, gil in (("threads not idle", False), ("holding the GIL", True)):
+        load = subprocess.Popen(["wrk", "-t2", f"-c{args.connections}", f"-d{args.profile + 2}s", "-s",
+                                 str(ROOT / "bench" / "requests.lua"), url, "--", str(customers), KEY,
+                                 f"profile-{int(gil)}"], stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(1)
+            views[view] = summarise(record(pid, args.profile, OUT, gil=gil))
+        finally:
+            load.wait()
+    return views
 
 
 def run_openloop(port: int, path: str, customers: Path, tag: str, rate: float) -> dict:
@@ -240,7 +244,7 @@ def format_report(r: dict) -> str:
     if r.get("profile"):
         from bench.profile import format_summary
 
-        lines.append(format_summary(r["profile"]))
+        lines += [format_summary(summary, view) for view, summary in r["profile"].items()]
     return "\n".join(lines)
 
 
