@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from retention.experiments import Assignment
 from retention.offers import Offer
 
 
@@ -93,3 +94,4 @@ class Decision:
     features: dict[str, object] = field(default_factory=dict)
     nps_segment: str = "none"
     close_the_loop_by: datetime | None = None  # detractors get a personal follow-up before this time
+    experiment: Assignment | None = None  # the experiment arm that decided, if the customer entered one

@@ -17,7 +17,7 @@ import threading
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from retention.compiled import CompiledPipeline, SharedRowScorer, compile_pipeli
 from retention.contract import REASONS
 from retention.decision import CancelRequest, Decision, NpsAnswer, OfferScore, PastOffer, Snapshot
 from retention.eligibility import Guardrails, eligible_offers, exclusions
+from retention.experiments import HOLDOUT, ExperimentBook
 from retention.features import FeatureSpec
 from retention.model import decision_columns
 from retention.offers import Catalog, Offer
@@ -133,10 +134,12 @@ class ModelScorer:
 class Policy:
     """Decides offers. Thread-safe; one per process (the executor is recreated after a fork)."""
 
-    def __init__(self, catalog: Catalog, config: PolicyConfig, scorer: ModelScorer | None) -> None:
+    def __init__(self, catalog: Catalog, config: PolicyConfig, scorer: ModelScorer | None,
+                 experiments: ExperimentBook | None = None) -> None:
         self.catalog = catalog
         self.config = config
         self.scorer = scorer
+        self.experiments = experiments or ExperimentBook((), "none")
         self._executor: ThreadPoolExecutor | None = None
         self._executor_pid = -1
         self._lock = threading.Lock()
@@ -154,8 +157,30 @@ class Policy:
         history: list[PastOffer] | None = (),
         nps_answers: list[NpsAnswer] = (),
     ) -> Decision:
-        """`history` None means the customer's history could not be read (see eligibility)."""
+        """`history` None means the customer's history could not be read (see eligibility).
+
+        Experiments come after the guardrails (retention.experiments): an entrant's arm decides, and a
+        "model" or "rules" arm decides exactly as the service would outside the experiment."""
         eligible, codes, common = self._prepare(request, snapshot, now, history, nps_answers)
+        arm, why = self.experiments.assign(request.customer_id, now, request.reason, request.plan_id,
+                                           common["nps_segment"], request.billing_channel, {o.id for o in eligible})
+        if why:
+            codes.append(why)
+        if arm is None or arm.kind == "model":
+            decision = self._model(request, eligible, codes, common)
+        elif arm.kind == "rules":
+            decision = self._rules(request, eligible, codes, common)
+        else:  # a fixed offer (checked eligible on entry) or no offer
+            offer = self.catalog[arm.offer or "none"]
+            decision = Decision(offer=offer, reason_codes=tuple(codes), fallback=False, **common)
+        if arm is None:
+            return decision
+        share = self.experiments.get(arm.experiment).expected_shares()[arm.variant]
+        arm_code = "experiment_holdout" if arm.variant == HOLDOUT else f"experiment_{arm.kind}"
+        return replace(decision, experiment=arm, propensity=share,
+                       reason_codes=decision.reason_codes + (arm_code,))
+
+    def _model(self, request: CancelRequest, eligible: list[Offer], codes: list[str], common: dict) -> Decision:
         if self.scorer is None:
             return self._rules(request, eligible, codes + ["model_unavailable"], common)
         try:

@@ -1,0 +1,295 @@
+"""What an offer experiment shows: per arm, what truly happened to the customers it was shown to, and how
+each arm differs from the control and from the no-offer holdout, with honest error bars.
+
+Unit of analysis: the customer. Each customer counts once, by their FIRST decision in the experiment that
+was shown to them (the frontend posted a `shown` outcome): that is an exposure. Assignments (first
+decisions, shown or not) are counted too, for the sample-ratio check. Later cancel flows of the same
+customer stay in the same arm (assignment is by customer) but are not counted again, so arms are made of
+independent customers.
+
+Only outcomes that truly happened count:
+- accepted: the customer accepted the offer shown (arms that show no offer have none to accept);
+- retained_30 / retained_90: billing reported the customer still active at day 30 / 90 after the decision
+  (`still_active` event) and no cancellation (a `cancelled` outcome or event) came before that day. An
+  accepted offer followed by a cancellation is not a save; an abandoned flow is not a save either - its
+  customer counts as retained only if billing says so. Decisions younger than the horizon are not yet
+  counted; mature ones without any billing report are counted as `missing`, not guessed;
+- net_revenue_90: what the customer paid in the 90 days after the decision (`payment` events: discounts
+  are already netted by billing) minus the direct cost of an accepted offer (a credit, support time).
+
+Statistics (retention.stats): Wilson intervals per arm; Newcombe intervals and pooled z-tests for rate
+differences; Welch (delta-method) intervals and tests for revenue; Holm's correction across the comparisons
+of each metric; always-valid (mixture SPRT) intervals that stay valid however often they are looked at; a
+chi-square sample-ratio-mismatch check; a sample-size calculator for the primary metric.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from scipy.stats import t as t_dist
+
+from retention import stats
+from retention.experiments import HOLDOUT, Experiment
+from retention.offers import Catalog
+
+RATE_METRICS = ("accepted", "retained_30", "retained_90")
+HORIZON_DAYS = {"accepted": 0, "retained_30": 30, "retained_90": 90, "net_revenue_90": 90}
+METRIC_DEFINITIONS = {
+    "accepted": "share of exposed customers who accepted the offer shown (arms without an offer: none)",
+    "retained_30": "share still subscribed at day 30: billing reported them active at day 30 and they had not "
+                   "cancelled before; customers decided less than 30 days ago are not counted yet",
+    "retained_90": "the same at day 90",
+    "net_revenue_90": "payments in the 90 days after the decision (discounts already netted by billing) minus "
+                      "the direct cost of an accepted offer, per exposed customer",
+}
+SIGNIFICANCE = 0.05
+DEFAULT_MDE = 0.02  # absolute difference in the primary rate the sample-size calculator aims at
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One customer's first exposed decision in the experiment and what followed."""
+
+    customer_id: str
+    arm: str
+    decided_at: datetime
+    accepted: bool
+    cancelled_at: datetime | None  # the first cancellation after the decision (outcome or event)
+    active: dict[int, bool]  # day (30, 90) -> billing's report
+    revenue_90: float
+
+    def retained(self, day: int, as_of: datetime) -> bool | None:
+        """True/False once known at `as_of`; None if too young or never reported."""
+        if self.decided_at + timedelta(days=day) > as_of:
+            return None
+        if self.cancelled_at is not None and self.cancelled_at <= self.decided_at + timedelta(days=day):
+            return False
+        return self.active.get(day)
+
+
+def exposures(experiment: Experiment, catalog: Catalog, records: dict, as_of: datetime) -> tuple[
+        list[Exposure], dict[str, int], list[str]]:
+    """From the store's records of an experiment (store.Store.experiment_records): the exposures, the
+    assignment count per arm (first decision per customer) and warnings."""
+    warnings = []
+    definition = experiment.definition_hash()
+    decisions = sorted(records["decisions"], key=lambda d: (d["created_at"], d["decision_id"]))
+    other = [d for d in decisions if (d.get("experiment") or {}).get("definition") != definition]
+    if other:
+        warnings.append(f"{len(other)} decision(s) were made under another definition of this experiment and "
+                        "are left out")
+    decisions = [d for d in decisions if d not in other and d["created_at"] <= as_of]
+    outcomes = records["outcomes"]  # decision_id -> {kind: occurred_at}
+    assigned, seen_assigned, first_exposed = defaultdict(int), set(), {}
+    for d in decisions:
+        if d["customer_id"] not in seen_assigned:
+            seen_assigned.add(d["customer_id"])
+            assigned[d["experiment_variant"]] += 1
+        shown = outcomes.get(d["decision_id"], {}).get("shown")
+        if shown is not None and shown <= as_of and d["customer_id"] not in first_exposed:
+            first_exposed[d["customer_id"]] = d
+    cancelled = defaultdict(list)  # customer -> times of cancelled events
+    for e in records["cancelled"]:
+        cancelled[e["customer_id"]].append(e["occurred_at"])
+    payments = defaultdict(list)
+    for e in records["payments"]:
+        payments[e["customer_id"]].append((e["occurred_at"], e["amount"]))
+    active = defaultdict(dict)  # decision_id -> day -> active
+    for e in records["still_active"]:
+        if e["occurred_at"] <= as_of:
+            active[e["decision_id"]][int(e["day"])] = bool(e["active"])
+    out = []
+    for cid, d in first_exposed.items():
+        kinds = outcomes.get(d["decision_id"], {})
+        accepted = "accepted" in kinds and kinds["accepted"] <= as_of
+        at = d["created_at"]
+        cancel_times = [t for t in cancelled[cid] if at <= t <= as_of]
+        if "cancelled" in kinds and kinds["cancelled"] <= as_of:
+            cancel_times.append(kinds["cancelled"])
+        end = at + timedelta(days=90)
+        paid = sum(amount for t, amount in payments[cid] if at < t <= min(end, as_of))
+        cost = catalog[d["offer_id"]].cost if accepted and d["offer_id"] in catalog.ids else 0.0
+        out.append(Exposure(cid, d["experiment_variant"], at, accepted, min(cancel_times, default=None),
+                            active[d["decision_id"]], paid - cost))
+    return out, dict(assigned), warnings
+
+
+def analyse(experiment: Experiment, catalog: Catalog, records: dict, as_of: datetime,
+            mde: float = DEFAULT_MDE) -> dict:
+    """The full result: arms, comparisons, sample-ratio checks, sample size, timeline, warnings."""
+    data, assigned, warnings = exposures(experiment, catalog, records, as_of)
+    arms = _arm_names(experiment)
+    by_arm = {a: [x for x in data if x.arm == a] for a in arms}
+    unknown = sorted({x.arm for x in data} - set(arms))
+    if unknown:
+        warnings.append(f"decisions in arms that the definition does not have: {unknown}")
+    values = {a: {m: _values(m, by_arm[a], as_of) for m in HORIZON_DAYS} for a in arms}
+    shares = experiment.expected_shares()
+    arm_rows = []
+    for a in arms:
+        v = experiment.variant(a)
+        arm_rows.append({
+            "name": a, "kind": v.kind if v else "none", "offer": v.offer if v else None,
+            "is_control": a == experiment.control, "is_holdout": a == HOLDOUT, "expected_share": shares[a],
+            "assigned": assigned.get(a, 0), "exposed": len(by_arm[a]),
+            "metrics": {m: _summary(m, *values[a][m]) for m in HORIZON_DAYS},
+        })
+        if not by_arm[a]:
+            warnings.append(f"arm {a!r} has no exposures yet")
+    missing = sum(values[a]["retained_30"][1] for a in arms)
+    known = sum(len(values[a]["retained_30"][0]) for a in arms)
+    if known + missing and missing / (known + missing) > 0.05:
+        warnings.append(f"{missing} mature exposure(s) have no day-30 billing report: is billing posting "
+                        "`still_active` events?")
+    return {
+        "experiment": experiment.name, "description": experiment.description,
+        "definition": experiment.definition_hash(), "as_of": as_of.isoformat(),
+        "start": experiment.start.isoformat(), "stop": experiment.stop.isoformat() if experiment.stop else None,
+        "running": experiment.running(as_of), "primary_metric": experiment.primary_metric,
+        "guardrail_metrics": list(experiment.guardrail_metrics), "control": experiment.control,
+        "unit": "customers: each customer's first exposed decision in the experiment",
+        "metric_definitions": METRIC_DEFINITIONS,
+        "arms": arm_rows,
+        "comparisons": _comparisons(experiment, arms, values),
+        "srm": {"assigned": stats.srm_check({a: assigned.get(a, 0) for a in arms}, shares),
+                "exposed": stats.srm_check({a: len(by_arm[a]) for a in arms}, shares)},
+        "sample_size": _sample_size(experiment, values, mde),
+        "timeline": _timeline(experiment, by_arm, as_of),
+        "warnings": warnings,
+    }
+
+
+def _arm_names(experiment: Experiment) -> list[str]:
+    names = [experiment.control] + [v.name for v in experiment.variants if v.name != experiment.control]
+    if experiment.holdout > 0 and HOLDOUT not in names:
+        names.append(HOLDOUT)
+    return names
+
+
+def _outcome(metric: str, x: Exposure, as_of: datetime) -> float | None:
+    """One exposure's value of `metric` as known at `as_of`; None while too young or never reported."""
+    if metric == "accepted":
+        return float(x.accepted)
+    if x.decided_at + timedelta(days=HORIZON_DAYS[metric]) > as_of:
+        return None
+    if metric == "net_revenue_90":
+        return x.revenue_90
+    status = x.retained(HORIZON_DAYS[metric], as_of)
+    return None if status is None else float(status)
+
+
+def _values(metric: str, rows: list[Exposure], as_of: datetime) -> tuple[np.ndarray, int]:
+    """(observed values, number of mature exposures with no report) for one arm and metric."""
+    mature = [x for x in rows if x.decided_at + timedelta(days=HORIZON_DAYS[metric]) <= as_of]
+    values = [_outcome(metric, x, as_of) for x in mature]
+    return np.array([v for v in values if v is not None], dtype=float), sum(v is None for v in values)
+
+
+def _summary(metric: str, x: np.ndarray, missing: int) -> dict:
+    if metric in RATE_METRICS:
+        ci = stats.wilson(int(x.sum()), len(x))
+        return {"n": len(x), "successes": int(x.sum()), **ci.as_dict(), "missing": missing}
+    return {"n": len(x), **_mean_interval(x).as_dict(), "missing": missing}
+
+
+def _mean_interval(x: np.ndarray) -> stats.Interval:
+    """An arm's mean with a 95% t interval (differences between arms use retention.stats)."""
+    if len(x) < 2:
+        return stats.Interval(float(x.mean()) if len(x) else float("nan"), float("nan"), float("nan"))
+    m, se = float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x)))
+    half = float(t_dist.ppf(0.975, len(x) - 1)) * se
+    return stats.Interval(m, m - half, m + half)
+
+
+def _compare(metric: str, a: np.ndarray, b: np.ndarray) -> dict:
+    if metric in RATE_METRICS:
+        s1, n1, s2, n2 = int(a.sum()), len(a), int(b.sum()), len(b)
+        ci = stats.newcombe_difference(s1, n1, s2, n2)
+        p = stats.two_proportion_p_value(s1, n1, s2, n2)
+        av = stats.always_valid_proportions(s1, n1, s2, n2)
+    else:
+        ci = stats.mean_difference(a, b, method="welch")
+        p = stats.mean_difference_p_value(a, b)
+        av = stats.always_valid_means(a, b)
+    return {"difference": ci.estimate, "low": ci.low, "high": ci.high, "p_value": p,
+            "always_valid_low": av.low, "always_valid_high": av.high, "n_arm": len(a), "n_baseline": len(b)}
+
+
+def _comparisons(experiment: Experiment, arms: list[str], values: dict) -> list[dict]:
+    pairs = [(a, experiment.control) for a in arms if a not in (experiment.control, HOLDOUT)]
+    if HOLDOUT in arms and experiment.control != HOLDOUT:
+        pairs += [(a, HOLDOUT) for a in arms if a != HOLDOUT]
+    out = []
+    for metric in HORIZON_DAYS:
+        rows = [{"metric": metric, "arm": a, "baseline": b, **_compare(metric, values[a][metric][0],
+                                                                       values[b][metric][0])} for a, b in pairs]
+        adjusted = stats.holm([r["p_value"] for r in rows]) if rows else []
+        for r, p in zip(rows, adjusted, strict=True):
+            r["p_adjusted"] = p
+            r["significant"] = bool(p < SIGNIFICANCE)
+        out += rows
+    return out
+
+
+def _sample_size(experiment: Experiment, values: dict, mde: float) -> dict:
+    metric = experiment.primary_metric if experiment.primary_metric in RATE_METRICS else "retained_30"
+    control = values[experiment.control][metric][0]
+    smallest = min(len(values[a][metric][0]) for a in values)
+    out = {"metric": metric, "baseline_rate": float(control.mean()) if len(control) else None, "mde": mde,
+           "alpha": SIGNIFICANCE, "power": 0.8, "per_arm": None, "smallest_arm_now": smallest,
+           "detectable_now": None}
+    p = out["baseline_rate"]
+    if p is not None and 0 < p < 1 and 0 < p + mde < 1:
+        out["per_arm"] = stats.sample_size_two_proportions(p, mde)
+        if smallest >= 2:
+            out["detectable_now"] = stats.minimum_detectable_effect(p, smallest)
+    return out
+
+
+def _timeline(experiment: Experiment, by_arm: dict[str, list[Exposure]], as_of: datetime) -> list[dict]:
+    """Day by day, the primary metric's difference of each arm vs the control with its always-valid
+    interval (the running intersection since the first day), using only what was known that day: decisions
+    old enough to have reached the metric's horizon. The comparisons table shows the interval of the last
+    day alone, which is valid too and never narrower."""
+    metric = experiment.primary_metric
+    day0 = min((x.decided_at for xs in by_arm.values() for x in xs), default=None)
+    if day0 is None:
+        return []
+    horizon = timedelta(days=HORIZON_DAYS[metric])
+    first = (day0 + horizon).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    days = []
+    d = first
+    while d <= as_of + timedelta(days=1) and len(days) < 400:
+        days.append(min(d, as_of))
+        d += timedelta(days=1)
+    # A decision mature by day d has its outcome settled by then (billing reports at the horizon), so each
+    # outcome is computed once, as of `as_of`, and each day keeps the decisions mature by that day.
+    def settled(rows: list[Exposure]) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [(x.decided_at.timestamp(), v) for x in rows
+                 if (v := _outcome(metric, x, as_of)) is not None]
+        return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=float)
+
+    control_t, control_v = settled(by_arm[experiment.control])
+    out = []
+    for arm, rows in by_arm.items():
+        if arm == experiment.control:
+            continue
+        arm_t, arm_v = settled(rows)
+        low, high = -np.inf, np.inf
+        for day in days:
+            cut = day.timestamp() - horizon.total_seconds()
+            a, b = arm_v[arm_t <= cut], control_v[control_t <= cut]
+            if len(a) < 2 or len(b) < 2:
+                continue
+            c = _compare(metric, a, b)
+            # A confidence sequence may be intersected with its past: still valid, never wider.
+            if np.isfinite(c["always_valid_low"]) and np.isfinite(c["always_valid_high"]):
+                low, high = max(low, c["always_valid_low"]), min(high, c["always_valid_high"])
+            out.append({"day": day.date().isoformat(), "arm": arm, "baseline": experiment.control,
+                        "metric": metric, "n_arm": len(a), "n_baseline": len(b), "difference": c["difference"],
+                        "always_valid_low": low, "always_valid_high": high})
+    return out
