@@ -34,6 +34,7 @@ def settings_from_env() -> dict:
         "MODEL_VERSION": env("RETENTION_MODEL", "latest"),
         "CATALOG_PATH": env("RETENTION_CATALOG", str(ROOT / "config" / "offers.toml")),
         "POLICY_PATH": env("RETENTION_POLICY", str(ROOT / "config" / "policy.toml")),
+        "EXPERIMENTS_PATH": env("RETENTION_EXPERIMENTS", str(ROOT / "config" / "experiments.toml")),
         "SIGNATURE_WINDOW_SECONDS": int(env("RETENTION_SIGNATURE_WINDOW_SECONDS", "300")),
         "MAX_CONTENT_LENGTH": int(env("RETENTION_MAX_BODY_BYTES", str(1024 * 1024))),
         "LOG_LEVEL": env("RETENTION_LOG_LEVEL", "INFO"),

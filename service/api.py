@@ -19,6 +19,7 @@ from service.schemas import (
     DecisionSchema,
     EventBatchSchema,
     EventResultSchema,
+    ExperimentResultsQuerySchema,
     OutcomeRequestSchema,
     OutcomeSchema,
 )
@@ -148,3 +149,34 @@ class Model(MethodView):
             "created_at": meta.get("created_at"),
             "metrics": {k: v.get("model") for k, v in meta.get("metrics", {}).items()},
         }
+
+
+@blp.route("/experiments")
+class Experiments(MethodView):
+    @requires("admin")
+    @blp.doc(security=SECURED)
+    @blp.response(200)
+    def get(self):
+        """Every configured experiment (config/experiments.toml), with whether it is running now (admin)."""
+        book = _runtime().policy.experiments
+        now = datetime.now(UTC)
+        return {"version": book.version,
+                "experiments": [usecases.experiment_summary(e, now) for e in book.experiments]}
+
+
+@blp.route("/experiments/<string:name>/results")
+class ExperimentResults(MethodView):
+    @requires("admin")
+    @blp.arguments(ExperimentResultsQuerySchema(), location="query")
+    @blp.doc(security=SECURED)
+    @blp.response(200)
+    @blp.alt_response(404, description="No experiment of that name.")
+    def get(self, query, name):
+        """Per-arm results with 95% and always-valid intervals, the sample-ratio check, sample size (admin).
+
+        The same analysis as `retention experiment report`; see retention/experiment_analysis.py."""
+        try:
+            return _store_call(usecases.experiment_results, _runtime(), name, query.get("as_of"),
+                               query.get("mde"))
+        except NotFound as exc:
+            abort(404, message=str(exc))

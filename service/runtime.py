@@ -16,6 +16,7 @@ from retention.artifacts import ArtifactError, load_artifact, resolve_version, v
 from retention.compiled import load_compiled
 from retention.contract import REASONS
 from retention.decision import CancelRequest
+from retention.experiments import load_experiments
 from retention.features import FEATURE_VERSION
 from retention.offers import Catalog, load_catalog
 from retention.policy import ModelScorer, Policy, load_policy
@@ -40,6 +41,7 @@ class Runtime:
     def from_config(cls, config: dict) -> Runtime:
         catalog = load_catalog(config["CATALOG_PATH"])
         policy_config = load_policy(catalog, config["POLICY_PATH"])
+        experiments = load_experiments(catalog, config["EXPERIMENTS_PATH"])  # a broken file stops the start
         scorer, meta, error = None, {}, None
         try:
             scorer, meta = _load_scorer(Path(config["MODELS_DIR"]), config["MODEL_VERSION"], catalog)
@@ -47,7 +49,7 @@ class Runtime:
             # Fail open: the service starts and decides by the rules; /readyz reports why.
             error, meta = str(exc), {}
             log.error("model_unavailable", extra={"fields": {"error": error}})
-        return cls(catalog=catalog, policy=Policy(catalog, policy_config, scorer),
+        return cls(catalog=catalog, policy=Policy(catalog, policy_config, scorer, experiments),
                    database_url=config["DATABASE_URL"], model_error=error, model_meta=meta)
 
     @property

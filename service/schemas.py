@@ -14,7 +14,7 @@ from retention.decision import CancelRequest, NpsAnswer, UsageSummary
 from retention.offers import OFFER_TYPES
 
 ID = validate.Length(min=1, max=128)
-OUTCOMES = ("accepted", "declined", "cancelled")
+OUTCOMES = ("shown", "accepted", "declined", "cancelled")
 EVENT_TYPES = ("nps", "usage", "payment", "still_active", "cancelled", "customer")
 MAX_EVENTS_PER_CALL = 5000
 
@@ -120,6 +120,14 @@ class CatalogSchema(Strict):
     offers = fields.List(fields.Nested(OfferSchema), required=True)
 
 
+class ExperimentArmSchema(Strict):
+    name = fields.String(required=True)
+    variant = fields.String(required=True, metadata={"description": "A variant name, or \"holdout\"."})
+    kind = fields.String(required=True, metadata={"description": "offer, model, rules or none."})
+    offer = fields.String(allow_none=True)
+    definition = fields.String(required=True, metadata={"description": "Hash of the experiment's definition."})
+
+
 class DecisionSchema(Strict):
     decision_id = fields.String(required=True)
     request_id = fields.String(required=True)
@@ -138,12 +146,21 @@ class DecisionSchema(Strict):
     catalog_version = fields.String(required=True)
     fallback = fields.Boolean(required=True, metadata={"description": "True when rules, not the model, decided."})
     recorded = fields.Boolean(required=True, metadata={"description": "False only when the store was down."})
+    experiment = fields.Nested(ExperimentArmSchema, allow_none=True, metadata={
+        "description": "The experiment arm that decided (null: no experiment). Post a `shown` outcome when the "
+                       "answer is displayed: experiment analysis counts exposures."})
     outcomes = fields.List(fields.Dict())
 
 
 class DecisionListSchema(Strict):
     customer_id = fields.String(required=True)
     decisions = fields.List(fields.Nested(DecisionSchema), required=True)
+
+
+class ExperimentResultsQuerySchema(Strict):
+    as_of = AwareDateTime(metadata={"description": "Analyse what was known at this time (default: now)."})
+    mde = fields.Float(validate=validate.Range(min=0.001, max=0.5), metadata={
+        "description": "Absolute difference in the primary rate the sample-size calculator aims at (0.02)."})
 
 
 class OutcomeRequestSchema(Strict):

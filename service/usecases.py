@@ -7,13 +7,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from retention.decision import Decision, NpsAnswer, PastOffer, Snapshot
+from retention.experiments import Experiment
 from retention.features import FEATURE_VERSION, LOOKBACK_DAYS
 from service import metrics
 from service.runtime import Runtime
-from store import IdempotencyConflict, StoreUnavailable, body_hash
+from store import IdempotencyConflict, NotFound, StoreUnavailable, body_hash, jsonable
 
 log = logging.getLogger("retention.service")
 HISTORY_DAYS = 400  # guardrails look back at most 365 days (+ a running offer's months)
@@ -123,8 +125,33 @@ def _record(data: dict, d: Decision, digest: str, client: str, now: datetime, co
         "policy_version": d.policy_version,
         "catalog_version": d.catalog_version,
         "fallback": d.fallback,
+        "experiment": d.experiment.as_dict() if d.experiment else None,
+        "experiment_name": d.experiment.experiment if d.experiment else None,
+        "experiment_variant": d.experiment.variant if d.experiment else None,
         "latency_ms": (time.perf_counter() - started) * 1000.0,
     }
+
+
+def experiment_summary(e: Experiment, now: datetime) -> dict:
+    return {"name": e.name, "description": e.description, "running": e.running(now), "start": e.start,
+            "stop": e.stop, "slice": list(e.slice), "holdout": e.holdout, "control": e.control,
+            "variants": [asdict(v) for v in e.variants], "population": asdict(e.population),
+            "primary_metric": e.primary_metric, "guardrail_metrics": list(e.guardrail_metrics),
+            "definition": e.definition_hash()}
+
+
+def experiment_results(runtime: Runtime, name: str, as_of: datetime | None = None, mde: float | None = None) -> dict:
+    """The analysis of one experiment as of `as_of` (default now), JSON-ready (NaN as null)."""
+    experiment = runtime.policy.experiments.get(name)
+    if experiment is None:
+        raise NotFound(f"no experiment named {name!r} in the experiments file")
+    # Imported here: the statistics need scipy, which the decision path does not load (worker memory).
+    from retention.experiment_analysis import analyse
+
+    as_of = as_of or datetime.now(UTC)
+    records = runtime.store.experiment_records(name, as_of)
+    result = analyse(experiment, runtime.catalog, records, as_of, **({"mde": mde} if mde else {}))
+    return jsonable(result)
 
 
 EVENT_BASE = ("event_id", "type", "customer_id", "occurred_at", "decision_id")

@@ -14,7 +14,7 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from store.repository import Store, body_hash
+from store.repository import Store, body_hash, jsonable
 
 __all__ = [
     "Conflict",
@@ -26,6 +26,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "body_hash",
+    "jsonable",
     "make_engine",
     "upgrade",
 ]

@@ -13,7 +13,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 ROLES: tuple[str, ...] = ("decide", "events", "admin")
-OUTCOME_KINDS: tuple[str, ...] = ("accepted", "declined", "cancelled")
+# "shown": the frontend displayed the answer (the offer, or for no offer the plain cancel page): an exposure.
+OUTCOME_KINDS: tuple[str, ...] = ("shown", "accepted", "declined", "cancelled")
 EVENT_TYPES: tuple[str, ...] = ("nps", "usage", "payment", "still_active", "cancelled", "customer")
 # The catalog's "no offer" offer id (config/offers.toml): nothing to accept, exported as an empty offer_id.
 NO_OFFER = "none"
@@ -77,7 +78,8 @@ class Decision(Base):
     """One answer of the decision endpoint, with everything needed to explain, replay and evaluate it."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index(None, "customer_id", "created_at"),)  # a customer's history, newest first
+    __table_args__ = (Index(None, "customer_id", "created_at"),  # a customer's history, newest first
+                      Index(None, "experiment_name", "created_at"))  # an experiment's decisions
 
     decision_id: Mapped[str] = mapped_column(primary_key=True)  # uuid4 hex
     request_id: Mapped[str] = mapped_column(unique=True)  # the caller's idempotency key
@@ -102,7 +104,9 @@ class Decision(Base):
     fallback: Mapped[bool]
     nps_segment: Mapped[str]  # promoter / passive / detractor / none, as the policy saw it
     close_the_loop_by: Mapped[datetime | None]  # detractors: personal follow-up due by
-    experiment: Mapped[dict | None] = mapped_column(JSON)
+    experiment: Mapped[dict | None] = mapped_column(JSON)  # retention.experiments.Assignment.as_dict()
+    experiment_name: Mapped[str | None]
+    experiment_variant: Mapped[str | None]  # a variant name or "holdout"
     latency_ms: Mapped[float]
 
 

@@ -56,7 +56,7 @@ _DECISION_REQUIRED = frozenset({
 })
 _DECISION_OPTIONAL = frozenset({
     "decision_id", "created_at", "reason_text", "p_stay", "expected_incremental_value", "model_version",
-    "experiment", "close_the_loop_by",
+    "experiment", "experiment_name", "experiment_variant", "close_the_loop_by",
 })
 _DECISION_JSON = ("request", "features", "scores", "offer", "reason_codes", "experiment")
 _EVENT_REQUIRED = frozenset({"event_id", "type", "customer_id", "occurred_at"})
@@ -393,6 +393,43 @@ class Store:
     @staticmethod
     def _decision_dict(row, outcomes: dict[str, list[dict]]) -> dict:
         return {**row._mapping, "outcomes": outcomes.get(row.decision_id, [])}
+
+    def experiment_records(self, name: str, until: datetime) -> dict:
+        """What analysing an experiment reads (retention.experiment_analysis), in one read transaction:
+        its decisions up to `until`, their outcomes (decision_id -> {kind: occurred_at}), billing's
+        `still_active` reports on them, and the `payment` and `cancelled` events of its customers."""
+        until = _aware("until", until)
+        with self.transaction(snapshot=True) as conn:
+            decisions = [dict(r._mapping) for r in conn.execute(
+                select(Decision.decision_id, Decision.customer_id, Decision.created_at, Decision.offer_id,
+                       Decision.experiment, Decision.experiment_variant)
+                .where(Decision.experiment_name == name, Decision.created_at <= until)
+                .order_by(Decision.created_at, Decision.decision_id))]
+            ids = [d["decision_id"] for d in decisions]
+            customers = sorted({d["customer_id"] for d in decisions})
+            outcomes: dict[str, dict] = {}
+            for batch in _batches(ids):
+                for o in conn.execute(select(Outcome.decision_id, Outcome.kind, Outcome.occurred_at)
+                                      .where(Outcome.decision_id.in_(batch))):
+                    outcomes.setdefault(o.decision_id, {})[o.kind] = o.occurred_at
+            still_active = []
+            for batch in _batches(ids):
+                for e in conn.execute(select(Event.decision_id, Event.occurred_at, Event.payload)
+                                      .where(Event.type == "still_active", Event.decision_id.in_(batch))):
+                    still_active.append({"decision_id": e.decision_id, "occurred_at": e.occurred_at,
+                                         "day": e.payload.get("day"), "active": e.payload.get("active")})
+            payments, cancelled = [], []
+            for batch in _batches(customers):
+                for e in conn.execute(select(Event.customer_id, Event.type, Event.occurred_at, Event.payload)
+                                      .where(Event.type.in_(("payment", "cancelled")),
+                                             Event.customer_id.in_(batch), Event.occurred_at <= until)):
+                    if e.type == "payment":
+                        payments.append({"customer_id": e.customer_id, "occurred_at": e.occurred_at,
+                                         "amount": float(e.payload.get("amount") or 0.0)})
+                    else:
+                        cancelled.append({"customer_id": e.customer_id, "occurred_at": e.occurred_at})
+        return {"decisions": decisions, "outcomes": outcomes, "still_active": still_active,
+                "payments": payments, "cancelled": cancelled}
 
     # ------------------------------------------------------------------------------------------ outcomes
 

@@ -27,11 +27,11 @@ def _run(*args):
 
 def test_db_upgrade_and_current(db_url):
     result = _run("db", "current", "--database-url", db_url)
-    assert result.exit_code == 0 and "at revision none (head is 0001" in result.output
+    assert result.exit_code == 0 and "at revision none (head is 0002" in result.output
     result = _run("db", "upgrade", "--database-url", db_url)
     assert result.exit_code == 0, result.output
-    assert "at revision 0001 (head)" in result.output
-    assert "at revision 0001 (head)" in _run("db", "current", "--database-url", db_url).output
+    assert "at revision 0002 (head)" in result.output
+    assert "at revision 0002 (head)" in _run("db", "current", "--database-url", db_url).output
 
 
 def test_keys_create_list_and_revoke(migrated_url):

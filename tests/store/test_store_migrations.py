@@ -117,15 +117,15 @@ def test_a_sqlite_batch_migration_can_rebuild_a_referenced_table(tmp_path, monke
     """Future migrations that alter a table on SQLite rebuild it; that must work with rows referencing it."""
     migrations = tmp_path / "migrations"
     shutil.copytree(store.db.MIGRATIONS, migrations)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    head = upgrade(url)
     (migrations / "versions" / "9999_rebuild.py").write_text(
         "import sqlalchemy as sa\nfrom alembic import op\n\n"
-        "revision, down_revision, branch_labels, depends_on = '9999', '0001', None, None\n\n\n"
+        f"revision, down_revision, branch_labels, depends_on = '9999', '{head}', None, None\n\n\n"
         "def upgrade():\n"
         "    with op.batch_alter_table('decisions', recreate='always') as batch:\n"
         "        batch.add_column(sa.Column('note', sa.String(), nullable=True))\n"
     )
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
     with Store.from_url(url) as s:
         d, _ = s.record_decision(dict(
             request_id="r", body_hash="h", client="a", customer_id="c", reason="other", request={}, features={},
