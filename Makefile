@@ -8,7 +8,7 @@ PORT   ?= 8000
 # A fixed key for the local demo only (the README's curl example uses it); real keys come from `retention keys create`.
 DEMO_KEY ?= demo-frontend-key-not-for-production
 
-.PHONY: install demo-model run test lint simulate train migrate bench bench-features bench-scale clean
+.PHONY: install demo-model run test lint simulate train migrate bench bench-features bench-scale experiment-demo clean
 
 # Installs the project and its pinned dependencies into a local virtualenv (re-run when setup.cfg changes).
 $(BIN)/retention: setup.cfg pyproject.toml
@@ -46,6 +46,25 @@ bench-features: demo-model
 # Training at scale: simulate + train 1,000,000 customers, timed, with peak memory (bench/scale.py).
 bench-scale: install
 	$(BIN)/python -m bench.scale --customers 1000000
+
+# An offer experiment end to end (training/experiment_sim.py): a fresh simulated population (unseen by the
+# model) cancels through gunicorn with config/experiments.example.toml running, outcomes and billing events
+# are posted back from the simulator's true response, and the report is checked against the truth.
+XP := var/experiments
+XP_KEY := xp-admin-key-not-for-production-0123
+experiment-demo: demo-model
+	@if [ ! -f var/data/eval-seed8/dataset.json ]; then $(BIN)/retention simulate --customers 20000 --seed 8 --out var/data/eval-seed8; fi
+	rm -rf $(XP) && mkdir -p $(XP)
+	sed "s/^start = .*/start = $$(date -u -d yesterday +%Y-%m-%dT%H:%M:%SZ)/" config/experiments.example.toml > $(XP)/experiments.toml
+	DATABASE_URL=sqlite:///$(XP)/store.db $(BIN)/retention db upgrade
+	DATABASE_URL=sqlite:///$(XP)/store.db $(BIN)/retention keys create --name xp-admin --role admin --key $(XP_KEY)
+	DATABASE_URL=sqlite:///$(XP)/store.db $(BIN)/retention load-features --data var/data/eval-seed8
+	DATABASE_URL=sqlite:///$(XP)/store.db RETENTION_EXPERIMENTS=$(XP)/experiments.toml PORT=8010 \
+	  RETENTION_LOG_LEVEL=WARNING $(BIN)/gunicorn -c gunicorn.conf.py "service:create_app()" & echo $$! > $(XP)/gunicorn.pid; \
+	  for i in $$(seq 60); do curl -sf http://127.0.0.1:8010/healthz >/dev/null && break; sleep 0.5; done; \
+	  $(BIN)/retention experiment simulate --data var/data/eval-seed8 --url http://127.0.0.1:8010 --key $(XP_KEY) \
+	    --name offer-variants --limit 8000 --seed 1 --html $(XP)/offer-variants.html --json $(XP)/offer-variants.json; \
+	  status=$$?; kill $$(cat $(XP)/gunicorn.pid); exit $$status
 
 test: install
 	$(BIN)/pytest -q

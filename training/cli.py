@@ -243,5 +243,10 @@ from store.cli import register as _register_store  # noqa: E402
 
 _register_store(main)
 
+# Offer experiments: check, list, sample-size, report, simulate.
+from training.experiment_cli import register as _register_experiments  # noqa: E402
+
+_register_experiments(main)
+
 if __name__ == "__main__":
     main()
