@@ -65,6 +65,7 @@ tr.sig-worse td { background: #fde8e8; font-weight: bold; }
 .verdict-better { color: #1a7f37; font-weight: bold; } .verdict-worse { color: #cf222e; font-weight: bold; }
 figure { margin: 1em 0 2em; } figcaption { color: #444; max-width: 60em; margin-top: 0.3em; }
 img { max-width: 100%; height: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
 .progress { display: inline-block; width: 20em; height: 0.9em; background: #e5e7eb; vertical-align: middle; }
 .progress > span { display: block; height: 100%; background: #0969da; }
 dt { font-weight: bold; margin-top: 0.5em; } dd { margin-left: 1.5em; }
@@ -411,7 +412,7 @@ def _arms_table(result: dict, metrics: list[str]) -> str:
         cells += [_metric_cell(m, (a.get("metrics") or {}).get(m), _is_rate(m, result)) for m in metrics]
         rows.append(f'<tr class="{cls}">{"".join(cells)}</tr>')
     thead = "".join(f"<th>{h}</th>" for h in head)
-    return (f"<table><thead><tr>{thead}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (f'<div class="scroll"><table><thead><tr>{thead}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
             '<p class="muted">Rates are shares of the arm\'s customers whose outcome is known (n); "missing" '
             "customers were exposed but their outcome could not be determined yet or at all. Money is in the plan "
             "currency, per customer.</p>")
@@ -824,7 +825,8 @@ def render_html(result: dict) -> str:
         "<h2>Over time: is it safe to stop?</h2>",
         _figure(_timeline_chart(result),
                 f"The band is the always-valid 95% interval of each arm's difference in {primary} vs the control, "
-                "recomputed each day on all customers so far, and the line its estimate: once the band leaves zero "
+                "as known each day (the running intersection since the first day, which stays valid), and the line "
+                "its estimate: once the band leaves zero "
                 "it is safe to stop. Green: the arm is better than the control, red: worse, grey: not decided yet.",
                 "No timeline yet: nothing to plot over time."),
         "<h2>Arms</h2>",
