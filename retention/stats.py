@@ -134,6 +134,15 @@ def _as_sample(x) -> np.ndarray:
     return np.asarray(x, dtype=float).ravel()
 
 
+def _too_small(x: np.ndarray, y: np.ndarray) -> Interval | None:
+    """The answer for samples too small for an interval (an empty arm, or one observation), else None."""
+    if x.size == 0 or y.size == 0:
+        return Interval(NAN, NAN, NAN)
+    if x.size < 2 or y.size < 2:
+        return Interval(float(np.mean(x) - np.mean(y)), NAN, NAN)
+    return None
+
+
 def _welch_parts(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     """(difference of means, its variance var(x)/nx + var(y)/ny, Welch-Satterthwaite degrees of freedom)."""
     vx = np.var(x, ddof=1) / x.size
@@ -172,10 +181,8 @@ def mean_difference(
     if method not in ("welch", "bootstrap"):
         raise ValueError(f"method must be 'welch' or 'bootstrap', got {method!r}")
     x, y = _as_sample(x), _as_sample(y)
-    if x.size == 0 or y.size == 0:
-        return Interval(NAN, NAN, NAN)
-    if x.size < 2 or y.size < 2:
-        return Interval(float(np.mean(x) - np.mean(y)), NAN, NAN)
+    if (small := _too_small(x, y)) is not None:
+        return small
     estimate, variance, df = _welch_parts(x, y)
     if not variance > 0:
         return Interval(estimate, NAN, NAN)
@@ -424,10 +431,8 @@ def always_valid_means(x, y, alpha: float = 0.05, tau2: float | None = None) -> 
     arm or no spread.
     """
     x, y = _as_sample(x), _as_sample(y)
-    if x.size == 0 or y.size == 0:
-        return Interval(NAN, NAN, NAN)
-    if x.size < 2 or y.size < 2:
-        return Interval(float(np.mean(x) - np.mean(y)), NAN, NAN)
+    if (small := _too_small(x, y)) is not None:
+        return small
     estimate, variance, _ = _welch_parts(x, y)
     if tau2 is None:
         sd = float(np.std(np.concatenate([x, y]), ddof=1))

@@ -22,6 +22,7 @@ from store.db import current_revision, display_url, head_revision, upgrade
 from store.errors import StoreError
 from store.models import ROLES
 from store.repository import Store
+from training.clitypes import UTC_DATETIME
 
 _DATABASE_URL = click.option(
     "--database-url", "url", default=None, metavar="URL",
@@ -40,15 +41,6 @@ def _cli():
     from training import cli
 
     return cli
-
-
-class _UTCDateTime(click.ParamType):
-    """training.cli's ISO-8601 option type (naive means UTC), looked up lazily."""
-
-    name = "datetime"
-
-    def convert(self, value, param, ctx):
-        return _cli().UTC_DATETIME.convert(value, param, ctx)
 
 
 @contextmanager
@@ -148,7 +140,7 @@ def keys_revoke(name: str, url: str | None) -> None:
 
 
 @click.command()
-@click.option("--since", type=_UTCDateTime(), default=None, help="Only history from this time on [default: all].")
+@click.option("--since", type=UTC_DATETIME, default=None, help="Only history from this time on [default: all].")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="New output data directory.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @_DATABASE_URL
@@ -168,7 +160,7 @@ def export(since: datetime | None, out: Path, fmt: str, url: str | None) -> None
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
               help="Compute from this data directory.")
 @click.option("--from-store", is_flag=True, help="Compute from the store's own events and decisions.")
-@click.option("--as-of", "as_of", type=_UTCDateTime(), default=None,
+@click.option("--as-of", "as_of", type=UTC_DATETIME, default=None,
               help="Features as of this time [default: the data window's end; now for --from-store].")
 @click.option("--model", "ref", default="latest", show_default=True, help="Version id, folder, or 'latest'.")
 @click.option("--models", "models_root", type=click.Path(path_type=Path), default=Path("models"),

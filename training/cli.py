@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -17,24 +17,11 @@ from tqdm import tqdm
 from retention.artifacts import ArtifactError, load_artifact, resolve_version
 from retention.features import FEATURE_VERSION
 from retention.offers import CatalogError, load_catalog
+from training.clitypes import UTC_DATETIME
 
 DEFAULT_MODELS = Path("models")
 
 
-class _UTCDateTime(click.ParamType):
-    name = "datetime"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, datetime):
-            return value
-        try:
-            ts = datetime.fromisoformat(value)
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO-8601 date or time (e.g. 2026-06-01 or 2026-06-01T12:00:00Z)")
-        return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
-UTC_DATETIME = _UTCDateTime()
 
 
 def _fail(message: str) -> None:

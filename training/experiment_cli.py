@@ -19,6 +19,7 @@ from retention.experiment_analysis import analyse
 from retention.experiments import DEFAULT_EXPERIMENTS, ExperimentError, load_experiments
 from retention.offers import load_catalog
 from store.errors import StoreError
+from training.clitypes import UTC_DATETIME
 
 _FILE = click.option("--file", "path", type=click.Path(path_type=Path), default=DEFAULT_EXPERIMENTS,
                      show_default=True, help="The experiments file.")
@@ -84,7 +85,7 @@ def sample_size(baseline: float, mde: float, alpha: float, power: float, arms: i
 @_FILE
 @click.option("--database-url", "url", default=None, metavar="URL",
               help="SQLAlchemy database URL [default: $DATABASE_URL, else sqlite:///var/retention.db]")
-@click.option("--as-of", "as_of", type=click.DateTime(), default=None, help="UTC time to analyse as of [now].")
+@click.option("--as-of", "as_of", type=UTC_DATETIME, default=None, help="Time to analyse as of (ISO-8601) [now].")
 @click.option("--mde", type=click.FloatRange(0.001, 0.5), default=0.02, show_default=True)
 @click.option("--html", "html", type=click.Path(path_type=Path), default=None, help="Write the HTML report here.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the result here.")
@@ -97,7 +98,7 @@ def report(name: str, path: Path, url: str | None, as_of: datetime | None, mde: 
     e = book.get(name)
     if e is None:
         _fail(f"{path}: no experiment named {name!r} (have: {', '.join(x.name for x in book.experiments) or 'none'})")
-    as_of = as_of.replace(tzinfo=UTC) if as_of else datetime.now(UTC)
+    as_of = as_of or datetime.now(UTC)
     try:
         with Store.from_url(url) as store:
             records = store.experiment_records(name, as_of)

@@ -6,14 +6,17 @@ contain the true differences everywhere else."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from support import KEYS, make_app, seed_clients
 
 from retention.experiments import HOLDOUT, load_experiments
 from retention.offers import load_catalog
+from training.cli import main
 from training.experiment_sim import REPORT_DELAY_DAYS, run
 
 EXPERIMENT = "offer-variants"
@@ -62,7 +65,8 @@ def experiment_app(migrated_url, models_root, tmp_path):
     app.extensions["retention"].close()
 
 
-def test_an_experiment_served_through_the_api_recovers_the_true_ordering(experiment_app, sim_dir):
+def test_an_experiment_served_through_the_api_recovers_the_true_ordering(experiment_app, sim_dir, migrated_url,
+                                                                         tmp_path):
     app, path = experiment_app
     api = FlaskApi(app.test_client())
     sim = run(api, sim_dir, limit=2500, seed=3, tag="e2e")
@@ -94,6 +98,15 @@ def test_an_experiment_served_through_the_api_recovers_the_true_ordering(experim
     by = {(c["metric"], c["arm"], c["baseline"]): c for c in result["comparisons"]}
     assert by[("retained_30", "model", HOLDOUT)]["significant"]
     assert by[("net_revenue_90", "pause_1m", "model")]["significant"]
+
+    # The command line reads the same store and gives the same result, with the HTML report.
+    cli = CliRunner().invoke(main, ["experiment", "report", EXPERIMENT, "--file", str(path), "--database-url",
+                                    migrated_url, "--as-of", as_of.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+                                    "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")])
+    assert cli.exit_code == 0, cli.output
+    offline = json.loads((tmp_path / "r.json").read_text())
+    assert offline["arms"] == result["arms"] and offline["comparisons"] == result["comparisons"]
+    assert "sample-ratio check on assigned" in cli.output and (tmp_path / "r.html").stat().st_size > 10_000
 
 
 def test_eligibility_comes_before_assignment(experiment_app):
@@ -135,3 +148,17 @@ def test_results_need_an_admin_and_a_known_experiment(experiment_app):
     assert r.status_code == 422 and "as_of" in r.get_json()["errors"]["query"]
     listed = client.get("/v1/experiments", headers=admin).get_json()
     assert [e["name"] for e in listed["experiments"]] == [EXPERIMENT] and listed["experiments"][0]["running"]
+
+
+def test_the_command_line_names_the_file_and_the_problem(tmp_path):
+    bad = tmp_path / "experiments.toml"
+    experiments_file(bad)
+    bad.write_text(bad.read_text().replace("discount_50_2m\" }", "discount_99_9m\" }"))
+    out = CliRunner().invoke(main, ["experiment", "check", "--file", str(bad)])
+    assert out.exit_code != 0 and str(bad) in out.output and "discount_99_9m" in out.output
+    out = CliRunner().invoke(main, ["experiment", "report", "nope", "--file", str(experiments_file(bad))])
+    assert out.exit_code != 0 and "no experiment named 'nope'" in out.output
+    out = CliRunner().invoke(main, ["experiment", "sample-size", "--baseline", "0.30", "--mde", "0.05"])
+    assert out.exit_code == 0 and out.output.startswith("1,377 exposed customers per arm")
+    out = CliRunner().invoke(main, ["experiment", "sample-size", "--baseline", "0.98", "--mde", "0.05"])
+    assert out.exit_code != 0 and "error" in out.output.lower()
