@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+import requests
 
 from service import create_app
 from service.auth import sign
@@ -49,3 +60,62 @@ def make_app(url: str, models_root: Path, **config):
 def post(client, path: str, body, role: str = "decide", **kw):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return client.post(path, data=data, headers={**headers(role), "Content-Type": "application/json"}, **kw)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Server:
+    base: str  # http://127.0.0.1:<port>
+    log_path: Path
+    proc: subprocess.Popen  # the gunicorn master
+
+    def workers(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(url: str, models_root: Path, tmp_path: Path, workers: int = 2, **env):
+    """gunicorn with gunicorn.conf.py and `workers` workers on a free port; yields a Server."""
+    port = _free_port()
+    prom = tmp_path / f"prom-{port}"
+    prom.mkdir()
+    env = {**os.environ, "DATABASE_URL": url, "RETENTION_MODELS_DIR": str(models_root),
+           "PORT": str(port), "WEB_CONCURRENCY": str(workers), "PROMETHEUS_MULTIPROC_DIR": str(prom), **env}
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    with open(log_path, "w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service:create_app()"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_until_up(base, proc, log)
+            yield Server(base, log_path, proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_until_up(base: str, proc: subprocess.Popen, log) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            pytest.fail(f"gunicorn did not start:\n{log.read()}")
+        time.sleep(0.2)

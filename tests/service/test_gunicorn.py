@@ -4,19 +4,12 @@ aggregated across workers."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
-from support import decision_body, headers, seed_clients
+from support import decision_body, headers, seed_clients, serve
 
 from store import Store
 
@@ -24,56 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(url: str, models_root: Path, tmp_path: Path):
-    """gunicorn with gunicorn.conf.py and two workers on a free port; yields its base URL and log file."""
-    port = _free_port()
-    prom = tmp_path / f"prom-{port}"
-    prom.mkdir()
-    env = {**os.environ, "DATABASE_URL": url, "RETENTION_MODELS_DIR": str(models_root),
-           "PORT": str(port), "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(prom)}
-    log_path = tmp_path / f"gunicorn-{port}.log"
-    with open(log_path, "w+") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service:create_app()"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_until_up(base, proc, log)
-            yield base, log_path
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture
 def server(migrated_url, models_root, tmp_path):
     seed_clients(migrated_url)
-    with serve(migrated_url, models_root, tmp_path) as (base, log_path):
-        yield base, migrated_url, log_path
-
-
-def _wait_until_up(base: str, proc: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            pytest.fail(f"gunicorn did not start:\n{log.read()}")
-        time.sleep(0.2)
+    with serve(migrated_url, models_root, tmp_path) as running:
+        yield running.base, migrated_url, running.log_path
 
 
 def test_gunicorn_serves_decisions_outcomes_and_errors(server):
@@ -160,7 +108,8 @@ def test_gunicorn_without_a_model_answers_by_the_rules(migrated_url, tmp_path):
     seed_clients(migrated_url)
     empty = tmp_path / "no-models"
     empty.mkdir()
-    with serve(migrated_url, empty, tmp_path) as (base, _):
+    with serve(migrated_url, empty, tmp_path) as running:
+        base = running.base
         r = requests.post(f"{base}/v1/decisions", json=decision_body(reason="temporary"), headers=headers(),
                           timeout=10)
         assert r.status_code == 201 and r.json()["fallback"] is True and r.json()["offer"]["id"] == "pause_2m"
