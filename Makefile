@@ -8,7 +8,7 @@ PORT   ?= 8000
 # A fixed key for the local demo only (the README's curl example uses it); real keys come from `retention keys create`.
 DEMO_KEY ?= demo-frontend-key-not-for-production
 
-.PHONY: install demo-model run test lint simulate train migrate bench bench-features bench-scale experiment-demo clean
+.PHONY: install demo-model run test lint simulate train migrate bench bench-features bench-scale experiment-demo soak clean
 
 # Installs the project and its pinned dependencies into a local virtualenv (re-run when setup.cfg changes).
 $(BIN)/retention: setup.cfg pyproject.toml
@@ -42,6 +42,12 @@ bench: demo-model
 # Feature aggregation: DuckDB against a plain pandas groupby of the same usage features (bench/features.py).
 bench-features: demo-model
 	$(BIN)/python -m bench.features --data $(DATA)
+
+# Soak (bench/soak.py): 10 minutes of mixed decisions, outcomes and NPS events at 70% of the measured maximum
+# against gunicorn, then every acknowledged write looked up in the store; exit 1 on any 5xx or lost write.
+soak: demo-model
+	@command -v wrk >/dev/null || (apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null))
+	$(BIN)/python -m bench.soak --data $(DATA) --models models --minutes $(or $(MINUTES),10)
 
 # Training at scale: simulate + train 1,000,000 customers, timed, with peak memory (bench/scale.py).
 bench-scale: install
