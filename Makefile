@@ -66,7 +66,7 @@ experiment-demo: demo-model
 	DATABASE_URL=sqlite:///$(XP)/store.db $(BIN)/retention keys create --name xp-admin --role admin --key $(XP_KEY)
 	DATABASE_URL=sqlite:///$(XP)/store.db $(BIN)/retention load-features --data var/data/eval-seed8
 	DATABASE_URL=sqlite:///$(XP)/store.db RETENTION_EXPERIMENTS=$(XP)/experiments.toml PORT=8010 \
-	  RETENTION_LOG_LEVEL=WARNING $(BIN)/gunicorn -c gunicorn.conf.py "service:create_app()" & echo $$! > $(XP)/gunicorn.pid; \
+	  RETENTION_LOG_LEVEL=WARNING RETENTION_RATE_LIMIT="100000 per second" $(BIN)/gunicorn -c gunicorn.conf.py "service:create_app()" & echo $$! > $(XP)/gunicorn.pid; \
 	  for i in $$(seq 60); do curl -sf http://127.0.0.1:8010/healthz >/dev/null && break; sleep 0.5; done; \
 	  $(BIN)/retention experiment simulate --data var/data/eval-seed8 --url http://127.0.0.1:8010 --key $(XP_KEY) \
 	    --name offer-variants --limit 8000 --seed 1 --html $(XP)/offer-variants.html --json $(XP)/offer-variants.json; \

@@ -17,6 +17,7 @@ from flask import Flask, g, request
 from flask_smorest import Api
 
 from service import logs, metrics
+from service.ratelimit import register_rate_limits
 from service.runtime import Runtime, default_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,9 @@ def settings_from_env() -> dict:
         "SIGNATURE_WINDOW_SECONDS": int(env("RETENTION_SIGNATURE_WINDOW_SECONDS", "300")),
         "MAX_CONTENT_LENGTH": int(env("RETENTION_MAX_BODY_BYTES", str(1024 * 1024))),
         "LOG_LEVEL": env("RETENTION_LOG_LEVEL", "INFO"),
+        # Per API key and worker process (see service/ratelimit.py); "" turns it off.
+        "RATE_LIMIT": env("RETENTION_RATE_LIMIT", "50 per second"),
+        "RATE_LIMIT_STORAGE": env("RETENTION_RATE_LIMIT_STORAGE", "memory://"),
     }
 
 
@@ -49,6 +53,9 @@ class RetentionApi(Api):
         payload, code, headers = super().handle_http_exception(error)
         if code == 422 and "message" not in payload:
             payload["message"] = "invalid input: `errors` names each field and what is wrong with it"
+        if code == 429:  # flask-limiter's description is the limit itself, e.g. "50 per 1 second"
+            payload["message"] = f"rate limit of this API key exceeded ({error.description}); retry after " \
+                                 "the Retry-After seconds"
         payload.setdefault("message", error.description)
         return payload, code, headers
 
@@ -72,6 +79,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_runtime(app)
     register_api(app)
     register_hooks(app)
+    register_rate_limits(app)  # after the hooks: a refused request still gets its request id and log line
     return app
 
 

@@ -51,7 +51,7 @@ class _AuthCache:
 _cache = _AuthCache()
 
 
-def _presented_key() -> str | None:
+def presented_key() -> str | None:
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         return header[7:].strip() or None
@@ -105,7 +105,7 @@ def requires(*roles: str) -> Callable:
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args, **kwargs):
-            key = _presented_key()
+            key = presented_key()
             if key is None:
                 abort(401, message="missing API key: send 'Authorization: Bearer <key>'",
                       headers={"WWW-Authenticate": "Bearer"})

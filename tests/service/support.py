@@ -25,6 +25,8 @@ KEYS = {
     "events": "test-events-key-0123456789abcdef",
     "admin": "test-admin-key-0123456789abcdef0",
 }
+# Tests drive one key far faster than a frontend would; tests of the limiter set their own.
+UNLIMITED = "100000 per second"
 SIGNED_KEY, SIGNING_SECRET = "test-signed-key-0123456789abcdef", "s3cret-signing-value"
 
 
@@ -54,7 +56,7 @@ def seed_clients(url: str) -> None:
 
 def make_app(url: str, models_root: Path, **config):
     return create_app({"TESTING": True, "DATABASE_URL": url, "MODELS_DIR": str(models_root),
-                       "MODEL_VERSION": "latest", **config})
+                       "MODEL_VERSION": "latest", "RATE_LIMIT": UNLIMITED, **config})
 
 
 def post(client, path: str, body, role: str = "decide", **kw):
@@ -89,7 +91,8 @@ def serve(url: str, models_root: Path, tmp_path: Path, workers: int = 2, **env):
     prom = tmp_path / f"prom-{port}"
     prom.mkdir()
     env = {**os.environ, "DATABASE_URL": url, "RETENTION_MODELS_DIR": str(models_root),
-           "PORT": str(port), "WEB_CONCURRENCY": str(workers), "PROMETHEUS_MULTIPROC_DIR": str(prom), **env}
+           "PORT": str(port), "WEB_CONCURRENCY": str(workers), "PROMETHEUS_MULTIPROC_DIR": str(prom),
+           "RETENTION_RATE_LIMIT": UNLIMITED, **env}
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service:create_app()"],
