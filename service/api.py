@@ -23,7 +23,7 @@ from service.schemas import (
     OutcomeRequestSchema,
     OutcomeSchema,
 )
-from store import Conflict, NotFound, StoreUnavailable
+from store import Conflict, NotFound, StoreUnavailable, jsonable
 
 SECURED = [{"bearer": []}]
 
@@ -180,3 +180,24 @@ class ExperimentResults(MethodView):
                                query.get("mde"))
         except NotFound as exc:
             abort(404, message=str(exc))
+
+
+@blp.route("/customers/<string:customer_id>/data")
+class CustomerData(MethodView):
+    @requires("admin")
+    @blp.doc(security=SECURED)
+    @blp.response(200)
+    def get(self, customer_id):
+        """Everything stored about a customer: decisions with outcomes and free text, events, features (admin;
+        for a data-subject access request)."""
+        return jsonable(_store_call(_runtime().store.customer_data, customer_id))
+
+
+@blp.route("/customers/<string:customer_id>", methods=["DELETE"])
+@requires("admin")
+@blp.doc(security=SECURED)
+@blp.response(200)
+def delete_customer(customer_id):
+    """Erase a customer: decisions, outcomes, events and features, in one transaction; counts what went
+    (admin; for a data-subject erasure request). Idempotent: a second call deletes nothing."""
+    return _store_call(_runtime().store.delete_customer, customer_id)

@@ -31,7 +31,7 @@ _DATABASE_URL = click.option(
 
 def register(main: click.Group) -> None:
     """Add the store's commands to the `retention` group."""
-    for command in (db, keys, export, load_features):
+    for command in (db, keys, export, load_features, customer):
         main.add_command(command)
 
 
@@ -250,3 +250,40 @@ def _read_rows(path: Path) -> Iterator[tuple[str, dict]]:
         for batch in f.iter_batches():
             for row in batch.to_pylist():
                 yield row.pop("customer_id"), row
+
+
+@click.group()
+def customer() -> None:
+    """A customer's data on request: export it, or erase it."""
+
+
+@customer.command("export")
+@click.argument("customer_id")
+@_DATABASE_URL
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the JSON here [stdout].")
+def customer_export(customer_id: str, url: str | None, out: Path | None) -> None:
+    """Everything stored about CUSTOMER_ID, as JSON."""
+    from store.repository import jsonable
+
+    with _errors_exit_2(), Store.from_url(url) as store:
+        data = jsonable(store.customer_data(customer_id))
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if out:
+        out.write_text(text)
+        click.echo(f"{len(data['decisions'])} decision(s), {len(data['events'])} event(s) of {customer_id} -> {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+@customer.command("delete")
+@click.argument("customer_id")
+@_DATABASE_URL
+@click.option("--yes", is_flag=True, help="Confirm: the rows are deleted for good.")
+def customer_delete(customer_id: str, url: str | None, yes: bool) -> None:
+    """Erase CUSTOMER_ID's decisions, outcomes, events and features."""
+    if not yes:
+        raise click.UsageError("deleting a customer's data cannot be undone: add --yes")
+    with _errors_exit_2(), Store.from_url(url) as store:
+        counts = store.delete_customer(customer_id)
+    click.echo(f"deleted {customer_id}: {counts['decisions']} decision(s), {counts['outcomes']} outcome(s), "
+               f"{counts['events']} event(s), {counts['features']} feature row(s)")

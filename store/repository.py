@@ -431,6 +431,38 @@ class Store:
         return {"decisions": decisions, "outcomes": outcomes, "still_active": still_active,
                 "payments": payments, "cancelled": cancelled}
 
+    # ------------------------------------------------------------------------------------------- privacy
+
+    def customer_data(self, customer_id: str) -> dict:
+        """Everything stored about one customer (a data-subject access request): decisions with their
+        outcomes and free text, events, and the feature snapshot row; one read transaction."""
+        with self.transaction(snapshot=True) as conn:
+            rows = conn.execute(select(Decision).where(Decision.customer_id == customer_id)
+                                .order_by(Decision.created_at, Decision.decision_id)).all()
+            outcomes = self._outcomes(conn, [r.decision_id for r in rows])
+            events = conn.execute(select(Event).where(Event.customer_id == customer_id)
+                                  .order_by(Event.occurred_at, Event.id)).all()
+            features = self._features_row(conn, customer_id)
+        return {"customer_id": customer_id, "decisions": [self._decision_dict(r, outcomes) for r in rows],
+                "events": [self._event_dict(e) for e in events], "features": features}
+
+    def delete_customer(self, customer_id: str) -> dict:
+        """Erase one customer: their decisions (with outcomes), events and feature row, in one transaction;
+        returns how many rows of each went. Deleting again deletes nothing. Billing's `still_active` events
+        about their decisions carry their customer id, so they go too."""
+        with self.transaction(write=True) as conn:
+            ids = [d for (d,) in conn.execute(select(Decision.decision_id)
+                                                .where(Decision.customer_id == customer_id))]
+            outcomes = 0
+            for batch in _batches(ids):
+                outcomes += conn.execute(delete(Outcome).where(Outcome.decision_id.in_(batch))).rowcount
+            decisions = conn.execute(delete(Decision).where(Decision.customer_id == customer_id)).rowcount
+            events = conn.execute(delete(Event).where(Event.customer_id == customer_id)).rowcount
+            features = conn.execute(delete(CustomerFeatures)
+                                    .where(CustomerFeatures.customer_id == customer_id)).rowcount
+        return {"customer_id": customer_id, "decisions": decisions, "outcomes": outcomes, "events": events,
+                "features": features}
+
     # ------------------------------------------------------------------------------------------ outcomes
 
     def record_outcome(self, decision_id: str, kind: str, occurred_at: datetime) -> tuple[dict, bool]:
