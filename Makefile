@@ -8,7 +8,7 @@ PORT   ?= 8000
 # A fixed key for the local demo only (the README's curl example uses it); real keys come from `retention keys create`.
 DEMO_KEY ?= demo-frontend-key-not-for-production
 
-.PHONY: install demo-model run test lint simulate train migrate bench bench-features bench-scale experiment-demo soak clean
+.PHONY: install demo-model run test lint simulate train migrate bench bench-features bench-scale experiment-demo soak outage-drill clean
 
 # Installs the project and its pinned dependencies into a local virtualenv (re-run when setup.cfg changes).
 $(BIN)/retention: setup.cfg pyproject.toml
@@ -48,6 +48,11 @@ bench-features: demo-model
 soak: demo-model
 	@command -v wrk >/dev/null || (apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null))
 	$(BIN)/python -m bench.soak --data $(DATA) --models models --minutes $(or $(MINUTES),10)
+
+# Store outage drill (bench/outage.py): PostgreSQL unreachable behind a TCP proxy for 60 s while gunicorn serves;
+# decisions and outcomes are spooled and must all land in the store exactly once when it is back.
+outage-drill: demo-model
+	$(BIN)/python -m bench.outage --seconds $(or $(SECONDS),60)
 
 # Training at scale: simulate + train 1,000,000 customers, timed, with peak memory (bench/scale.py).
 bench-scale: install

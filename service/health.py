@@ -30,6 +30,8 @@ def readyz():
     degraded: list[str] = []
     if rt.policy.scorer is not None:
         checks["model"] = {"ok": True, "version": rt.model_version}
+        if rt.reload_error:
+            checks["model"]["last_reload_refused"] = rt.reload_error
     else:
         checks["model"] = {"ok": False, "error": rt.model_error, "serving": "fallback rules"}
         degraded.append("model")
@@ -47,6 +49,13 @@ def readyz():
     except StoreUnavailable as exc:
         checks["store"] = {"ok": False, "error": str(exc)}
         degraded.append("store")
+    if rt.spool is not None:
+        try:
+            waiting = rt.spool.depth()
+            checks["spool"] = {"ok": True, "waiting": waiting}
+        except Exception as exc:  # noqa: BLE001 - readiness reports, it does not fail
+            checks["spool"] = {"ok": False, "error": str(exc)}
+            degraded.append("spool")
     ready = "model" not in degraded and "store" not in degraded
     body = {"status": "ready" if ready else "degraded", "degraded": degraded, "checks": checks,
             "policy_version": rt.policy.config.version, "catalog_version": rt.catalog.version}

@@ -27,6 +27,7 @@ LATENCY = Histogram(
 )
 DECISIONS = Counter("retention_decisions_total", "Decisions answered", ["offer_id", "fallback"])
 FAIL_OPEN = Counter("retention_fail_open_total", "Decisions answered despite a failure", ["cause"])
+SPOOLED = Counter("retention_spooled_total", "Writes kept in the local spool during a store outage", ["kind"])
 MODEL_LOADED = Gauge("retention_model_loaded", "1 for the model version this process serves", ["version"],
                      multiprocess_mode="liveall")
 

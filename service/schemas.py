@@ -4,6 +4,8 @@ OpenAPI document. `post_load` turns validated input into domain objects, so view
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import UTC
 
 import marshmallow as ma
@@ -17,6 +19,10 @@ ID = validate.Length(min=1, max=128)
 OUTCOMES = ("shown", "accepted", "declined", "cancelled")
 EVENT_TYPES = ("nps", "usage", "payment", "still_active", "cancelled", "customer")
 MAX_EVENTS_PER_CALL = 5000
+MAX_PRICE = 1_000_000.0  # per billing period, in the currency's units
+# Text no store can keep: NUL (PostgreSQL text refuses it) and lone UTF-16 surrogates (a JSON escape such
+# as "\ud800" decodes to one; it is no character and cannot be encoded as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class AwareDateTime(fields.AwareDateTime):
@@ -27,13 +33,33 @@ class AwareDateTime(fields.AwareDateTime):
 
 
 class Strict(ma.Schema):
+    # Clearer than marshmallow's "Invalid input type." for, e.g., a body that is an array or a string.
+    error_messages = {"type": "must be a JSON object"}
+
     class Meta:
         unknown = ma.RAISE
         ordered = True
 
+    @ma.pre_load
+    def refuse_unstorable_text(self, data, **_):
+        """A string with NUL or a lone surrogate is a 422 naming its field, on every database, rather than a
+        500 from the driver (or from UTF-8 encoding) later. Nested schemas check their own fields."""
+        if not isinstance(data, Mapping):
+            return data  # not an object: the load reports the type
+        errors = {}
+        for name, value in data.items():
+            bad = _UNSTORABLE.search(value) if isinstance(value, str) else None
+            if bad:
+                errors[name] = ["must not contain NUL (\\u0000) characters" if bad.group() == "\x00"
+                                else "must be valid Unicode text (no lone surrogate such as \\ud800)"]
+        if errors:
+            raise ma.ValidationError(errors)
+        return data
+
 
 class NpsAnswerSchema(Strict):
-    score = fields.Integer(required=True, validate=validate.Range(NPS_MIN, NPS_MAX))
+    # strict integers (here and below): 4.5 is refused, as the document says, rather than truncated to 4
+    score = fields.Integer(required=True, strict=True, validate=validate.Range(NPS_MIN, NPS_MAX))
     responded_at = AwareDateTime(required=True)
 
     @ma.post_load
@@ -46,7 +72,7 @@ class UsageSummarySchema(Strict):
     last_7d = fields.Float(required=True, validate=validate.Range(min=0))
     last_30d = fields.Float(required=True, validate=validate.Range(min=0))
     last_90d = fields.Float(required=True, validate=validate.Range(min=0))
-    active_days_30 = fields.Integer(validate=validate.Range(0, 30))
+    active_days_30 = fields.Integer(strict=True, validate=validate.Range(0, 30))
     days_since_last = fields.Float(validate=validate.Range(min=0), allow_none=True)
 
     @ma.validates_schema
@@ -68,7 +94,8 @@ class DecisionRequestSchema(Strict):
     reason_text = fields.String(validate=validate.Length(max=2000), allow_none=True,
                                 metadata={"description": "Free text; stored with the decision, never logged."})
     plan_id = fields.String(validate=ID)
-    price = fields.Float(required=True, validate=validate.Range(min=0),
+    # Bounded: the value arithmetic overflows near 1e308 and the answer would carry NaN (not JSON).
+    price = fields.Float(required=True, validate=validate.Range(min=0, max=MAX_PRICE),
                          metadata={"description": "List price per billing period."})
     billing_period = fields.String(required=True, validate=validate.OneOf(BILLING_PERIODS))
     billing_channel = fields.String(required=True, validate=validate.OneOf(BILLING_CHANNELS))
@@ -106,8 +133,8 @@ class OfferSchema(Strict):
     display_key = fields.String(required=True)
     months = fields.Integer(metadata={"description": "Pause or discount length."})
     percent = fields.Float(metadata={"description": "Discount percent."})
-    to_plan = fields.String()
-    to_price = fields.Float()
+    to_plan = fields.String(allow_none=True)  # null unless a downgrade
+    to_price = fields.Float(allow_none=True)
     credits = fields.Integer()
     cost = fields.Float()
     billing_periods = fields.List(fields.String())
@@ -172,7 +199,7 @@ class OutcomeSchema(Strict):
     decision_id = fields.String(required=True)
     kind = fields.String(required=True)
     occurred_at = fields.DateTime(required=True)
-    recorded_at = fields.DateTime()
+    recorded_at = fields.DateTime(allow_none=True, metadata={"description": "Null while it waits in the spool."})
 
 
 # Which fields each event type carries (beyond event_id, type, customer_id, occurred_at, decision_id).
@@ -193,7 +220,7 @@ class EventSchema(Strict):
     customer_id = fields.String(required=True, validate=ID)
     occurred_at = AwareDateTime(required=True)
     decision_id = fields.String(validate=ID)
-    score = fields.Integer(validate=validate.Range(NPS_MIN, NPS_MAX))
+    score = fields.Integer(strict=True, validate=validate.Range(NPS_MIN, NPS_MAX))
     comment = fields.String(validate=validate.Length(max=2000), allow_none=True)
     day = fields.Raw(metadata={"description": "usage: an ISO date; still_active: 30 or 90."})
     metric = fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"))

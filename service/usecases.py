@@ -45,6 +45,10 @@ def decide(runtime: Runtime, data: dict, raw: dict, client: str, now: datetime |
                                        nps_lookback=timedelta(days=LOOKBACK_DAYS))
         if known["existing"] is not None:
             return _replay(known["existing"], digest)
+        spooled = _spooled_decision(runtime, data["request_id"])
+        if spooled is not None:  # answered during an outage and not replayed yet: store it now, answer it
+            stored, _ = store.record_decision(spooled)
+            return _replay(stored, digest)
         snapshot, incompatible = _snapshot(known["features"])
         if incompatible:
             context_codes.append("snapshot_incompatible")
@@ -55,6 +59,9 @@ def decide(runtime: Runtime, data: dict, raw: dict, client: str, now: datetime |
         history = None
         context_codes.append("store_unavailable")
         metrics.FAIL_OPEN.labels("store").inc()
+        spooled = _spooled_decision(runtime, data["request_id"])
+        if spooled is not None:  # a retry during the outage gets the decision it was given
+            return {**_replay(spooled, digest)[0], "recorded": False}, False
 
     decision = runtime.policy.decide(cancel, snapshot, now, history, nps)
     if decision.fallback and runtime.policy.scorer is not None:
@@ -72,9 +79,48 @@ def decide(runtime: Runtime, data: dict, raw: dict, client: str, now: datetime |
             metrics.FAIL_OPEN.labels("store").inc()
             record = {**record, "reason_codes": record["reason_codes"] + ["store_unavailable"]}
             store_ok = False
+    if not store_ok:
+        record = _spool_decision(runtime, record)
     if created:
         metrics.DECISIONS.labels(record["offer_id"], str(record["fallback"]).lower()).inc()
     return {**record, "recorded": store_ok}, created
+
+
+def _spooled_decision(runtime: Runtime, request_id: str) -> dict | None:
+    if runtime.spool is None or not runtime.spool.pending():
+        return None
+    return runtime.spool.decision(request_id)
+
+
+def _spool_decision(runtime: Runtime, record: dict) -> dict:
+    """Keep a decision the store could not take on local disk, to be replayed; the answer says so. If even
+    the spool fails (a full disk), the customer still gets the answer."""
+    if runtime.spool is None:
+        return record
+    try:
+        runtime.spool.put_decision(record)
+    except Exception:  # noqa: BLE001 - never block the cancel flow on the spool
+        log.exception("spool_write_failed")
+        return record
+    metrics.SPOOLED.labels("decision").inc()
+    return {**record, "reason_codes": record["reason_codes"] + ["spooled"]}
+
+
+def record_outcome(runtime: Runtime, decision_id: str, kind: str, occurred_at: datetime) -> tuple[dict, int]:
+    """Record an outcome: (outcome, 201 new / 200 repeat / 202 spooled). While the store is down, or while
+    the decision itself still waits in the spool, the outcome is spooled behind it."""
+    try:
+        outcome, created = runtime.store.record_outcome(decision_id, kind, occurred_at)
+        return outcome, 201 if created else 200
+    except NotFound:
+        if runtime.spool is None or not runtime.spool.holds_decision(decision_id):
+            raise
+    except StoreUnavailable:
+        if runtime.spool is None:
+            raise
+    runtime.spool.put_outcome(decision_id, kind, occurred_at)
+    metrics.SPOOLED.labels("outcome").inc()
+    return {"decision_id": decision_id, "kind": kind, "occurred_at": occurred_at, "recorded_at": None}, 202
 
 
 def _replay(existing: dict, digest: str) -> tuple[dict, bool]:

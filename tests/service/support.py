@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,8 +56,10 @@ def seed_clients(url: str) -> None:
 
 
 def make_app(url: str, models_root: Path, **config):
+    # Each app its own spool: a decision spooled in one test must never be replayed into another's store.
+    spool = Path(tempfile.mkdtemp(prefix="spool-")) / "spool.db"
     return create_app({"TESTING": True, "DATABASE_URL": url, "MODELS_DIR": str(models_root),
-                       "MODEL_VERSION": "latest", "RATE_LIMIT": UNLIMITED, **config})
+                       "MODEL_VERSION": "latest", "RATE_LIMIT": UNLIMITED, "SPOOL_PATH": str(spool), **config})
 
 
 def post(client, path: str, body, role: str = "decide", **kw):
@@ -92,7 +95,7 @@ def serve(url: str, models_root: Path, tmp_path: Path, workers: int = 2, **env):
     prom.mkdir()
     env = {**os.environ, "DATABASE_URL": url, "RETENTION_MODELS_DIR": str(models_root),
            "PORT": str(port), "WEB_CONCURRENCY": str(workers), "PROMETHEUS_MULTIPROC_DIR": str(prom),
-           "RETENTION_RATE_LIMIT": UNLIMITED, **env}
+           "RETENTION_RATE_LIMIT": UNLIMITED, "RETENTION_SPOOL": str(tmp_path / f"spool-{port}.db"), **env}
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service:create_app()"],

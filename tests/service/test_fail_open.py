@@ -82,13 +82,18 @@ def test_a_store_outage_still_answers_without_risky_offers(app_factory, backend,
     rt.database_url = (f"sqlite:///{tmp_path}/missing-dir/x.db" if backend == "sqlite"
                        else "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1")
     d = _decide(client, request_id="during-outage", reason="temporary")
-    assert d["recorded"] is False and "store_unavailable" in d["reason_codes"]
+    assert d["recorded"] is False and "store_unavailable" in d["reason_codes"] and "spooled" in d["reason_codes"]
     assert d["offer"]["type"] in ("none", "followup")  # no history: no offer a guardrail could forbid
     assert "history_unavailable" in d["reason_codes"]
     ready = client.get("/readyz")
     assert ready.status_code == 503 and "store" in ready.get_json()["degraded"]
-    out = post(client, "/v1/decisions/x/outcome", {"outcome": "accepted"})
-    assert out.status_code == 503 and out.headers["Retry-After"]
+    out = post(client, f"/v1/decisions/{d['decision_id']}/outcome", {"outcome": "declined"})
+    assert out.status_code == 202 and out.get_json()["recorded_at"] is None  # spooled, see test_store_outage
+    assert ready.get_json()["checks"]["spool"]["waiting"] >= 1
+    events = post(client, "/v1/events", {"events": [{"event_id": "e-out", "type": "payment", "customer_id": "c",
+                                                      "occurred_at": "2026-11-20T10:00:00Z", "amount": 1.0}]},
+                  role="events")
+    assert events.status_code == 503 and events.headers["Retry-After"]  # billing retries events itself
     assert 'cause="store"' in client.get("/metrics").get_data(as_text=True)
 
 

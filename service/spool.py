@@ -1,0 +1,164 @@
+"""A durable local spool for the writes the store could not take: decisions and outcomes answered during a
+store outage are kept on local disk and replayed into the store, exactly once, when it is back.
+
+- Durable: one SQLite file on the host (RETENTION_SPOOL, default var/spool/spool.db), WAL with
+  synchronous=FULL, shared by all gunicorn workers; a write is on disk before the answer leaves.
+- Exactly once: replay goes through the store's own idempotent writes (a decision by its request_id, an
+  outcome by decision and kind), and a row leaves the spool in the same spool transaction that replayed
+  it. A crash between the store's commit and the spool's delete replays the row again, which the store
+  then recognises as the same write.
+- Ordered: rows replay in the order they were spooled, so a decision's outcomes follow the decision.
+- A retried request whose decision is still spooled gets that decision back (idempotency holds during the
+  outage), and an outcome for a spooled decision is spooled behind it.
+
+Each worker replays from a background thread every `interval` seconds while rows are waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from store import Conflict, IdempotencyConflict, InvalidRecord, NotFound, StoreUnavailable, jsonable
+
+log = logging.getLogger("retention.service")
+_TIMES = ("created_at", "close_the_loop_by", "occurred_at")
+
+
+class Spool:
+    def __init__(self, path: str | Path, interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.interval = interval
+        self._local = threading.local()
+        self._replayer_pid = -1
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            # key: a decision's request_id, an outcome's decision_id; ref: the decision_id of either
+            db.execute("CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+                       " key TEXT NOT NULL, ref TEXT NOT NULL, payload TEXT NOT NULL, spooled_at REAL NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS spool_key ON spool (kind, key)")
+            db.execute("CREATE INDEX IF NOT EXISTS spool_ref ON spool (kind, ref)")
+
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection (per process: connections must not cross a fork)."""
+        db = getattr(self._local, "db", None)
+        if db is None or self._local.pid != os.getpid():
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # on disk before we answer: that is the point of a spool
+            self._local.db, self._local.pid = db, os.getpid()
+        return db
+
+    # ----------------------------------------------------------------------------------- writes and reads
+
+    def put_decision(self, record: dict) -> None:
+        self._put("decision", record["request_id"], record["decision_id"], record)
+
+    def put_outcome(self, decision_id: str, kind: str, occurred_at: datetime) -> None:
+        self._put("outcome", decision_id, decision_id,
+                  {"decision_id": decision_id, "kind": kind, "occurred_at": occurred_at})
+
+    def _put(self, kind: str, key: str, ref: str, payload: dict) -> None:
+        # The store's own JSON conversion (times as ISO text, dataclasses as objects, NaN as null): what the
+        # store would have made of the record anyway.
+        self._db().execute("INSERT INTO spool (kind, key, ref, payload, spooled_at) VALUES (?, ?, ?, ?, ?)",
+                           (kind, key, ref, json.dumps(jsonable(payload)), time.time()))
+        self._local.pending = True
+        self._local.checked = time.monotonic()
+        self.start_replayer()
+
+    def decision(self, request_id: str) -> dict | None:
+        """The spooled decision for a request id, if one is waiting."""
+        row = self._db().execute("SELECT payload FROM spool WHERE kind = 'decision' AND key = ? ORDER BY id "
+                                 "LIMIT 1", (request_id,)).fetchone()
+        return _decode(row[0]) if row else None
+
+    def holds_decision(self, decision_id: str) -> bool:
+        return self._db().execute("SELECT 1 FROM spool WHERE kind = 'decision' AND ref = ? LIMIT 1",
+                                  (decision_id,)).fetchone() is not None
+
+    def depth(self) -> int:
+        return self._db().execute("SELECT count(*) FROM spool").fetchone()[0]
+
+    def pending(self) -> bool:
+        """Whether anything may be waiting: this process's own writes, or (checked at most every
+        `interval` seconds, to keep the decision path cheap) another worker's."""
+        now = time.monotonic()
+        if now - getattr(self._local, "checked", -1e9) > self.interval:
+            self._local.checked, self._local.pending = now, self.depth() > 0
+        return self._local.pending
+
+    # --------------------------------------------------------------------------------------------- replay
+
+    def replay(self, store, batch: int = 200) -> dict:
+        """Move spooled rows into the store, oldest first, until the spool is empty or the store fails."""
+        done = {"decision": 0, "outcome": 0, "dropped": 0}
+        db = self._db()
+        while True:
+            db.execute("BEGIN IMMEDIATE")  # one replayer at a time across workers
+            try:
+                rows = db.execute("SELECT id, kind, payload FROM spool ORDER BY id LIMIT ?", (batch,)).fetchall()
+                for row_id, kind, payload in rows:
+                    if not self._apply(store, kind, _decode(payload)):
+                        done["dropped"] += 1
+                    else:
+                        done[kind] += 1
+                    db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
+                db.execute("COMMIT")
+            except StoreUnavailable:
+                db.execute("COMMIT")  # keeps what was replayed and deleted before the store went away
+                return done
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if len(rows) < batch:
+                return done
+
+    @staticmethod
+    def _apply(store, kind: str, item: dict) -> bool:
+        """Write one spooled item; False when the store refuses it for good (logged, then dropped)."""
+        try:
+            if kind == "decision":
+                store.record_decision(item)
+            else:
+                store.record_outcome(item["decision_id"], item["kind"], item["occurred_at"])
+            return True
+        except (IdempotencyConflict, Conflict, NotFound, InvalidRecord) as exc:
+            log.error("spool_item_dropped", extra={"fields": {"kind": kind, "error": type(exc).__name__}})
+            return False
+
+    def start_replayer(self, store_factory=None) -> None:
+        """Start this process's replay thread (once per process; threads do not survive a fork)."""
+        if store_factory is not None:
+            self._store_factory = store_factory
+        with self._lock:
+            if self._replayer_pid == os.getpid() or getattr(self, "_store_factory", None) is None:
+                return
+            self._replayer_pid = os.getpid()
+        threading.Thread(target=self._replay_loop, name="spool-replay", daemon=True).start()
+
+    def _replay_loop(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            try:
+                if self.depth():
+                    done = self.replay(self._store_factory())
+                    if any(done.values()):
+                        log.info("spool_replayed", extra={"fields": done})
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
+                log.error("spool_replay_failed", extra={"fields": {"error": type(exc).__name__}})
+
+
+def _decode(payload: str) -> dict:
+    item = json.loads(payload)
+    for k in _TIMES:
+        if isinstance(item.get(k), str):
+            item[k] = datetime.fromisoformat(item[k])
+    return item
