@@ -14,11 +14,12 @@ import uuid
 from pathlib import Path
 
 from flask import Flask, g, request
-from flask_smorest import Api
+from flask_smorest import Api, abort
 
-from service import logs, metrics
+from service import auth, logs, metrics
 from service.ratelimit import register_rate_limits
 from service.runtime import Runtime, default_database_url
+from store import StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 DECISION_BODY_LIMIT = 32 * 1024  # a cancel request with inline context is a few KB
@@ -41,6 +42,8 @@ def settings_from_env() -> dict:
         "LOG_LEVEL": env("RETENTION_LOG_LEVEL", "INFO"),
         # Per API key and worker process (see service/ratelimit.py); "" turns it off.
         "RATE_LIMIT": env("RETENTION_RATE_LIMIT", "50 per second"),
+        # Decisions and outcomes the store cannot take wait here, on local disk (service/spool.py).
+        "SPOOL_PATH": env("RETENTION_SPOOL", str(ROOT / "var" / "spool" / "spool.db")),
         "RATE_LIMIT_STORAGE": env("RETENTION_RATE_LIMIT_STORAGE", "memory://"),
     }
 
@@ -57,6 +60,9 @@ class RetentionApi(Api):
             payload["message"] = f"rate limit of this API key exceeded ({error.description}); retry after " \
                                  "the Retry-After seconds"
         payload.setdefault("message", error.description)
+        # flask-smorest drops the headers werkzeug gives an error: keep them (a 405 must list the methods
+        # in Allow, RFC 9110); headers passed to abort() win.
+        headers = {**{k: v for k, v in error.get_headers() if k.lower() != "content-type"}, **(headers or {})}
         return payload, code, headers
 
 
@@ -86,6 +92,10 @@ def create_app(test_config: dict | None = None) -> Flask:
 def register_runtime(app: Flask) -> None:
     runtime = Runtime.from_config(app.config)
     app.extensions["retention"] = runtime
+    try:  # every worker forked from here knows every key, even if the store is down when it starts
+        auth.prime(runtime.store.active_clients())
+    except StoreError as exc:
+        log.warning("auth_cache_not_primed", extra={"fields": {"error": type(exc).__name__}})
     metrics.set_model(runtime.model_version)
     log.info("service_started", extra={"fields": {"model_version": runtime.model_version,
                                                    "policy_version": runtime.policy.config.version,
@@ -109,6 +119,11 @@ def register_hooks(app: Flask) -> None:
         g.started = time.perf_counter()
         sent = request.headers.get("X-Request-ID", "")
         g.request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+        # An id in the URL with a NUL character names nothing (PostgreSQL text cannot hold NUL, and request
+        # bodies with one are refused): a 422 naming the parameter, not a database error (500) later.
+        nul = sorted(k for k, v in (request.view_args or {}).items() if isinstance(v, str) and "\x00" in v)
+        if nul:
+            abort(422, errors={"path": {k: ["must not contain NUL (\\u0000) characters"] for k in nul}})
         if request.endpoint == "v1.create_decision":
             request.max_content_length = DECISION_BODY_LIMIT
 

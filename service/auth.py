@@ -25,30 +25,45 @@ from flask_smorest import abort
 from store import StoreUnavailable
 
 ROLES = ("decide", "events", "admin")
-AUTH_CACHE_SECONDS = 300.0
+AUTH_CACHE_SECONDS = 300.0  # a verified key is re-checked against the store after this long
+STALE_SECONDS = 86_400.0  # ...but while the store is down, a key verified within this long still works
 
 
 class _AuthCache:
+    """Verified keys by SHA-256 digest. Fresh for AUTH_CACHE_SECONDS; while the store cannot be asked, an
+    entry up to STALE_SECONDS old is still honoured, so a store outage never locks out the frontend."""
+
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, dict]] = {}
         self._lock = threading.Lock()
 
-    def get(self, digest: str) -> dict | None:
+    def get(self, digest: str, stale: bool = False) -> dict | None:
         with self._lock:
             hit = self._entries.get(digest)
-            if hit and hit[0] > time.monotonic():
-                return hit[1]
-            self._entries.pop(digest, None)
-            return None
+            if hit is None:
+                return None
+            age = time.monotonic() - hit[0]
+            return hit[1] if age < (STALE_SECONDS if stale else AUTH_CACHE_SECONDS) else None
 
     def put(self, digest: str, client: dict) -> None:
         with self._lock:
             if len(self._entries) > 10_000:
                 self._entries.clear()
-            self._entries[digest] = (time.monotonic() + AUTH_CACHE_SECONDS, client)
+            self._entries[digest] = (time.monotonic(), client)
+
+    def forget(self, digest: str) -> None:
+        with self._lock:
+            self._entries.pop(digest, None)
 
 
 _cache = _AuthCache()
+
+
+def prime(clients: dict[str, dict]) -> None:
+    """Load every active key (digest -> client) at start-up, before gunicorn forks: each worker then knows
+    every key even if the store is down before its first request."""
+    for digest, client in clients.items():
+        _cache.put(digest, client)
 
 
 def presented_key() -> str | None:
@@ -66,9 +81,14 @@ def _authenticate(key: str) -> dict | None:
     try:
         client = current_app.extensions["retention"].store.authenticate(key)
     except StoreUnavailable:
+        client = _cache.get(digest, stale=True)
+        if client is not None:
+            return client
         abort(503, message="cannot verify the API key: the store is unavailable; retry shortly",
               headers={"Retry-After": "5"})
-    if client is not None:
+    if client is None:
+        _cache.forget(digest)  # revoked since it was cached
+    else:
         _cache.put(digest, client)
     return client
 

@@ -21,6 +21,8 @@ from retention.features import FEATURE_VERSION
 from retention.offers import Catalog, load_catalog
 from retention.policy import ModelScorer, Policy, load_policy
 from retention.serving import live_features
+from service import metrics
+from service.spool import Spool
 from store import Store
 
 log = logging.getLogger("retention.service")
@@ -33,6 +35,10 @@ class Runtime:
     database_url: str
     model_error: str | None = None
     model_meta: dict = field(default_factory=dict)
+    spool: Spool | None = None
+    models_dir: str = ""
+    model_ref: str = "latest"
+    reload_error: str | None = None  # the last refused reload; the model being served is unchanged
     _store: Store | None = None
     _store_pid: int = -1
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,7 +56,9 @@ class Runtime:
             error, meta = str(exc), {}
             log.error("model_unavailable", extra={"fields": {"error": error}})
         return cls(catalog=catalog, policy=Policy(catalog, policy_config, scorer, experiments),
-                   database_url=config["DATABASE_URL"], model_error=error, model_meta=meta)
+                   database_url=config["DATABASE_URL"], model_error=error, model_meta=meta,
+                   spool=Spool(config["SPOOL_PATH"]) if config.get("SPOOL_PATH") else None,
+                   models_dir=config["MODELS_DIR"], model_ref=config["MODEL_VERSION"])
 
     @property
     def model_version(self) -> str | None:
@@ -63,7 +71,25 @@ class Runtime:
             if self._store is None or self._store_pid != os.getpid():
                 self._store = Store.from_url(self.database_url)
                 self._store_pid = os.getpid()
+                if self.spool is not None:  # this process replays what waits in the spool
+                    self.spool.start_replayer(lambda: self.store)
             return self._store
+
+    def reload_model(self) -> dict:
+        """Verify and load the model version the configuration points at (e.g. a new "latest"); swap it in
+        only if it passes every check start-up applies. A refused artifact leaves the last good model, or
+        the rules if there never was one, in service, and is reported by /readyz and /v1/model."""
+        previous = self.model_version
+        try:
+            scorer, meta = _load_scorer(Path(self.models_dir), self.model_ref, self.catalog)
+        except (ArtifactError, KeyError, OSError, ValueError) as exc:
+            self.reload_error = str(exc)
+            log.error("model_reload_refused", extra={"fields": {"error": self.reload_error, "serving": previous}})
+            return {"reloaded": False, "serving": previous, "error": self.reload_error}
+        self.policy.scorer, self.model_meta, self.model_error, self.reload_error = scorer, meta, None, None
+        metrics.set_model(self.model_version)
+        log.info("model_reloaded", extra={"fields": {"from": previous, "to": self.model_version}})
+        return {"reloaded": True, "serving": self.model_version, "previous": previous}
 
     def close(self) -> None:
         self.policy.close()

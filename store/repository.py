@@ -280,6 +280,13 @@ class Store:
             return None
         return _client_dict(row, with_secret=True)
 
+    def active_clients(self) -> dict[str, dict]:
+        """Every client whose key is not revoked, by key hash (with signing secrets: for the service's
+        authentication cache only)."""
+        with self.transaction() as conn:
+            rows = conn.execute(select(ApiClient).where(ApiClient.revoked_at.is_(None))).all()
+        return {r.key_hash: _client_dict(r, with_secret=True) for r in rows}
+
     def list_clients(self) -> list[dict]:
         """Every client, revoked ones included, without secrets."""
         with self.transaction() as conn:
