@@ -61,3 +61,13 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_reload(server):
+    # `kill -HUP <master>` deploys a new model: the master verifies it (every checksum, the feature version,
+    # the compiled scorer's probe) and, only if it passes, serves it; then gunicorn replaces the workers,
+    # which fork with whatever the master now holds. A bad artifact is refused and the last good model stays
+    # (GET /readyz and /v1/model say so). `server.app.wsgi()` is the preloaded Flask app.
+    app = server.app.wsgi()
+    result = app.extensions["retention"].reload_model()
+    server.log.info("model reload: %s", result)

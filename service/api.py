@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
 
 from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from webargs.flaskparser import FlaskParser
+from webargs.flaskparser import FlaskParser, is_json_request
 
 from service import usecases
 from service.auth import requires
@@ -28,12 +30,47 @@ from store import Conflict, NotFound, StoreUnavailable, jsonable
 SECURED = [{"bearer": []}]
 
 
+class _NotIJson(ValueError):
+    """What Python's json module reads but the service refuses (I-JSON, RFC 7493, is stricter than Python)."""
+
+
+def _unique_keys(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) < len(pairs):  # Python keeps the last value silently: which one did the client mean?
+        raise _NotIJson(f"duplicate key {next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)!r}")
+    return obj
+
+
+def _not_a_number(name: str):
+    raise _NotIJson(f"{name} is not a JSON number")
+
+
+def _bounded_int(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # Python refuses to convert more than 4300 digits (sys.get_int_max_str_digits)
+        raise _NotIJson(f"an integer of {len(digits)} digits is out of range") from None
+
+
 class _Parser(FlaskParser):
-    """webargs' parser, but a body that is not JSON is bad input like any other: a 422 in the error schema.
-    The decoded body is kept in `g.json_body` for the idempotency fingerprint, so it is decoded once."""
+    """webargs' parser, but a body that is not JSON is bad input like any other: a 422 in the error schema
+    (also NaN/Infinity, duplicate keys, over-long integers and nesting too deep for the parser), and a body
+    sent as another media type is a 415. The decoded body is kept in `g.json_body` for the idempotency
+    fingerprint, so it is decoded once."""
 
     def _raw_load_json(self, req):
-        g.json_body = super()._raw_load_json(req)
+        if not is_json_request(req):
+            if req.get_data(cache=True):  # else it would be read as no body: 422, every field "missing"
+                abort(415, message="the request body must be JSON, sent with Content-Type: application/json")
+            g.json_body = super()._raw_load_json(req)  # no body: `missing`
+            return g.json_body
+        try:
+            g.json_body = json.loads(req.get_data(cache=True).decode("utf-8"), object_pairs_hook=_unique_keys,
+                                     parse_constant=_not_a_number, parse_int=_bounded_int)
+        except RecursionError:
+            self._handle_invalid_json_error("nested too deeply", req)
+        except _NotIJson as exc:
+            self._handle_invalid_json_error(exc, req)
         return g.json_body
 
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
@@ -82,19 +119,20 @@ def create_decision(data):
 @blp.arguments(OutcomeRequestSchema())
 @blp.response(201, OutcomeSchema, description="The outcome was recorded.")
 @blp.alt_response(200, schema=OutcomeSchema, description="The same outcome was already recorded.")
+@blp.alt_response(202, schema=OutcomeSchema, description="The store is down: kept in the local spool, to be "
+                  "recorded when it is back.")
 @blp.alt_response(404, description="No such decision.")
 @blp.alt_response(409, description="Conflicts with an earlier outcome (accepted vs declined).")
 @blp.doc(security=SECURED)
 def record_outcome(data, decision_id):
     """Record what the customer did with the offer: accepted, declined or cancelled (idempotent)."""
     try:
-        outcome, created = _store_call(_runtime().store.record_outcome, decision_id, data["outcome"],
-                                       data.get("occurred_at") or datetime.now(UTC))
+        return _store_call(usecases.record_outcome, _runtime(), decision_id, data["outcome"],
+                           data.get("occurred_at") or datetime.now(UTC))
     except NotFound:
         abort(404, message=f"no decision {decision_id!r}")
     except Conflict as exc:
         abort(409, message=str(exc))
-    return outcome, 201 if created else 200
 
 
 @blp.route("/events", methods=["POST"])
@@ -143,6 +181,7 @@ class Model(MethodView):
         return {
             "model_version": rt.model_version,
             "error": rt.model_error,
+            "last_reload_refused": rt.reload_error,
             "policy_version": rt.policy.config.version,
             "catalog_version": rt.catalog.version,
             "data_window": meta.get("data_window"),

@@ -1,0 +1,107 @@
+"""Deploying a model to a running gunicorn (`kill -HUP` to the master): a corrupt, truncated, tampered or
+wrong-version artifact is refused, the last good model keeps serving and the service says so; a good one is
+served by every new worker."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from support import decision_body, headers, seed_clients, serve
+
+pytestmark = pytest.mark.slow
+
+
+def _newer_copy(models_root: Path, good: Path, name: str, minutes: int) -> Path:
+    """A copy of the good version that "latest" will pick: its own id, created later."""
+    new = models_root / name
+    shutil.copytree(good, new)
+    meta = json.loads((new / "metadata.json").read_text())
+    meta["created_at"] = (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat()
+    meta["version"] = name
+    (new / "metadata.json").write_text(json.dumps(meta))
+    return new
+
+
+def _corrupt(version: Path) -> None:
+    data = bytearray((version / "offer_response.npz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (version / "offer_response.npz").write_bytes(bytes(data))
+
+
+def _truncate(version: Path) -> None:
+    path = version / "model.joblib"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _tamper(version: Path) -> None:
+    """A valid file with other numbers in it: every leaf of the compiled forest nudged."""
+    path = version / "offer_response.npz"
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["forest_leaf_value"] = arrays["forest_leaf_value"] + 0.5
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def _wrong_feature_version(version: Path) -> None:
+    meta = json.loads((version / "metadata.json").read_text())
+    meta["feature_version"] = "f1-000000000000"
+    (version / "metadata.json").write_text(json.dumps(meta))
+
+
+def _hup_and_wait(srv) -> None:
+    before = set(srv.workers())
+    os.kill(srv.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = set(srv.workers())
+        if len(now) == 2 and not now & before:
+            return
+        time.sleep(0.2)
+    pytest.fail("gunicorn did not replace its workers after HUP")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_bad_model_is_refused_on_reload_and_a_good_one_is_served(backend, migrated_url, models_root, tmp_path):
+    seed_clients(migrated_url)
+    good = next(p.parent for p in models_root.glob("*/metadata.json"))
+    admin = headers("admin")
+    with serve(migrated_url, models_root, tmp_path) as srv:
+        served = requests.get(f"{srv.base}/v1/model", headers=admin, timeout=10).json()["model_version"]
+        assert served == json.loads((good / "metadata.json").read_text())["version"]
+        for n, (break_it, says) in enumerate([(_corrupt, "offer_response.npz: sha256"),
+                                              (_truncate, "model.joblib: size"),
+                                              (_tamper, "offer_response.npz: s"),  # size or sha256, as it happens
+                                              (_wrong_feature_version, "feature version")]):
+            bad = _newer_copy(models_root, good, f"bad-{n}", minutes=10 + n)
+            break_it(bad)
+            _hup_and_wait(srv)
+            model = requests.get(f"{srv.base}/v1/model", headers=admin, timeout=10).json()
+            assert model["model_version"] == served, break_it.__name__
+            assert says in (model["last_reload_refused"] or "").lower(), (break_it.__name__, model)
+            ready = requests.get(f"{srv.base}/readyz", timeout=10).json()
+            assert ready["checks"]["model"]["ok"] and "last_reload_refused" in ready["checks"]["model"]
+            d = requests.post(f"{srv.base}/v1/decisions", json=decision_body(request_id=f"after-{n}"),
+                              headers=headers(), timeout=10).json()
+            assert d["model_version"] == served and d["fallback"] is False
+            shutil.rmtree(bad)
+
+        _newer_copy(models_root, good, "good-2", minutes=30)
+        _hup_and_wait(srv)
+        model = requests.get(f"{srv.base}/v1/model", headers=admin, timeout=10).json()
+        assert model["model_version"] == "good-2" and model["last_reload_refused"] is None
+        for i in range(6):  # every new worker serves it
+            d = requests.post(f"{srv.base}/v1/decisions", json=decision_body(request_id=f"new-{i}"),
+                              headers=headers(), timeout=10).json()
+            assert d["model_version"] == "good-2"
