@@ -381,3 +381,18 @@ def test_outcome_rows_reference_decisions(store):
     with pytest.raises(IntegrityError), store.transaction(write=True) as conn:
         conn.execute(Outcome.__table__.insert().values(decision_id="ghost", kind="accepted", occurred_at=T0,
                                                        recorded_at=T0))
+
+
+def test_a_key_is_stored_only_as_its_sha256(store):
+    """The database never holds a key: a dump of api_clients is no use to whoever steals it."""
+    import hashlib
+
+    from sqlalchemy import text
+
+    _, key = store.create_client("frontend", "decide")
+    with store.transaction() as conn:
+        rows = [tuple(r) for r in conn.execute(text("SELECT * FROM api_clients"))]
+        key_hash = conn.execute(text("SELECT key_hash FROM api_clients WHERE name = 'frontend'")).scalar()
+    assert key_hash == hashlib.sha256(key.encode()).hexdigest()
+    secret_part = key.split("_", 2)[2]  # rk_<public key id>_<secret>
+    assert not any(secret_part in str(value) for row in rows for value in row)
