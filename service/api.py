@@ -37,7 +37,8 @@ class _NotIJson(ValueError):
 def _unique_keys(pairs: list) -> dict:
     obj = dict(pairs)
     if len(obj) < len(pairs):  # Python keeps the last value silently: which one did the client mean?
-        raise _NotIJson(f"duplicate key {next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)!r}")
+        duplicate = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise _NotIJson(f"duplicate key {duplicate!r}")
     return obj
 
 
@@ -148,7 +149,7 @@ def record_events(data):
     return {"conflicts": [], **result}
 
 
-@blp.route("/customers/<string:customer_id>/decisions")
+@blp.route("/customers/<path:customer_id>/decisions")
 @requires("decide", "events")
 @blp.response(200, DecisionListSchema)
 @blp.doc(security=SECURED)
@@ -221,7 +222,7 @@ class ExperimentResults(MethodView):
             abort(404, message=str(exc))
 
 
-@blp.route("/customers/<string:customer_id>/data")
+@blp.route("/customers/<path:customer_id>/data")
 class CustomerData(MethodView):
     @requires("admin")
     @blp.doc(security=SECURED)
@@ -232,7 +233,7 @@ class CustomerData(MethodView):
         return jsonable(_store_call(_runtime().store.customer_data, customer_id))
 
 
-@blp.route("/customers/<string:customer_id>", methods=["DELETE"])
+@blp.route("/customers/<path:customer_id>", methods=["DELETE"])
 @requires("admin")
 @blp.doc(security=SECURED)
 @blp.response(200)
