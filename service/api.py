@@ -224,6 +224,9 @@ class ExperimentResults(MethodView):
 
 @blp.route("/customers/<path:customer_id>/data")
 class CustomerData(MethodView):
+    """A customer's stored data (ids may contain '/': the `path` converter, with a fixed suffix so that no
+    other route is swallowed)."""
+
     @requires("admin")
     @blp.doc(security=SECURED)
     @blp.response(200)
@@ -232,12 +235,10 @@ class CustomerData(MethodView):
         for a data-subject access request)."""
         return jsonable(_store_call(_runtime().store.customer_data, customer_id))
 
-
-@blp.route("/customers/<path:customer_id>", methods=["DELETE"])
-@requires("admin")
-@blp.doc(security=SECURED)
-@blp.response(200)
-def delete_customer(customer_id):
-    """Erase a customer: decisions, outcomes, events and features, in one transaction; counts what went
-    (admin; for a data-subject erasure request). Idempotent: a second call deletes nothing."""
-    return _store_call(_runtime().store.delete_customer, customer_id)
+    @requires("admin")
+    @blp.doc(security=SECURED)
+    @blp.response(200)
+    def delete(self, customer_id):
+        """Erase a customer: decisions, outcomes, events and features, in one transaction; counts what went
+        (admin; for a data-subject erasure request). Idempotent: a second call deletes nothing."""
+        return _store_call(_runtime().store.delete_customer, customer_id)

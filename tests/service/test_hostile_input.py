@@ -132,7 +132,7 @@ def test_an_unsupported_method_is_a_405_that_lists_the_allowed_ones(sqlite_clien
     """Found by schemathesis: the error handler dropped werkzeug's Allow header (RFC 9110 requires it)."""
     for method, path, allowed in (("PUT", "/v1/decisions", {"POST", "OPTIONS"}),
                                   ("TRACE", "/v1/customers/c/decisions", {"GET", "HEAD", "OPTIONS"}),
-                                  ("PATCH", "/v1/customers/c", {"DELETE", "OPTIONS"})):
+                                  ("PATCH", "/v1/customers/c/data", {"GET", "HEAD", "DELETE", "OPTIONS"})):
         r = sqlite_client.open(path, method=method, headers=ADMIN)
         assert error_body(r, 405)["message"] == "The method is not allowed for the requested URL."
         assert set(r.headers["Allow"].split(", ")) == allowed, path
@@ -380,7 +380,7 @@ def test_a_nul_character_in_any_string_field_is_a_422_naming_the_field(client, a
     # ... and in the URL: an id with NUL names nothing, on PostgreSQL too
     for method, path, param in (("GET", f"/v1/customers/{quote(nul())}/decisions", "customer_id"),
                                 ("GET", f"/v1/customers/{quote(nul())}/data", "customer_id"),
-                                ("DELETE", f"/v1/customers/{quote(nul())}", "customer_id"),
+                                ("DELETE", f"/v1/customers/{quote(nul())}/data", "customer_id"),
                                 ("POST", f"/v1/decisions/{quote(nul())}/outcome", "decision_id")):
         r = client.open(path, method=method, headers=JSON,
                         data=json.dumps({"outcome": "shown"}) if method == "POST" else None)
@@ -457,4 +457,4 @@ def test_a_customer_id_with_a_slash_can_be_read_back_and_erased(sqlite_client):
     history = sqlite_client.get(f"/v1/customers/{path}/decisions", headers=headers())
     assert history.status_code == 200, history.get_json()
     assert [h["decision_id"] for h in history.get_json()["decisions"]] == [d.get_json()["decision_id"]]
-    assert sqlite_client.delete(f"/v1/customers/{path}", headers=ADMIN).get_json()["decisions"] == 1
+    assert sqlite_client.delete(f"/v1/customers/{path}/data", headers=ADMIN).get_json()["decisions"] == 1

@@ -75,12 +75,12 @@ def test_a_customer_can_be_exported_and_erased(client):
     assert {e["event_id"] for e in data["events"]} == {"er1-nps", "er1-pay"}
     assert PII["comment"] in json.dumps(data["events"]) and "kp2" not in json.dumps(data)
 
-    assert client.delete("/v1/customers/cust-erase-1", headers=headers()).status_code == 403
-    gone = client.delete("/v1/customers/cust-erase-1", headers=admin).get_json()
+    assert client.delete("/v1/customers/cust-erase-1/data", headers=headers()).status_code == 403
+    gone = client.delete("/v1/customers/cust-erase-1/data", headers=admin).get_json()
     assert gone == {"customer_id": "cust-erase-1", "decisions": 1, "outcomes": 1, "events": 2, "features": 0}
     after = client.get("/v1/customers/cust-erase-1/data", headers=admin).get_json()
     assert after["decisions"] == [] and after["events"] == [] and after["features"] is None
-    assert client.delete("/v1/customers/cust-erase-1", headers=admin).get_json()["decisions"] == 0
+    assert client.delete("/v1/customers/cust-erase-1/data", headers=admin).get_json()["decisions"] == 0
     kept = client.get("/v1/customers/cust-keep-2/data", headers=admin).get_json()
     assert len(kept["decisions"]) == 1 and len(kept["events"]) == 2
 
