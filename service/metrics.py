@@ -37,7 +37,10 @@ def observe_request(endpoint: str, method: str, status: int, seconds: float) -> 
     LATENCY.labels(endpoint).observe(seconds)
 
 
-def set_model(version: str | None) -> None:
+def set_model(version: str | None, previous: str | None = None) -> None:
+    """Mark `version` as served (after a reload, the previous version as no longer served)."""
+    if previous is not None and previous != version:
+        MODEL_LOADED.labels(previous).set(0)
     MODEL_LOADED.labels(version or "none").set(1)
 
 

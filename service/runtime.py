@@ -87,7 +87,7 @@ class Runtime:
             log.error("model_reload_refused", extra={"fields": {"error": self.reload_error, "serving": previous}})
             return {"reloaded": False, "serving": previous, "error": self.reload_error}
         self.policy.scorer, self.model_meta, self.model_error, self.reload_error = scorer, meta, None, None
-        metrics.set_model(self.model_version)
+        metrics.set_model(self.model_version, previous=previous or "none")
         log.info("model_reloaded", extra={"fields": {"from": previous, "to": self.model_version}})
         return {"reloaded": True, "serving": self.model_version, "previous": previous}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -101,6 +102,9 @@ def test_a_bad_model_is_refused_on_reload_and_a_good_one_is_served(backend, migr
         _hup_and_wait(srv)
         model = requests.get(f"{srv.base}/v1/model", headers=admin, timeout=10).json()
         assert model["model_version"] == "good-2" and model["last_reload_refused"] is None
+        exposition = requests.get(f"{srv.base}/metrics", timeout=10).text
+        loaded = re.findall(r'retention_model_loaded\{[^}]*version="([^"]+)"[^}]*\} ([0-9.]+)', exposition)
+        assert ("good-2", "1.0") in loaded and (served, "1.0") not in loaded, loaded
         for i in range(6):  # every new worker serves it
             d = requests.post(f"{srv.base}/v1/decisions", json=decision_body(request_id=f"new-{i}"),
                               headers=headers(), timeout=10).json()
