@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(status, body) of one HTTP/1.1 response with a Content-Length (what gunicorn's sync workers send)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -24,9 +25,7 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
         name, _, value = line.partition(":")
         if name.lower() == "content-length":
             length = int(value)
-    if length:
-        await reader.readexactly(length)
-    return status
+    return status, await reader.readexactly(length) if length else b""
 
 
 async def _run(host: str, port: int, make_request: Callable[[int], bytes], rate: float, seconds: float,
@@ -42,7 +41,7 @@ async def _run(host: str, port: int, make_request: Callable[[int], bytes], rate:
             reader, writer = await asyncio.open_connection(host, port)
             try:
                 writer.write(make_request(i))
-                status = await _read_response(reader)
+                status, _ = await read_response(reader)
                 if status >= 400:
                     errors += 1
             except (ConnectionError, asyncio.IncompleteReadError):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from bench.openloop import read_response
 from store import Store
 
 REASONS = ("too_expensive", "not_using", "temporary", "technical", "content", "switching", "other")
@@ -43,11 +44,7 @@ async def _exchange(host: str, port: int, payload: bytes) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(payload)
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        length = next((int(v) for n, _, v in (x.partition(":") for x in lines[1:]) if n.lower() == "content-length"),
-                      0)
-        return int(lines[0].split()[1]), await reader.readexactly(length) if length else b""
+        return await read_response(reader)
     finally:
         writer.close()
 

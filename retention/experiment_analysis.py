@@ -128,7 +128,7 @@ def analyse(experiment: Experiment, catalog: Catalog, records: dict, as_of: date
     if unknown:
         warnings.append(f"decisions in arms that the definition does not have: {unknown}")
     values = {a: {m: _values(m, by_arm[a], as_of) for m in HORIZON_DAYS} for a in arms}
-    shares = experiment.expected_shares()
+    shares = experiment.expected_shares
     arm_rows = []
     for a in arms:
         v = experiment.variant(a)

@@ -18,8 +18,10 @@ How a cancel request meets an experiment (retention.policy.Policy.decide applies
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,8 +82,10 @@ class Experiment:
     def running(self, now: datetime) -> bool:
         return self.start <= now and (self.stop is None or now < self.stop)
 
+    @functools.cached_property
     def expected_shares(self) -> dict[str, float]:
-        """Design share of each arm among entrants (the holdout included), for the sample-ratio check."""
+        """Design share of each arm among entrants (the holdout included): the sample-ratio check's expectation
+        and each entrant decision's propensity. Computed once."""
         total = sum(v.weight for v in self.variants)
         shares = {v.name: (1.0 - self.holdout) * v.weight / total for v in self.variants}
         if self.holdout > 0:
@@ -106,6 +110,10 @@ class Experiment:
 
     def definition_hash(self) -> str:
         """Changes whenever who enters or what an arm does changes: analysis keeps one definition apart."""
+        return self._definition
+
+    @functools.cached_property
+    def _definition(self) -> str:
         text = repr((self.name, self.salt, self.slice, self.holdout, self.variants, self.control, self.population))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -121,10 +129,11 @@ class Assignment:
     kind: str  # what the arm does: offer / model / rules / none
     offer: str | None
     definition: str  # hash of the experiment's definition, so analysis can refuse mixed definitions
+    share: float  # the arm's design share among entrants: the decision's propensity
 
     def as_dict(self) -> dict:
         return {"name": self.experiment, "variant": self.variant, "kind": self.kind, "offer": self.offer,
-                "definition": self.definition}
+                "definition": self.definition, "share": self.share}
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,8 @@ class ExperimentBook:
 
     def candidate(self, customer_id: str, now: datetime) -> Experiment | None:
         """The running experiment whose traffic slice holds this customer, if any."""
+        if not self.experiments:  # the usual case: no hashing on the decision path
+            return None
         u = unit_hash(LAYER_SALT, customer_id)
         for e in self.experiments:
             if e.slice[0] <= u < e.slice[1] and e.running(now):
@@ -146,7 +157,7 @@ class ExperimentBook:
         return None
 
     def assign(self, customer_id: str, now: datetime, reason: str, plan_id: str | None, nps_segment: str,
-               channel: str, eligible_offers: set[str]) -> tuple[Assignment | None, str | None]:
+               channel: str, eligible_offers: Iterable[str]) -> tuple[Assignment | None, str | None]:
         """(assignment, None) for an entrant; (None, why) for a customer in an experiment's slice who may not
         enter (reason code); (None, None) when no experiment concerns this request."""
         e = self.candidate(customer_id, now)
@@ -154,13 +165,13 @@ class ExperimentBook:
             return None, None
         if not e.population.matches(reason, plan_id, nps_segment, channel):
             return None, "experiment_population_mismatch"
-        if not e.required_offers() <= eligible_offers:
+        if not e.required_offers() <= set(eligible_offers):
             return None, "experiment_variant_ineligible"
         arm = e.variant_of(customer_id)
         if arm == HOLDOUT:
-            return Assignment(e.name, HOLDOUT, "none", None, e.definition_hash()), None
+            return Assignment(e.name, HOLDOUT, "none", None, e.definition_hash(), e.expected_shares[HOLDOUT]), None
         v = e.variant(arm)
-        return Assignment(e.name, v.name, v.kind, v.offer, e.definition_hash()), None
+        return Assignment(e.name, v.name, v.kind, v.offer, e.definition_hash(), e.expected_shares[v.name]), None
 
 
 def unit_hash(salt: str, customer_id: str) -> float:

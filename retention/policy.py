@@ -163,7 +163,7 @@ class Policy:
         "model" or "rules" arm decides exactly as the service would outside the experiment."""
         eligible, codes, common = self._prepare(request, snapshot, now, history, nps_answers)
         arm, why = self.experiments.assign(request.customer_id, now, request.reason, request.plan_id,
-                                           common["nps_segment"], request.billing_channel, {o.id for o in eligible})
+                                           common["nps_segment"], request.billing_channel, (o.id for o in eligible))
         if why:
             codes.append(why)
         if arm is None or arm.kind == "model":
@@ -175,9 +175,8 @@ class Policy:
             decision = Decision(offer=offer, reason_codes=tuple(codes), fallback=False, **common)
         if arm is None:
             return decision
-        share = self.experiments.get(arm.experiment).expected_shares()[arm.variant]
         arm_code = "experiment_holdout" if arm.variant == HOLDOUT else f"experiment_{arm.kind}"
-        return replace(decision, experiment=arm, propensity=share,
+        return replace(decision, experiment=arm, propensity=arm.share,
                        reason_codes=decision.reason_codes + (arm_code,))
 
     def _model(self, request: CancelRequest, eligible: list[Offer], codes: list[str], common: dict) -> Decision:

@@ -19,7 +19,7 @@ from flask_smorest import Api, abort
 from service import auth, logs, metrics
 from service.ratelimit import register_rate_limits
 from service.runtime import Runtime, default_database_url
-from store import StoreError
+from store import Store, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 DECISION_BODY_LIMIT = 32 * 1024  # a cancel request with inline context is a few KB
@@ -92,8 +92,11 @@ def create_app(test_config: dict | None = None) -> Flask:
 def register_runtime(app: Flask) -> None:
     runtime = Runtime.from_config(app.config)
     app.extensions["retention"] = runtime
-    try:  # every worker forked from here knows every key, even if the store is down when it starts
-        auth.prime(runtime.store.active_clients())
+    # Every worker forked from here knows every key, even if the store is down when it starts. A store of its
+    # own, closed at once: the runtime's store (its pool, its spool replayer thread) is made per worker.
+    try:
+        with Store.from_url(runtime.database_url) as store:
+            auth.prime(store.active_clients())
     except StoreError as exc:
         log.warning("auth_cache_not_primed", extra={"fields": {"error": type(exc).__name__}})
     metrics.set_model(runtime.model_version)

@@ -72,7 +72,6 @@ class Spool:
                            (kind, key, ref, json.dumps(jsonable(payload)), time.time()))
         self._local.pending = True
         self._local.checked = time.monotonic()
-        self.start_replayer()
 
     def decision(self, request_id: str) -> dict | None:
         """The spooled decision for a request id, if one is waiting."""
@@ -134,22 +133,21 @@ class Spool:
             log.error("spool_item_dropped", extra={"fields": {"kind": kind, "error": type(exc).__name__}})
             return False
 
-    def start_replayer(self, store_factory=None) -> None:
-        """Start this process's replay thread (once per process; threads do not survive a fork)."""
-        if store_factory is not None:
-            self._store_factory = store_factory
+    def start_replayer(self, store_factory) -> None:
+        """Start this process's replay thread (once per process; threads do not survive a fork). The service
+        calls it when a process first opens its store, before anything can be spooled."""
         with self._lock:
-            if self._replayer_pid == os.getpid() or getattr(self, "_store_factory", None) is None:
+            if self._replayer_pid == os.getpid():
                 return
             self._replayer_pid = os.getpid()
-        threading.Thread(target=self._replay_loop, name="spool-replay", daemon=True).start()
+        threading.Thread(target=self._replay_loop, args=(store_factory,), name="spool-replay", daemon=True).start()
 
-    def _replay_loop(self) -> None:
+    def _replay_loop(self, store_factory) -> None:
         while True:
             time.sleep(self.interval)
             try:
                 if self.depth():
-                    done = self.replay(self._store_factory())
+                    done = self.replay(store_factory())
                     if any(done.values()):
                         log.info("spool_replayed", extra={"fields": done})
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure

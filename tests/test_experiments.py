@@ -55,7 +55,7 @@ def test_assignment_over_a_million_customers_matches_the_design(tmp_path):
     e = book_of(tmp_path, THREE_ARMS).get("three-arms")
     ids = [f"c{i:08d}" for i in range(1_000_000)]
     counts = Counter(e.variant_of(c) for c in ids)
-    shares = e.expected_shares()
+    shares = e.expected_shares
     assert shares == pytest.approx({"model": 0.475, "pause": 0.2375, "discount": 0.2375, HOLDOUT: 0.05})
     observed = [counts[a] for a in shares]
     expected = [len(ids) * shares[a] for a in shares]
@@ -109,8 +109,11 @@ def test_a_bad_experiments_file_is_refused_with_file_and_experiment_named(tmp_pa
 def test_experiments_that_do_not_overlap_in_time_may_reuse_a_slice(tmp_path):
     later = THREE_ARMS.replace("three-arms", "later").replace("2026-12-01", "2027-02-01")
     book = book_of(tmp_path, THREE_ARMS.replace('control = "model"', 'control = "model"\nstop = 2027-01-01T00:00:00Z')
-                   + later)
-    assert book.candidate("c1", NOW).name in ("three-arms",) or book.candidate("c1", NOW) is None
+                   + later)  # same slice [0, 0.5), one after the other: accepted
+    customer = _in_slice(1)[0]
+    assert book.candidate(customer, NOW).name == "three-arms"
+    assert book.candidate(customer, datetime(2027, 1, 15, tzinfo=UTC)) is None  # between the two
+    assert book.candidate(customer, datetime(2027, 2, 15, tzinfo=UTC)).name == "later"
 
 
 def _policy(tmp_path, text=THREE_ARMS):

@@ -25,7 +25,6 @@ against it: does it rank the arms as the truth does?
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -203,7 +202,3 @@ def recovered_ordering(result: dict, truth: dict, metric: str) -> dict:
     return {"metric": metric, "observed": sorted(observed, key=observed.get, reverse=True),
             "true": sorted(true, key=true.get, reverse=True), "observed_values": observed, "true_values": true}
 
-
-def main_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
