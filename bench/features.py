@@ -21,9 +21,8 @@ import pandas as pd
 
 from retention.features import USAGE_WINDOWS, compute_features, discover_spec
 from retention.offers import load_catalog
-from training.dataset import open_dataset
+from training.dataset import open_dataset, resolve_window_end
 from training.evaluate import subscribed_customers
-from training.validate import resolve_window_end
 
 
 def pandas_usage_features(usage: pd.DataFrame, customers: np.ndarray, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -114,7 +114,7 @@ def request_maker(path: str, customers: Path, tag: str):
 
 def worker_memory(master: subprocess.Popen) -> list[dict]:
     out = []
-    for pid in _children(master.pid):
+    for pid in worker_pids(master.pid):
         status = Path(f"/proc/{pid}/status").read_text()
         rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
         pss = sum(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
@@ -123,7 +123,7 @@ def worker_memory(master: subprocess.Popen) -> list[dict]:
     return out
 
 
-def _children(pid: int) -> list[int]:
+def worker_pids(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
@@ -195,7 +195,7 @@ def profile_under_load(proc: subprocess.Popen, url: str, customers: Path, args) 
     bench.profile.record."""
     from bench.profile import record, summarise
 
-    pid = _children(proc.pid)[0]
+    pid = worker_pids(proc.pid)[0]
     views = {}
     for view, gil in (("threads not idle", False), ("holding the GIL", True)):
         load = subprocess.Popen(["wrk", "-t2", f"-c{args.connections}", f"-d{args.profile + 2}s", "-s",

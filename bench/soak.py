@@ -159,7 +159,7 @@ def verify(url: str, result: dict) -> dict:
 
 
 def main() -> None:
-    from bench.run import ROOT, _children, gunicorn, prepare_store, wrk
+    from bench.run import ROOT, gunicorn, prepare_store, worker_pids, wrk
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT / "var" / "data" / "demo")
@@ -183,7 +183,7 @@ def main() -> None:
 
         def sample() -> list[float]:
             out = []
-            for pid in _children(proc.pid):
+            for pid in worker_pids(proc.pid):
                 m = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
                 out.append(int(m.group(1)) / 1024 if m else 0.0)
             return out

@@ -25,9 +25,10 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import joblib
+
+from retention.jsonvalues import dumps
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
@@ -62,17 +63,6 @@ def sha256_file(path: str | Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _json_default(obj: Any) -> Any:
-    # Metrics arrive as numpy scalars/arrays more often than not; store them as plain JSON values.
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON serialisable: {obj!r}")
 
 
 def _fsync(path: Path) -> None:
@@ -153,7 +143,7 @@ def save_artifact(
             raise ValueError(f"metadata keys {clashes} are written by save_artifact; do not pass them")
         meta_path = tmp / METADATA_FILE
         meta_path.write_text(
-            json.dumps({**metadata, **fixed}, indent=2, sort_keys=True, default=_json_default) + "\n"
+            dumps({**metadata, **fixed}, indent=2, sort_keys=True) + "\n"
         )
         _fsync(meta_path)
         try:

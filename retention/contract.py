@@ -171,5 +171,10 @@ TABLES: tuple[Table, ...] = (CUSTOMERS, NPS_RESPONSES, USAGE, PAYMENTS, CANCEL_R
 TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
 FILE_SUFFIXES: tuple[str, ...] = (".parquet", ".csv")
 
+# The data set's manifest: a JSON object beside the tables. `window_end` (ISO-8601) is the end of the data
+# window (no row may be later); `window_start` where the history begins. Written by `retention simulate` and
+# `retention export`; read by validation and training (training.dataset).
+MANIFEST = "dataset.json"
+
 # Horizon after which a cancel request counts as saved when the customer is still subscribed.
 SAVE_HORIZON_DAYS = 30

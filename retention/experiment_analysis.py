@@ -26,6 +26,7 @@ chi-square sample-ratio-mismatch check; a sample-size calculator for the primary
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,7 +34,7 @@ import numpy as np
 from scipy.stats import t as t_dist
 
 from retention import stats
-from retention.experiments import HOLDOUT, Experiment
+from retention.experiments import HOLDOUT, Experiment, ExperimentBook, UnknownExperiment
 from retention.offers import Catalog
 
 RATE_METRICS = ("accepted", "retained_30", "retained_90")
@@ -116,6 +117,21 @@ def exposures(experiment: Experiment, catalog: Catalog, records: dict, as_of: da
         out.append(Exposure(cid, d["experiment_variant"], at, accepted, min(cancel_times, default=None),
                             active[d["decision_id"]], paid - cost))
     return out, dict(assigned), warnings
+
+
+# (experiment name, as of) -> the records `exposures` reads (store.Store.experiment_records)
+RecordReader = Callable[[str, datetime], dict]
+
+
+def experiment_results(book: ExperimentBook, catalog: Catalog, read_records: RecordReader, name: str,
+                       as_of: datetime, mde: float = DEFAULT_MDE) -> dict:
+    """The use case behind `retention experiment report` and `GET /v1/experiments/<name>/results`: find the
+    experiment in `book`, read its records as of `as_of`, analyse them with `catalog` (offer costs)."""
+    experiment = book.get(name)
+    if experiment is None:
+        known = ", ".join(e.name for e in book.experiments) or "none"
+        raise UnknownExperiment(f"no experiment named {name!r} in the experiments file (have: {known})")
+    return analyse(experiment, catalog, read_records(name, as_of), as_of, mde=mde)
 
 
 def analyse(experiment: Experiment, catalog: Catalog, records: dict, as_of: datetime,

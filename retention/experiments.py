@@ -41,6 +41,10 @@ class ExperimentError(ValueError):
     """An experiment definition that cannot be run as written."""
 
 
+class UnknownExperiment(LookupError):
+    """No experiment of that name in the experiments file."""
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str

@@ -21,9 +21,6 @@ USAGE_WINDOWS = (7, 30, 90)
 LOOKBACK_DAYS = 365  # NPS, payments and cancel history older than this are ignored
 EXCLUDED_ATTRIBUTES_DEFAULT: tuple[str, ...] = ()
 
-# Columns that identify a point, not features.
-KEY_COLUMNS = ("point_id", "customer_id", "as_of")
-
 _NPS_SQL = """
 nps AS (
   SELECT p.point_id,

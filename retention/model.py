@@ -14,7 +14,6 @@ DECISION_NUMERIC = ["offer_months", "offer_percent", "offer_to_price"]
 # follow-up saves technical cancels, a pause temporary ones); as one categorical column the trees can split on
 # such pairs directly instead of needing two levels of splits per pair, which shallow trees rarely make.
 DECISION_CATEGORICAL = ["reason", "offer_id", "offer_type", "reason_offer"]
-MODEL_NAMES = ("offer_response", "churn_risk")
 
 
 def decision_columns(offer: Offer, reason: str) -> dict[str, object]:

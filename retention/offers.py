@@ -70,6 +70,11 @@ class Catalog:
     def ids(self) -> tuple[str, ...]:
         return tuple(o.id for o in self.offers)
 
+    @property
+    def offer_types(self) -> dict[str, str]:
+        """Offer id -> type, for recognising past pauses and discounts in logged history."""
+        return {o.id: o.type for o in self.offers}
+
 
 def _check(cond: bool, path: Path, where: str, msg: str) -> None:
     if not cond:

@@ -12,6 +12,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from webargs.flaskparser import FlaskParser, is_json_request
 
+from retention.experiments import UnknownExperiment
+from retention.jsonvalues import jsonable
 from service import usecases
 from service.auth import requires
 from service.schemas import (
@@ -25,7 +27,7 @@ from service.schemas import (
     OutcomeRequestSchema,
     OutcomeSchema,
 )
-from store import Conflict, NotFound, StoreUnavailable, jsonable
+from store import Conflict, IdempotencyConflict, NotFound, StoreUnavailable
 
 SECURED = [{"bearer": []}]
 
@@ -105,11 +107,11 @@ def _store_call(fn, *args, **kwargs):
 @blp.alt_response(200, schema=DecisionSchema, description="The decision already made for this request_id.")
 @blp.alt_response(409, description="This request_id was used with a different body.")
 @blp.doc(security=SECURED)
-def create_decision(data):
+def create_decision(request: usecases.DecisionRequest):
     """Choose the retention offer for a cancel request (idempotent on request_id)."""
     try:
-        record, created = usecases.decide(_runtime(), data, g.json_body, g.client)
-    except usecases.Conflict as exc:
+        record, created = usecases.decide(_runtime(), request, g.json_body, g.client)
+    except IdempotencyConflict as exc:
         abort(409, message=str(exc))
     g.decision_id = record["decision_id"]
     return record, 201 if created else 200
@@ -218,7 +220,7 @@ class ExperimentResults(MethodView):
         try:
             return _store_call(usecases.experiment_results, _runtime(), name, query.get("as_of"),
                                query.get("mde"))
-        except NotFound as exc:
+        except UnknownExperiment as exc:
             abort(404, message=str(exc))
 
 

@@ -14,6 +14,7 @@ from marshmallow import fields, validate
 from retention.contract import BILLING_CHANNELS, BILLING_PERIODS, NPS_MAX, NPS_MIN, REASONS
 from retention.decision import CancelRequest, NpsAnswer, UsageSummary
 from retention.offers import OFFER_TYPES
+from service.usecases import DecisionRequest
 
 ID = validate.Length(min=1, max=128)
 OUTCOMES = ("shown", "accepted", "declined", "cancelled")
@@ -109,10 +110,10 @@ class DecisionRequestSchema(Strict):
 
     @ma.post_load
     def make(self, data, **_):
-        """Keep the raw fields for storage and idempotency, plus the domain object the policy needs."""
+        """The domain's cancel request, plus the validated fields stored beside the decision."""
         nps = data.get("nps")
         usage = data.get("usage")
-        data["cancel"] = CancelRequest(
+        cancel = CancelRequest(
             customer_id=data["customer_id"],
             reason=data["reason"],
             billing_period=data["billing_period"],
@@ -124,7 +125,8 @@ class DecisionRequestSchema(Strict):
             nps=tuple(nps) if nps is not None else None,
             usage=tuple(usage) if usage is not None else None,
         )
-        return data
+        stored = {k: v for k, v in data.items() if k not in ("request_id", "reason_text")}
+        return DecisionRequest(data["request_id"], cancel, stored, data.get("reason_text"))
 
 
 class OfferSchema(Strict):

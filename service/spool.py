@@ -25,7 +25,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from store import Conflict, IdempotencyConflict, InvalidRecord, NotFound, StoreUnavailable, jsonable
+from retention.jsonvalues import jsonable
+from store import Conflict, IdempotencyConflict, InvalidRecord, NotFound, StoreUnavailable
 
 log = logging.getLogger("retention.service")
 _TIMES = ("created_at", "close_the_loop_by", "occurred_at")

@@ -1,5 +1,7 @@
-"""The service's use cases: decide-and-record, record an outcome, record events. Each is called by exactly one
-view and is testable without HTTP. They join the store (what we know, what we did) to the domain policy.
+"""The service's use cases: decide-and-record, record an outcome, record events, read an experiment's
+results. Each is called by exactly one view and is testable without HTTP. They join the store (what we know,
+what we did) to the domain policy; the experiment results are the core's use case
+(retention.experiment_analysis.experiment_results), shared with the CLI, fed from this process's runtime.
 """
 
 from __future__ import annotations
@@ -7,45 +9,56 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
-from retention.decision import Decision, NpsAnswer, PastOffer, Snapshot
+from retention.decision import CancelRequest, Decision, NpsAnswer, PastOffer, Snapshot
 from retention.experiments import Experiment
 from retention.features import FEATURE_VERSION, LOOKBACK_DAYS
+from retention.jsonvalues import jsonable
 from service import metrics
 from service.runtime import Runtime
-from store import IdempotencyConflict, NotFound, StoreUnavailable, body_hash, jsonable
+from store import IdempotencyConflict, NotFound, StoreUnavailable, body_hash
 
 log = logging.getLogger("retention.service")
 HISTORY_DAYS = 400  # guardrails look back at most 365 days (+ a running offer's months)
 OFFER_FIELDS = ("id", "type", "display_key", "months", "percent", "to_plan", "to_price", "credits")
 
 
-class Conflict(Exception):
-    """The request conflicts with what is stored (same idempotency key, different body)."""
+@dataclass(frozen=True)
+class DecisionRequest:
+    """A validated `POST /v1/decisions` body (service.schemas.DecisionRequestSchema builds it)."""
+
+    request_id: str  # the caller's idempotency key
+    cancel: CancelRequest  # what the policy decides from
+    fields: dict  # the validated fields, stored with the decision (`request_id` and `reason_text` apart)
+    reason_text: str | None = None  # the customer's own words: stored, never logged
 
 
-def decide(runtime: Runtime, data: dict, raw: dict, client: str, now: datetime | None = None) -> tuple[dict, bool]:
+def decide(runtime: Runtime, request: DecisionRequest, body: dict, client: str,
+           now: datetime | None = None) -> tuple[dict, bool]:
     """Answer one cancel request and record it. Returns (decision record, created).
+
+    `body` is the request body as decoded JSON: its hash is the idempotency fingerprint, so a retry must send
+    the same body. The same request_id with another body raises store.IdempotencyConflict.
 
     The store going down never stops an answer: the policy then decides without history (offers that a
     history guardrail could forbid are left out) and the answer says `recorded: false`.
     """
     started = time.perf_counter()
     now = now or datetime.now(UTC)
-    cancel = data["cancel"]
-    digest = body_hash(raw)
+    cancel = request.cancel
+    digest = body_hash(body)
     store = runtime.store
     snapshot, history, nps, store_ok = None, None, [], True
     context_codes: list[str] = []
     try:
-        known = store.decision_context(data["request_id"], cancel.customer_id,
+        known = store.decision_context(request.request_id, cancel.customer_id,
                                        history_since=now - timedelta(days=HISTORY_DAYS),
                                        nps_lookback=timedelta(days=LOOKBACK_DAYS))
         if known["existing"] is not None:
             return _replay(known["existing"], digest)
-        spooled = _spooled_decision(runtime, data["request_id"])
+        spooled = _spooled_decision(runtime, request.request_id)
         if spooled is not None:  # answered during an outage and not replayed yet: store it now, answer it
             stored, _ = store.record_decision(spooled)
             return _replay(stored, digest)
@@ -59,7 +72,7 @@ def decide(runtime: Runtime, data: dict, raw: dict, client: str, now: datetime |
         history = None
         context_codes.append("store_unavailable")
         metrics.FAIL_OPEN.labels("store").inc()
-        spooled = _spooled_decision(runtime, data["request_id"])
+        spooled = _spooled_decision(runtime, request.request_id)
         if spooled is not None:  # a retry during the outage gets the decision it was given
             return {**_replay(spooled, digest)[0], "recorded": False}, False
 
@@ -68,13 +81,11 @@ def decide(runtime: Runtime, data: dict, raw: dict, client: str, now: datetime |
         cause = next((c for c in decision.reason_codes if c in ("scoring_timeout", "scoring_error")), "rules")
         metrics.FAIL_OPEN.labels(cause).inc()
         log.warning("scoring_fell_back", extra={"fields": {"cause": cause}})
-    record = _record(data, decision, digest, client, now, context_codes, started)
+    record = _record(request, decision, digest, client, now, context_codes, started)
     created = True
     if store_ok:
         try:
             record, created = store.record_decision(record)
-        except IdempotencyConflict as exc:
-            raise Conflict(f"request_id {data['request_id']!r} was already used with a different body") from exc
         except StoreUnavailable:
             metrics.FAIL_OPEN.labels("store").inc()
             record = {**record, "reason_codes": record["reason_codes"] + ["store_unavailable"]}
@@ -125,7 +136,7 @@ def record_outcome(runtime: Runtime, decision_id: str, kind: str, occurred_at: d
 
 def _replay(existing: dict, digest: str) -> tuple[dict, bool]:
     if existing["body_hash"] != digest:
-        raise Conflict(f"request_id {existing['request_id']!r} was already used with a different body")
+        raise IdempotencyConflict(f"request_id {existing['request_id']!r} was already used with a different body")
     return {**existing, "recorded": True}, False
 
 
@@ -142,21 +153,20 @@ def _past_offer(row: dict) -> PastOffer:
                      accepted=bool(row["accepted"]), months=row["months"])
 
 
-def _record(data: dict, d: Decision, digest: str, client: str, now: datetime, context_codes: list[str],
-            started: float) -> dict:
-    # Plain JSON for the JSON columns (NaN as null, times as ISO text) is the store's job (store.jsonable).
-    request = {k: v for k, v in data.items() if k not in ("cancel", "reason_text", "request_id")}
+def _record(request: DecisionRequest, d: Decision, digest: str, client: str, now: datetime,
+            context_codes: list[str], started: float) -> dict:
+    # Plain JSON for the JSON columns (NaN as null, times as ISO text) is the store's job.
     offer = {k: getattr(d.offer, k) for k in OFFER_FIELDS}
     return {
         "decision_id": uuid.uuid4().hex,
-        "request_id": data["request_id"],
+        "request_id": request.request_id,
         "body_hash": digest,
         "client": client,
-        "customer_id": data["customer_id"],
+        "customer_id": request.cancel.customer_id,
         "created_at": now,
-        "reason": data["reason"],
-        "reason_text": data.get("reason_text"),
-        "request": request,
+        "reason": request.cancel.reason,
+        "reason_text": request.reason_text,
+        "request": request.fields,
         "features": d.features,
         "scores": {"offers": list(d.scores), "excluded": d.excluded},
         "offer_id": d.offer.id,
@@ -187,16 +197,13 @@ def experiment_summary(e: Experiment, now: datetime) -> dict:
 
 
 def experiment_results(runtime: Runtime, name: str, as_of: datetime | None = None, mde: float | None = None) -> dict:
-    """The analysis of one experiment as of `as_of` (default now), JSON-ready (NaN as null)."""
-    experiment = runtime.policy.experiments.get(name)
-    if experiment is None:
-        raise NotFound(f"no experiment named {name!r} in the experiments file")
+    """The analysis of one experiment as of `as_of` (default now), with this process's experiments file and
+    catalog, JSON-ready (NaN as null). Raises retention.experiment_analysis.UnknownExperiment."""
     # Imported here: the statistics need scipy, which the decision path does not load (worker memory).
-    from retention.experiment_analysis import analyse
+    from retention.experiment_analysis import experiment_results as analyse_experiment
 
-    as_of = as_of or datetime.now(UTC)
-    records = runtime.store.experiment_records(name, as_of)
-    result = analyse(experiment, runtime.catalog, records, as_of, **({"mde": mde} if mde else {}))
+    result = analyse_experiment(runtime.policy.experiments, runtime.catalog, runtime.store.experiment_records, name,
+                                as_of or datetime.now(UTC), **({"mde": mde} if mde else {}))
     return jsonable(result)
 
 

@@ -14,7 +14,7 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from store.repository import Store, body_hash, jsonable
+from store.repository import Store, body_hash
 
 __all__ = [
     "Conflict",
@@ -26,7 +26,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "body_hash",
-    "jsonable",
     "make_engine",
     "upgrade",
 ]

@@ -30,6 +30,7 @@ from retention.contract import (
     CUSTOMERS,
     DATE,
     INTEGER,
+    MANIFEST,
     NPS_RESPONSES,
     NUMBER,
     PAYMENTS,
@@ -42,7 +43,6 @@ from retention.contract import (
 from store.models import NO_OFFER, Decision, Event, Outcome
 from store.repository import Store
 
-MANIFEST = "dataset.json"  # what training.validate and training.train read the data window from
 _ARROW_TYPES = {STRING: pa.string(), INTEGER: pa.int64(), NUMBER: pa.float64(), TIMESTAMP: pa.timestamp("us"),
                 DATE: pa.date32(), BOOLEAN: pa.bool_()}
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

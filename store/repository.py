@@ -8,24 +8,24 @@ store.db) and lock the decision row on PostgreSQL where a check must hold until 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import itertools
 import json
-import math
 import re
 import secrets
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, exists, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from retention.jsonvalues import jsonable
+from retention.utc import require_aware
 from store.db import WRITES, make_engine, unavailable_as_store_errors
 from store.errors import Conflict, IdempotencyConflict, InvalidRecord, NotFound
 from store.models import (
@@ -88,36 +88,22 @@ def new_key() -> str:
 
 def body_hash(body: Any) -> str:
     """sha256 of the canonical JSON of a request body (sorted keys, no spaces): the idempotency fingerprint."""
-    canonical = json.dumps(jsonable(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(_json(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def jsonable(value: Any) -> Any:
-    """`value` as plain JSON types: numpy scalars unwrapped, NaN/inf as null, dates as ISO-8601 text,
-    dataclasses as objects."""
-    if value is None or isinstance(value, str | bool):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. the domain's NpsAnswer
-        return jsonable(dataclasses.asdict(value))
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return jsonable(value.item())
-    raise InvalidRecord(f"a {type(value).__name__} value ({value!r}) cannot be stored as JSON")
+def _json(value: Any) -> Any:
+    """The core's plain-JSON conversion; a value without one is a caller's bug the store names."""
+    try:
+        return jsonable(value)
+    except TypeError as exc:
+        raise InvalidRecord(f"cannot be stored as JSON: {exc}") from exc
 
 
 def _feature_values(values: dict) -> dict[str, float | str | None]:
     """Feature name -> float (numbers), str (categories) or None (missing, NaN)."""
     out: dict[str, float | str | None] = {}
-    for name, v in jsonable(dict(values)).items():
+    for name, v in _json(dict(values)).items():
         if v is None or isinstance(v, str):
             out[name] = v
         elif isinstance(v, bool | int | float):
@@ -136,9 +122,10 @@ def _check_keys(what: str, record: dict, required: frozenset, optional: frozense
 
 
 def _aware(name: str, value: Any) -> datetime:
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise InvalidRecord(f"{name} must be a timezone-aware datetime, got {value!r}")
-    return value.astimezone(UTC)
+    try:
+        return require_aware(name, value).astimezone(UTC)
+    except ValueError as exc:
+        raise InvalidRecord(str(exc)) from exc
 
 
 def _insert(conn: Connection, table):
@@ -318,7 +305,7 @@ class Store:
         if row["close_the_loop_by"] is not None:
             row["close_the_loop_by"] = _aware("close_the_loop_by", row["close_the_loop_by"])
         for k in _DECISION_JSON:
-            row[k] = jsonable(row[k])
+            row[k] = _json(row[k])
         with self.transaction(write=True) as conn:
             # A prepared Core statement, not an ORM insert: a third of the cost per decision.
             inserted = conn.execute(_INSERT_DECISION[conn.dialect.name], row).first()
@@ -554,7 +541,7 @@ class Store:
         for k in ("event_id", "customer_id"):
             if not isinstance(event[k], str) or not event[k]:
                 raise InvalidRecord(f"{where}: {k} must be a non-empty string")
-        payload = jsonable(event.get("payload") or {})
+        payload = _json(event.get("payload") or {})
         if not isinstance(payload, dict):
             raise InvalidRecord(f"{where}: payload must be an object")
         return {"event_id": event["event_id"], "type": event["type"], "customer_id": event["customer_id"],

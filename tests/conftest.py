@@ -15,13 +15,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from cli import main
 from store.db import upgrade
 from store.repository import Store
-from training.simulator.generate import SimConfig, simulate
-from training.train import TrainConfig, train
+from training.simulator.generate import SimConfig, simulate_dataset
 
 SMALL_CUSTOMERS = 10_000
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -31,15 +32,19 @@ BACKENDS = ("sqlite", "postgres")
 @pytest.fixture(scope="session")
 def sim_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "data"
-    simulate(SimConfig(customers=SMALL_CUSTOMERS, seed=11, chunk_size=5000), out)
+    simulate_dataset(SimConfig(customers=SMALL_CUSTOMERS, seed=11, chunk_size=5000), out)
     return out
 
 
 @pytest.fixture(scope="session")
 def trained(sim_dir, tmp_path_factory) -> Path:
-    """A model version folder trained on the small simulated set."""
+    """A model version folder trained on the small simulated set by `retention train`, as the data team
+    would (so it carries the HTML report the command writes)."""
     models = tmp_path_factory.mktemp("models")
-    return train(TrainConfig(data_dir=sim_dir, out_root=models))
+    result = CliRunner().invoke(main, ["train", "--data", str(sim_dir), "--out", str(models)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (version,) = models.iterdir()
+    return version
 
 
 @pytest.fixture(params=BACKENDS)

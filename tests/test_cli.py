@@ -8,7 +8,7 @@ import shutil
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
-from training.cli import main
+from cli import main
 
 
 def _run(*args):

@@ -14,9 +14,8 @@ from retention.features import FEATURE_VERSION, FeatureSpec
 from retention.model import decision_columns
 from retention.offers import load_catalog
 from retention.policy import ModelScorer
-from training.dataset import open_dataset
+from training.dataset import open_dataset, resolve_window_end
 from training.train import response_rows
-from training.validate import resolve_window_end
 
 CATALOG = load_catalog()
 

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from training.experiment_report import render_html, write_html
+from reports.experiment import render_html, write_html
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SRM_TEXT = "Sample-ratio mismatch: do not trust these results until the assignment is fixed"

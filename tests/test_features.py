@@ -14,9 +14,8 @@ import pytest
 from retention import features
 from retention.features import FEATURE_VERSION, FeatureSpec, compute_features, discover_spec
 from retention.offers import load_catalog
-from training.dataset import open_dataset
+from training.dataset import open_dataset, resolve_window_end
 from training.train import response_rows
-from training.validate import resolve_window_end
 
 OFFER_TYPES = {o.id: o.type for o in load_catalog().offers}
 AS_OF = pd.Timestamp("2026-06-15 12:00:00")

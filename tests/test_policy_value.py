@@ -9,19 +9,20 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
+from cli import main
 from retention.artifacts import load_artifact
 from retention.features import FEATURE_VERSION
 from retention.offers import load_catalog
-from training.cli import main
+from retention.policy import load_policy
 from training.policy_eval import evaluate_policy
-from training.simulator.generate import SimConfig, simulate
+from training.simulator.generate import SimConfig, simulate_dataset
 
 
 @pytest.fixture(scope="module")
 def fresh_dir(tmp_path_factory):
     """Other customers than the session model was trained on (seed 11): a new simulation, seed 12."""
     out = tmp_path_factory.mktemp("fresh") / "data"
-    simulate(SimConfig(customers=4000, seed=12, chunk_size=4000), out)
+    simulate_dataset(SimConfig(customers=4000, seed=12, chunk_size=4000), out)
     return out
 
 
@@ -32,7 +33,7 @@ def model_and_meta(trained):
 
 @pytest.mark.slow
 def test_the_model_policy_beats_every_fixed_offer_and_the_rules_on_unseen_customers(fresh_dir, model_and_meta):
-    result = evaluate_policy(*model_and_meta, fresh_dir)
+    result = evaluate_policy(*model_and_meta, fresh_dir, load_catalog(), load_policy(load_catalog()))
     pol = result["policies"]
     model = pol["model"]["mean"]
     summary = {name: round(p["mean"], 3) for name, p in pol.items()}
@@ -58,7 +59,7 @@ def test_a_data_set_without_truth_is_refused_with_a_clear_message(fresh_dir, mod
     real_data = tmp_path / "real"
     shutil.copytree(fresh_dir, real_data, ignore=shutil.ignore_patterns("_truth"))
     with pytest.raises(ValueError, match="_truth.*true response"):
-        evaluate_policy(*model_and_meta, real_data)
+        evaluate_policy(*model_and_meta, real_data, load_catalog(), load_policy(load_catalog()))
 
 
 def test_the_cli_prints_a_table_and_writes_the_json(trained, fresh_dir, tmp_path):

@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 
+from reports.model import write_report
 from training.metrics import binary_metrics, reliability_curve
-from training.report import write_report
 
 
 def _metadata() -> dict:

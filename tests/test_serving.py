@@ -13,8 +13,7 @@ from retention.decision import CancelRequest, NpsAnswer, PastOffer, Snapshot, Us
 from retention.features import compute_features, discover_spec, feature_sql, usage_trend
 from retention.offers import load_catalog
 from retention.serving import live_features
-from training.dataset import open_dataset
-from training.validate import resolve_window_end
+from training.dataset import open_dataset, resolve_window_end
 
 CATALOG = load_catalog()
 TYPES = {o.id: o.type for o in CATALOG.offers}

@@ -12,7 +12,7 @@ from retention.contract import REASONS
 from retention.offers import load_catalog
 from retention.value import expected_net_value
 from training.simulator import truth
-from training.simulator.generate import SimConfig, simulate
+from training.simulator.generate import SimConfig, simulate_dataset
 from training.validate import validate_dataset
 
 CATALOG = load_catalog()
@@ -41,14 +41,14 @@ def test_simulated_data_satisfies_the_contract(sim_dir):
 def test_same_seed_gives_identical_data_and_another_seed_does_not(tmp_path):
     a, b, c = (tmp_path / x for x in "abc")
     for out, seed in ((a, 3), (b, 3), (c, 4)):
-        simulate(SimConfig(customers=300, seed=seed, days=120, chunk_size=150), out)
+        simulate_dataset(SimConfig(customers=300, seed=seed, days=120, chunk_size=150), out)
     for table in ("customers", "usage", "cancel_requests", "nps_responses", "payments"):
         assert pq.read_table(a / f"{table}.parquet").equals(pq.read_table(b / f"{table}.parquet")), table
     assert not pq.read_table(a / "usage.parquet").equals(pq.read_table(c / "usage.parquet"))
 
 
 def test_csv_output_is_valid_too(tmp_path):
-    simulate(SimConfig(customers=200, seed=1, days=90, chunk_size=100, fmt="csv"), tmp_path / "csv")
+    simulate_dataset(SimConfig(customers=200, seed=1, days=90, chunk_size=100, fmt="csv"), tmp_path / "csv")
     assert (tmp_path / "csv" / "usage.csv").exists()
     report = validate_dataset(tmp_path / "csv")
     assert report.ok, report.format()

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from training.dataset import open_dataset
-from training.validate import Finding, ValidationReport, resolve_window_end, validate_dataset
+from training.dataset import open_dataset, resolve_window_end
+from training.validate import Finding, ValidationReport, validate_dataset
 
 WINDOW_END = "2024-07-01T00:00:00Z"
 

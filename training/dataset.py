@@ -8,6 +8,8 @@ Two layers of views are created on one in-memory DuckDB connection:
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -17,12 +19,14 @@ from retention.contract import (
     DATE,
     FILE_SUFFIXES,
     INTEGER,
+    MANIFEST,
     NUMBER,
     STRING,
     TABLES,
     TIMESTAMP,
     Table,
 )
+from retention.utc import as_utc
 
 SQL_TYPES = {
     STRING: "VARCHAR",
@@ -56,7 +60,8 @@ def locate(data_dir: str | Path) -> dict[str, Path]:
     return found
 
 
-def _reader_sql(path: Path) -> str:
+def reader_sql(path: Path) -> str:
+    """The DuckDB table function reading one contract table's file or folder of Parquet parts."""
     p = str(path).replace("'", "''")
     if path.is_dir():
         return f"read_parquet('{p}/*.parquet')"
@@ -77,7 +82,7 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
 
 def create_raw_views(con: duckdb.DuckDBPyConnection, files: dict[str, Path]) -> None:
     for name, path in files.items():
-        con.execute(f"CREATE OR REPLACE VIEW raw_{name} AS SELECT * FROM {_reader_sql(path)}")
+        con.execute(f"CREATE OR REPLACE VIEW raw_{name} AS SELECT * FROM {reader_sql(path)}")
 
 
 def typed_select(table: Table, present: dict[str, str]) -> str:
@@ -121,3 +126,47 @@ def open_dataset(data_dir: str | Path, threads: int | None = None) -> duckdb.Duc
     create_raw_views(con, files)
     create_typed_views(con, files)
     return con
+
+
+def read_manifest(data_dir: str | Path) -> dict:
+    """The data set's dataset.json (retention.contract.MANIFEST) as a dict; {} when there is none. Raises
+    DatasetError when it exists but is not a readable JSON object."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read the manifest: {e}") from e
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: cannot read the manifest: it is not a JSON object")
+    return meta
+
+
+def _manifest_time(data_dir: str | Path, key: str) -> datetime | None:
+    value = read_manifest(data_dir).get(key)
+    if value is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(str(value)))
+    except ValueError as e:
+        raise DatasetError(f"{Path(data_dir) / MANIFEST}: {key} {value!r} is not an ISO-8601 timestamp") from e
+
+
+def resolve_window_end(data_dir: str | Path, window_end: datetime | None) -> datetime:
+    """The end of the data window as an aware UTC datetime: `window_end` if given, else `window_end` of the
+    data directory's manifest, else now. Naive datetimes are UTC. Raises DatasetError when the manifest
+    exists but cannot be read or its window_end is not an ISO-8601 timestamp."""
+    if window_end is not None:
+        return as_utc(window_end)
+    return _manifest_time(data_dir, "window_end") or datetime.now(UTC)
+
+
+def resolve_window_start(con: duckdb.DuckDBPyConnection, data_dir: str | Path) -> datetime | None:
+    """Where the history begins: `window_start` of the manifest, else the first usage day; None when the
+    data set has neither (no manifest and no usage rows)."""
+    start = _manifest_time(data_dir, "window_start")
+    if start is not None:
+        return start
+    first = con.execute("SELECT min(day) FROM usage").fetchone()[0]
+    return None if first is None else datetime.combine(first, datetime.min.time(), UTC)

@@ -14,21 +14,21 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from retention.features import FeatureSpec, compute_features
-from retention.offers import load_catalog
-from training.dataset import open_dataset
+from retention.offers import Catalog
+from retention.utc import naive_utc
+from training.dataset import open_dataset, resolve_window_end
 from training.metrics import binary_metrics
-from training.train import _naive_utc, _offer_types, bayes_optimal_auc, response_rows
-from training.validate import resolve_window_end
+from training.train import bayes_optimal_auc, response_rows
 
 
-def evaluate_on(model: dict, meta: dict, data_dir: Path, since: datetime | None = None,
+def evaluate_on(model: dict, meta: dict, data_dir: Path, catalog: Catalog, since: datetime | None = None,
                 window_end: datetime | None = None) -> dict:
     """Offer-response metrics of `model` on the labelled cancel requests of `data_dir`."""
     con = open_dataset(data_dir)
     spec = FeatureSpec.from_dict(meta["feature_spec"])
-    rows = response_rows(con, load_catalog(), spec, resolve_window_end(data_dir, window_end))
+    rows = response_rows(con, catalog, spec, resolve_window_end(data_dir, window_end))
     if since is not None:
-        rows = rows[rows["as_of"] >= _naive_utc(since)].reset_index(drop=True)
+        rows = rows[rows["as_of"] >= naive_utc(since)].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"{data_dir}: no labelled cancel requests to evaluate")
     cols = meta["feature_names"]["offer_response"]
@@ -44,7 +44,7 @@ def evaluate_on(model: dict, meta: dict, data_dir: Path, since: datetime | None 
 
 def subscribed_customers(con, as_of: datetime) -> np.ndarray:
     """Ids of the customers subscribed at `as_of` (signed up before, not ended by then), sorted."""
-    t = _naive_utc(as_of)
+    t = naive_utc(as_of)
     return con.execute(
         """
         WITH ends AS (SELECT customer_id, min(ended_at) AS ended_at FROM cancel_requests GROUP BY 1)
@@ -55,12 +55,12 @@ def subscribed_customers(con, as_of: datetime) -> np.ndarray:
     ).df()["customer_id"].to_numpy()
 
 
-def feature_batches(con, spec: FeatureSpec, customer_ids: np.ndarray, as_of: datetime, batch_size: int,
-                    progress=None, desc: str = "features") -> Iterator[pd.DataFrame]:
+def feature_batches(con, spec: FeatureSpec, catalog: Catalog, customer_ids: np.ndarray, as_of: datetime,
+                    batch_size: int, progress=None, desc: str = "features") -> Iterator[pd.DataFrame]:
     """compute_features as of `as_of` for `customer_ids`, `batch_size` customers at a time (bounded memory);
     `progress` is a tqdm-like wrapper of the batches."""
-    t = _naive_utc(as_of)
-    offer_types = _offer_types(load_catalog())
+    t = naive_utc(as_of)
+    offer_types = catalog.offer_types
     batches = range(0, len(customer_ids), batch_size)
     if progress:
         batches = progress(batches, desc=desc, unit="batch")
@@ -71,17 +71,17 @@ def feature_batches(con, spec: FeatureSpec, customer_ids: np.ndarray, as_of: dat
         yield compute_features(con, points, spec, offer_types)
 
 
-def score_customers(model: dict, meta: dict, data_dir: Path, as_of: datetime, out: Path, batch_size: int,
-                    progress=None) -> int:
+def score_customers(model: dict, meta: dict, data_dir: Path, catalog: Catalog, as_of: datetime, out: Path,
+                    batch_size: int, progress=None) -> int:
     """Write churn risk for every customer subscribed at `as_of` (signed up before, not ended by then)."""
     con = open_dataset(data_dir)
     spec = FeatureSpec.from_dict(meta["feature_spec"])
-    t = _naive_utc(as_of)
+    t = naive_utc(as_of)
     customers = subscribed_customers(con, as_of)
     cols = meta["feature_names"]["churn_risk"]
     writer = None
     try:
-        for feats in feature_batches(con, spec, customers, as_of, batch_size, progress, desc="score"):
+        for feats in feature_batches(con, spec, catalog, customers, as_of, batch_size, progress, desc="score"):
             table = pa.table({
                 "customer_id": feats["customer_id"].to_numpy(),
                 "as_of": pa.array([t] * len(feats), pa.timestamp("us")),

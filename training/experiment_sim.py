@@ -33,10 +33,11 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import requests
 
-from retention.offers import Catalog, Offer, load_catalog
+from retention.offers import Catalog, Offer
 from retention.value import monthly_price
-from training.policy_eval import TRUTH_FILE
+from training.simulator.truth import TRUTH_FILE
 
 SHOWN_SHARE = 0.98
 ACCEPT_THEN_LEAVE = 0.15  # of those who leave anyway, the share who accept first
@@ -47,15 +48,13 @@ REPORT_DELAY_DAYS = 100
 
 class Client(Protocol):
     def post(self, path: str, body: dict) -> tuple[int, dict]: ...
-    def get(self, path: str) -> tuple[int, dict]: ...
+    def get(self, path: str, params: dict | None = None) -> tuple[int, dict]: ...
 
 
 class HttpClient:
     """The API over HTTP (requests), for a running service."""
 
     def __init__(self, base_url: str, key: str) -> None:
-        import requests
-
         self.base = base_url.rstrip("/")
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {key}"
@@ -64,8 +63,8 @@ class HttpClient:
         r = self.session.post(self.base + path, json=body, timeout=30)
         return r.status_code, r.json()
 
-    def get(self, path: str) -> tuple[int, dict]:
-        r = self.session.get(self.base + path, timeout=120)
+    def get(self, path: str, params: dict | None = None) -> tuple[int, dict]:
+        r = self.session.get(self.base + path, params=params, timeout=120)
         return r.status_code, r.json()
 
 
@@ -84,9 +83,9 @@ class Customer:
 def customers(data_dir: Path, catalog: Catalog, limit: int, seed: int) -> list[Customer]:
     """Each simulated customer's first cancel request with the truth of every offer, `limit` at random."""
     data_dir = Path(data_dir)
-    requests = pd.read_parquet(data_dir / "cancel_requests.parquet", columns=["request_id", "customer_id",
-                                                                              "requested_at", "reason"])
-    first = requests.sort_values("requested_at").drop_duplicates("customer_id")
+    flows = pd.read_parquet(data_dir / "cancel_requests.parquet", columns=["request_id", "customer_id",
+                                                                           "requested_at", "reason"])
+    first = flows.sort_values("requested_at").drop_duplicates("customer_id")
     people = pd.read_parquet(data_dir / "customers.parquet", columns=["customer_id", "plan_id", "billing_period",
                                                                       "price", "billing_channel"])
     truth = pd.read_parquet(data_dir / TRUTH_FILE)
@@ -127,10 +126,9 @@ def expected(offer: Offer, c: Customer) -> dict[str, float]:
             "net_revenue_90": p * (b[0] + b[1] + STILL_THERE_AT_90 * b[2]) - accept * offer.cost}
 
 
-def run(client: Client, data_dir: Path, limit: int = 4000, seed: int = 0, tag: str = "xp") -> dict:
+def run(client: Client, data_dir: Path, catalog: Catalog, limit: int = 4000, seed: int = 0, tag: str = "xp") -> dict:
     """Decide for `limit` simulated customers through the API, post what followed; returns the truth per arm
-    and the last decision time."""
-    catalog = load_catalog()
+    and the last decision time. `catalog` must be the one the service runs with."""
     rng = np.random.default_rng(seed)
     truth: dict[tuple[str, str], list[dict]] = defaultdict(list)
     events, last, entered = [], None, 0

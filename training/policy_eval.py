@@ -24,40 +24,39 @@ from retention.contract import is_missing
 from retention.decision import CancelRequest, PastOffer, Snapshot
 from retention.features import FeatureSpec
 from retention.model import offer_of
-from retention.offers import Catalog, load_catalog
-from retention.policy import ModelScorer, Policy, load_policy
+from retention.offers import Catalog
+from retention.policy import ModelScorer, Policy, PolicyConfig
+from retention.utc import naive_utc
 from retention.value import DEFAULT_HORIZON_MONTHS, expected_net_value
-from training.dataset import open_dataset
-from training.train import _naive_utc, response_rows
-from training.validate import resolve_window_end
+from training.dataset import open_dataset, resolve_window_end
+from training.simulator.truth import TRUTH_FILE
+from training.train import response_rows
 
-TRUTH_FILE = Path("_truth") / "requests.parquet"
 # A generous scoring budget: we measure the model's choices, not this machine's load. Decisions that took
 # longer than the configured budget (and would have fallen back in production) are counted separately.
 EVAL_TIME_BUDGET_MS = 5000.0
 BOOTSTRAP_RESAMPLES = 1000
 
 
-def evaluate_policy(model: dict, meta: dict, data_dir: Path, since: datetime | None = None,
-                    limit: int | None = None, seed: int = 0, progress=None,
+def evaluate_policy(model: dict, meta: dict, data_dir: Path, catalog: Catalog, configured: PolicyConfig,
+                    since: datetime | None = None, limit: int | None = None, seed: int = 0, progress=None,
                     time_budget_ms: float | None = EVAL_TIME_BUDGET_MS) -> dict:
-    """True incremental value per request of the model policy, the rules, each fixed offer and the oracle.
+    """True incremental value per request of the model policy, the rules, each fixed offer and the oracle,
+    deciding with `catalog` and the policy `configured` (guardrails, rules) as the service would.
 
-    `progress` wraps an iterable like tqdm does. `time_budget_ms` None keeps config/policy.toml's budget.
+    `progress` wraps an iterable like tqdm does. `time_budget_ms` None keeps the configured budget.
     """
     data_dir = Path(data_dir)
     truth_path = data_dir / TRUTH_FILE
     if not truth_path.is_file():
         raise ValueError(f"{data_dir}: no {TRUTH_FILE}: judging a policy needs the simulator's true response of "
                          "every offer; use a data set written by `retention simulate`")
-    catalog = load_catalog()
-    configured = load_policy(catalog)
     config = configured if time_budget_ms is None else replace(configured, time_budget_ms=float(time_budget_ms))
     spec = FeatureSpec.from_dict(meta["feature_spec"])
     con = open_dataset(data_dir)
     rows = response_rows(con, catalog, spec, resolve_window_end(data_dir, None))
     if since is not None:
-        rows = rows[rows["as_of"] >= _naive_utc(since)]
+        rows = rows[rows["as_of"] >= naive_utc(since)]
     if limit is not None and limit < len(rows):
         rows = rows.iloc[np.sort(np.random.default_rng(seed).choice(len(rows), size=limit, replace=False))]
     rows = rows.reset_index(drop=True)
@@ -229,48 +228,3 @@ def _ratio_ci(num: np.ndarray, den: np.ndarray, seed: int) -> dict:
     res = stats.bootstrap((num, den), ratio, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
                           rng=np.random.default_rng(seed))
     return {"value": value, "ci95": [float(res.confidence_interval.low), float(res.confidence_interval.high)]}
-
-
-def format_table(result: dict) -> str:
-    """The figures a person reads: one line per policy, best first, then the intervals and diagnostics."""
-    pol = result["policies"]
-    lines = [f"model {result['model_version']} on {result['data']}: {result['requests']:,} cancel requests",
-             f"value = {result['value']}",
-             f"scoring budget {result['time_budget_ms']['used']:.0f} ms for this evaluation "
-             f"(configured {result['time_budget_ms']['configured']:.0f} ms)",
-             "",
-             f"{'policy':<24}{'mean/request':>13}{'total':>13}{'of oracle':>11}{'offered':>9}{'inelig.':>9}"]
-    for name in sorted(pol, key=lambda k: -pol[k]["mean"]):
-        p = pol[name]
-        share = "n/a" if p["share_of_oracle"] is None else f"{p['share_of_oracle']:.1%}"
-        lines.append(f"{name:<24}{p['mean']:>13.3f}{p['total']:>13.1f}{share:>11}{p['offer_rate']:>9.1%}"
-                     f"{p['truth_ineligible_share']:>9.2%}")
-    c = result["comparisons"]
-
-    def ci(d: dict, fmt: str) -> str:
-        return "n/a" if d["ci95"] is None else f"[{d['ci95'][0]:{fmt}}, {d['ci95'][1]:{fmt}}]"
-
-    lines += [
-        "",
-        f"model - best fixed ({result['best_fixed']}): {c['model_minus_best_fixed']['mean']:+.3f} per request, "
-        f"95% CI {ci(c['model_minus_best_fixed'], '+.3f')}",
-        f"model - rules: {c['model_minus_rules']['mean']:+.3f} per request, 95% CI {ci(c['model_minus_rules'], '+.3f')}",
-        f"model share of oracle: {_pct(c['model_share_of_oracle']['value'])}, "
-        f"95% CI {ci(c['model_share_of_oracle'], '.1%')}",
-        f"fallbacks: {result['fallbacks']['count']} {result['fallbacks']['by_code'] or ''}".rstrip(),
-        "decide latency ms: p50 {p50:.1f} p95 {p95:.1f} max {max:.1f}; over the configured budget: "
-        "{over_configured_budget}".format(**result["decide_latency_ms"]),
-        f"model chose a truth-ineligible offer: {pol['model']['truth_ineligible']} "
-        f"{result['model_truth_ineligible_by_offer'] or ''}".rstrip(),
-        f"requests whose features carry an outdated price (earlier downgrade): "
-        f"{result['requests_with_outdated_price']}",
-    ]
-    regret = sorted(result["model_regret_by_oracle_offer"].items(), key=lambda x: -x[1])
-    lines.append("model regret vs oracle, by the oracle's offer: " + ", ".join(f"{o} {v:.0f}" for o, v in regret))
-    for name, mix in result["offer_mix"].items():
-        lines.append(f"offer mix {name}: " + ", ".join(f"{o} {k}" for o, k in sorted(mix.items(), key=lambda x: -x[1])))
-    return "\n".join(lines)
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1%}"

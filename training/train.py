@@ -12,9 +12,8 @@ cutoff (a label gap of the label horizon), and evaluated on the points after it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +24,17 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from retention.artifacts import read_metadata, save_artifact
+from retention.artifacts import save_artifact
 from retention.compiled import compile_pipeline, save_compiled
-from retention.contract import SAVE_HORIZON_DAYS
+from retention.contract import MANIFEST, SAVE_HORIZON_DAYS
 from retention.features import FEATURE_VERSION, FeatureSpec, compute_features, discover_spec
+from retention.jsonvalues import jsonable
 from retention.model import DECISION_CATEGORICAL, DECISION_NUMERIC, decision_columns, offer_of
 from retention.offers import Catalog, load_catalog
-from training.dataset import open_dataset
+from retention.utc import naive_utc
+from training.dataset import open_dataset, resolve_window_end, resolve_window_start
 from training.metrics import binary_metrics, reliability_curve
-from training.report import write_report
-from training.validate import resolve_window_end
+from training.simulator.truth import TRUTH_FILE
 
 CHURN_HORIZON_DAYS = 30
 COMPILED_FILE = "offer_response.npz"  # the serving form of the offer-response model (retention.compiled)
@@ -77,13 +77,9 @@ def build_pipeline(numeric: list[str], categorical: list[str], seed: int) -> Pip
     return Pipeline([("columns", pre), ("model", clf)])
 
 
-def _naive_utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
-
-
 def response_rows(con, catalog: Catalog, spec: FeatureSpec, window_end: datetime) -> pd.DataFrame:
     """One row per cancel request whose 30-day outcome is known by the window end."""
-    cutoff = _naive_utc(window_end) - timedelta(days=SAVE_HORIZON_DAYS)
+    cutoff = naive_utc(window_end) - timedelta(days=SAVE_HORIZON_DAYS)
     points = con.execute(
         """
         SELECT row_number() OVER (ORDER BY requested_at, request_id) AS point_id, request_id, customer_id,
@@ -106,8 +102,8 @@ def response_rows(con, catalog: Catalog, spec: FeatureSpec, window_end: datetime
 def churn_rows(con, spec: FeatureSpec, catalog: Catalog, window_start: datetime, window_end: datetime,
                max_points: int, seed: int) -> pd.DataFrame:
     """Active customers at monthly observation dates; label = a cancel request within the next 30 days."""
-    first = _naive_utc(window_start) + timedelta(days=90)  # enough history for the 90-day windows
-    last = _naive_utc(window_end) - timedelta(days=CHURN_HORIZON_DAYS)
+    first = naive_utc(window_start) + timedelta(days=90)  # enough history for the 90-day windows
+    last = naive_utc(window_end) - timedelta(days=CHURN_HORIZON_DAYS)
     dates = []
     t = first
     while t <= last:
@@ -140,14 +136,10 @@ def churn_rows(con, spec: FeatureSpec, catalog: Catalog, window_start: datetime,
 
 def _features_aligned(con, points: pd.DataFrame, spec: FeatureSpec, catalog: Catalog) -> pd.DataFrame:
     """Features row-aligned with `points` (labels and decisions are attached by position afterwards)."""
-    feats = compute_features(con, points[["point_id", "customer_id", "as_of"]], spec, _offer_types(catalog))
+    feats = compute_features(con, points[["point_id", "customer_id", "as_of"]], spec, catalog.offer_types)
     if not np.array_equal(feats["point_id"].to_numpy(), points["point_id"].to_numpy()):
         raise AssertionError("feature rows are not aligned with their points")
     return feats
-
-
-def _offer_types(catalog: Catalog) -> dict[str, str]:
-    return {o.id: o.type for o in catalog.offers}
 
 
 def time_split(as_of: pd.Series, eval_fraction: float, gap_days: int) -> tuple[np.ndarray, np.ndarray, datetime]:
@@ -166,7 +158,7 @@ def segment_rate_baseline(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray
 
 def bayes_optimal_auc(data_dir: Path, rows: pd.DataFrame) -> float | None:
     """AUC of the simulator's true save probabilities on these rows (None on real data without truth)."""
-    path = Path(data_dir) / "_truth" / "requests.parquet"
+    path = Path(data_dir) / TRUTH_FILE
     if not path.exists():
         return None
     truth = pd.read_parquet(path)
@@ -218,12 +210,16 @@ def fit_and_evaluate(rows: pd.DataFrame, numeric: list[str], categorical: list[s
     return final, metrics, curves, split, test_mask
 
 
-def train(cfg: TrainConfig, progress=None) -> Path:
-    """Train both models and write `<out_root>/<version>/` (model.joblib, metadata.json, report.html)."""
+def train_version(cfg: TrainConfig, progress=None) -> Path:
+    """Train both models and write `<out_root>/<version>/` (model.joblib, offer_response.npz, metadata.json).
+    The HTML report is the caller's to add (reports.model.write_report; `retention train` does)."""
     step = progress or (lambda _msg: None)
     con = open_dataset(cfg.data_dir, threads=cfg.threads)
     window_end = resolve_window_end(cfg.data_dir, cfg.window_end)
-    window_start = _window_start(con, cfg.data_dir)
+    window_start = resolve_window_start(con, cfg.data_dir)
+    if window_start is None:
+        raise ValueError(f"{cfg.data_dir}: {MANIFEST} has no window_start and there are no usage rows to tell "
+                         "where the history begins; add window_start to the manifest")
     spec = discover_spec(con, cfg.exclude_attributes)
 
     step("offer-response features")
@@ -268,13 +264,12 @@ def train(cfg: TrainConfig, progress=None) -> Path:
         "compiled": {"offer_response": {"file": COMPILED_FILE, "probe_rows": len(probe_p),
                                         "max_abs_diff_vs_pipeline": diff}},
     }
-    metadata = json.loads(json.dumps(metadata, default=_json_default))
+    metadata = jsonable(metadata)
     version_dir = save_artifact(
         cfg.out_root, {"offer_response": resp_pipe, "churn_risk": churn_pipe}, metadata,
         feature_version=FEATURE_VERSION,
         extra_files={COMPILED_FILE: lambda path: save_compiled(compiled, path, probe_X, probe_p)},
     )
-    write_report(version_dir / "report.html", read_metadata(version_dir))
     return version_dir
 
 
@@ -289,23 +284,3 @@ def _compile_with_probe(pipe: Pipeline, rows: pd.DataFrame, cols: list[str], n: 
     if diff > 1e-9:
         raise ValueError(f"the compiled offer-response scorer differs from the Pipeline by {diff:.3g}")
     return compiled, X, expected, diff
-
-
-def _window_start(con, data_dir: Path) -> datetime:
-    manifest = Path(data_dir) / "dataset.json"
-    if manifest.exists():
-        ws = json.loads(manifest.read_text()).get("window_start")
-        if ws:
-            return datetime.fromisoformat(ws)
-    first = con.execute("SELECT min(day) FROM usage").fetchone()[0]
-    return datetime.combine(first, datetime.min.time(), UTC)
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (datetime, pd.Timestamp)):
-        return obj.isoformat()
-    return str(obj)

@@ -17,7 +17,6 @@ Parquet parts is numbered per part and findings name the part, e.g. `usage/part-
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from retention.contract import (
     DATE,
     FILE_SUFFIXES,
     INTEGER,
+    MANIFEST,
     NUMBER,
     STRING,
     TABLES,
@@ -37,9 +37,9 @@ from retention.contract import (
     Column,
     Table,
 )
-from training.dataset import DatasetError, _reader_sql, connect
+from retention.utc import as_utc, iso_z, naive_utc
+from training.dataset import DatasetError, connect, reader_sql, resolve_window_end
 
-MANIFEST = "dataset.json"
 # Below this share of customers with at least one NPS answer, NPS features carry little signal.
 MIN_NPS_ANSWER_RATE = 0.05
 BOOLEAN_TRUE = ("true", "t", "1")
@@ -94,7 +94,7 @@ class ValidationReport:
         return not self.errors
 
     def format(self) -> str:
-        lines = [f"Data window end: {_iso(self.window_end)}"]
+        lines = [f"Data window end: {iso_z(self.window_end)}"]
         if self.counts:
             lines.append("Rows: " + ", ".join(f"{name} {n:,}" for name, n in self.counts.items()))
         for title, findings in (("error", self.errors), ("warning", self.warnings)):
@@ -103,27 +103,6 @@ class ValidationReport:
                 lines += [f"  {title.upper()}: {f}" for f in findings]
         lines.append("OK" if self.ok else "FAILED")
         return "\n".join(lines)
-
-
-def resolve_window_end(data_dir: str | Path, window_end: datetime | None) -> datetime:
-    """The end of the data window as an aware UTC datetime: `window_end` if given, else `window_end` of the
-    data directory's dataset.json manifest, else now. Naive datetimes are UTC. Raises DatasetError when the
-    manifest exists but cannot be read or its window_end is not an ISO-8601 timestamp."""
-    if window_end is not None:
-        return _utc(window_end)
-    manifest = Path(data_dir) / MANIFEST
-    if manifest.is_file():
-        try:
-            meta = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DatasetError(f"{manifest}: cannot read the manifest: {e}") from e
-        value = meta.get("window_end") if isinstance(meta, dict) else None
-        if value is not None:
-            try:
-                return _utc(datetime.fromisoformat(str(value)))
-            except ValueError as e:
-                raise DatasetError(f"{manifest}: window_end {value!r} is not an ISO-8601 timestamp") from e
-    return datetime.now(UTC)
 
 
 def validate_dataset(
@@ -145,16 +124,24 @@ def validate_dataset(
     return report
 
 
+class InvalidDataset(ValueError):
+    """A data directory failed validation; `report` holds every error and warning."""
+
+    def __init__(self, data_dir: Path, report: ValidationReport) -> None:
+        super().__init__(f"{data_dir}: {len(report.errors)} error(s)")
+        self.data_dir, self.report = data_dir, report
+
+
+def require_valid(data_dir: str | Path, window_end: datetime | None = None) -> ValidationReport:
+    """`validate_dataset`, raising InvalidDataset unless the data set passed (warnings are allowed)."""
+    report = validate_dataset(data_dir, window_end=window_end)
+    if not report.ok:
+        raise InvalidDataset(Path(data_dir), report)
+    return report
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Implementation
-
-
-def _utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def _iso(dt: datetime) -> str:
-    return _utc(dt).isoformat().replace("+00:00", "Z")
 
 
 def _ident(name: str) -> str:
@@ -329,7 +316,7 @@ def _open_source(table: Table, path: Path) -> _Source:
         )
     else:
         name = path.name
-        scan = _reader_sql(path)
+        scan = reader_sql(path)
         # A streaming row_number() over the scan numbers rows in file order (preserve_insertion_order).
         numbered = f"(SELECT {_lit(name)} AS __file, row_number() OVER () AS __row, * FROM {scan})"
     return _Source(table, path, name, scan, numbered)
@@ -380,9 +367,9 @@ class _Validator:
         try:
             self.con.execute("SET preserve_insertion_order = true")  # keeps row_number() in file order
             self.con.execute("SET enable_progress_bar = false")
-            self.end_ts = "TIMESTAMP " + _lit(_utc(window_end).replace(tzinfo=None).isoformat(sep=" "))
-            self.end_date = "DATE " + _lit(_utc(window_end).date().isoformat())
-            self.end_text = _iso(window_end)
+            self.end_ts = "TIMESTAMP " + _lit(naive_utc(window_end).isoformat(sep=" "))
+            self.end_date = "DATE " + _lit(as_utc(window_end).date().isoformat())
+            self.end_text = iso_z(window_end)
             for table in TABLES:
                 self.check_table(table)
             try:

@@ -272,8 +272,7 @@ def _snapshot_row(sim_dir, app):
     import pandas as pd
 
     from retention.features import FeatureSpec, compute_features
-    from training.dataset import open_dataset
-    from training.validate import resolve_window_end
+    from training.dataset import open_dataset, resolve_window_end
 
     rt = app.extensions["retention"]
     spec = FeatureSpec.from_dict(rt.model_meta["feature_spec"])

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from support import KEYS, make_app, seed_clients
 
+from cli import main
 from retention.experiments import HOLDOUT, load_experiments
 from retention.offers import load_catalog
-from training.cli import main
 from training.experiment_sim import REPORT_DELAY_DAYS, run
 
 EXPERIMENT = "offer-variants"
@@ -51,8 +51,8 @@ class FlaskApi:
         r = self.client.post(path, json=body, headers=self.headers)
         return r.status_code, r.get_json()
 
-    def get(self, path: str):
-        r = self.client.get(path, headers=self.headers)
+    def get(self, path: str, params: dict | None = None):
+        r = self.client.get(path, query_string=params, headers=self.headers)
         return r.status_code, r.get_json()
 
 
@@ -69,9 +69,9 @@ def test_an_experiment_served_through_the_api_recovers_the_true_ordering(experim
                                                                          tmp_path):
     app, path = experiment_app
     api = FlaskApi(app.test_client())
-    sim = run(api, sim_dir, limit=2500, seed=3, tag="e2e")
+    sim = run(api, sim_dir, load_catalog(), limit=2500, seed=3, tag="e2e")
     as_of = datetime.fromisoformat(sim["last_decision_at"]) + timedelta(days=REPORT_DELAY_DAYS)
-    status, result = api.get(f"/v1/experiments/{EXPERIMENT}/results?as_of={as_of.isoformat().replace('+', '%2B')}")
+    status, result = api.get(f"/v1/experiments/{EXPERIMENT}/results", params={"as_of": as_of.isoformat()})
     assert status == 200, result
     truth = sim["truth"]
     arms = {a["name"]: a for a in result["arms"]}

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from support import KEYS, decision_body, headers, post
 
-from training.cli import main
+from cli import main
 
 PII = {
     "email": "jane.doe@example.com",

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from cli import main
 from retention.artifacts import read_metadata
 from retention.features import FeatureSpec, compute_features
 from retention.offers import load_catalog
 from store.repository import Store
-from training.cli import main
 from training.dataset import open_dataset
 from training.validate import validate_dataset
 

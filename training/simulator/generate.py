@@ -25,6 +25,7 @@ from retention.offers import Catalog, load_catalog
 from training.simulator import truth
 
 GENERATOR_VERSION = "sim-1"
+TRUTH_TABLE = truth.TRUTH_FILE.with_suffix("").as_posix()  # written as <TRUTH_TABLE>.parquet
 DAY_SECONDS = 86_400
 
 PLANS = [  # plan_id, billing_period, price, share
@@ -119,7 +120,7 @@ def _timestamps(window_start: date, seconds: np.ndarray) -> pa.Array:
     return pa.array((base + seconds.astype("timedelta64[s]")).astype("datetime64[us]"), type=pa.timestamp("us"))
 
 
-def simulate(cfg: SimConfig, out: str | Path, progress: Callable[[int], None] | None = None) -> dict:
+def simulate_dataset(cfg: SimConfig, out: str | Path, progress: Callable[[int], None] | None = None) -> dict:
     """Write a data set of `cfg.customers` customers to `out`; returns the manifest (also dataset.json)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +131,7 @@ def simulate(cfg: SimConfig, out: str | Path, progress: Callable[[int], None] | 
             n = min(cfg.chunk_size, cfg.customers - start)
             tables = _simulate_chunk(cfg, chunk, start, n)
             for name, table in tables.items():
-                writers.write(name, table, force_parquet=name.startswith("_truth"))
+                writers.write(name, table, force_parquet=name == TRUTH_TABLE)
                 if name in counts:
                     counts[name] += table.num_rows
             if progress:
@@ -434,5 +435,5 @@ def _chunk_tables(cfg: SimConfig, ids: np.ndarray, s: dict) -> dict[str, pa.Tabl
         truth_cols[key] = pa.array(arr.astype(str) if arr.dtype == object else arr)
     if n_req == 0:  # a chunk without requests has no truth rows (and no columns to give them)
         return tables
-    tables["_truth/requests"] = pa.table(truth_cols)
+    tables[TRUTH_TABLE] = pa.table(truth_cols)
     return tables

@@ -15,14 +15,15 @@ technical problems, above all for detractors. Many customers stay without any of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from retention.contract import REASONS
 from retention.offers import Catalog, Offer
 from retention.value import expected_net_value
 
-R = {name: i for i, name in enumerate(REASONS)}
+# Where a simulated data set keeps the truth of its cancel requests, outside the contract (training.simulator).
+TRUTH_FILE = Path("_truth") / "requests.parquet"
 
 # Logit of "still subscribed 30 days later" without any offer, by reason.
 REASON_BASE = np.array([-0.3, -0.6, 0.3, -0.1, -0.3, -1.1, -0.2])
@@ -101,10 +102,6 @@ def offer_effect(offer: Offer, ctx: Context) -> np.ndarray:
 def save_probability(offer: Offer, ctx: Context) -> np.ndarray:
     """True P(still subscribed 30 days after the request | context, offer)."""
     return 1.0 / (1.0 + np.exp(-(base_logit(ctx) + offer_effect(offer, ctx))))
-
-
-def save_probabilities(catalog: Catalog, ctx: Context) -> dict[str, np.ndarray]:
-    return {o.id: save_probability(o, ctx) for o in catalog.offers}
 
 
 def oracle_choice(

@@ -20,8 +20,6 @@ from typing import Any
 # The object API needs no GUI backend and keeps no global figure state (pyplot would do both).
 from matplotlib.figure import Figure
 
-from training.metrics import METRIC_KEYS
-
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 70em; color: #222; padding: 0 1em; }
@@ -37,7 +35,7 @@ _HEADER_KEYS = ("version", "created_at", "feature_version", "data_window", "row_
 _MODEL_ROW = "model"
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
     return html.escape(str(value))
 
 
@@ -60,7 +58,7 @@ def _is_scalar(value: Any) -> bool:
 
 
 def _kv_table(d: dict) -> str:
-    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v) if _is_scalar(v) else v)}</td></tr>" for k, v in d.items())
+    rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(_fmt(v) if _is_scalar(v) else v)}</td></tr>" for k, v in d.items())
     return f'<table class="kv">{rows}</table>'
 
 
@@ -68,15 +66,15 @@ def _value_html(value: Any) -> str:
     if isinstance(value, dict):
         return _kv_table(value)
     if isinstance(value, list | tuple):
-        return _e(", ".join(_fmt(v) for v in value))
-    return _e(_fmt(value))
+        return escape(", ".join(_fmt(v) for v in value))
+    return escape(_fmt(value))
 
 
-def _png(fig: Figure, alt: str) -> str:
+def png_img(fig: Figure, alt: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
 
 
 def _rows(model_metrics: dict) -> list[tuple[str, dict]]:
@@ -87,14 +85,13 @@ def _rows(model_metrics: dict) -> list[tuple[str, dict]]:
 
 def _metrics_table(model_metrics: dict) -> str:
     rows = _rows(model_metrics)
-    extra = sorted({k for _, r in rows for k in r} - set(METRIC_KEYS))
-    cols = [*METRIC_KEYS, *extra]
-    head = "".join(f"<th>{_e(c)}</th>" for c in ["", *cols])
+    cols = list(dict.fromkeys(k for _, r in rows for k in r))  # in the order the trainer wrote them
+    head = "".join(f"<th>{escape(c)}</th>" for c in ["", *cols])
     body = []
     for name, r in rows:
         cls = ' class="model"' if name == _MODEL_ROW else ""
-        cells = "".join(f"<td>{_e(_fmt(r.get(c)))}</td>" for c in cols)
-        body.append(f"<tr{cls}><td>{_e(name)}</td>{cells}</tr>")
+        cells = "".join(f"<td>{escape(_fmt(r.get(c)))}</td>" for c in cols)
+        body.append(f"<tr{cls}><td>{escape(name)}</td>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -102,7 +99,7 @@ def _notes(model_metrics: dict) -> str:
     notes = [(k, v) for k, v in model_metrics.items() if _is_scalar(v)]
     if not notes:
         return ""
-    items = "".join(f"<li>{_e(k)}: {_e(_fmt(v))}</li>" for k, v in notes)
+    items = "".join(f"<li>{escape(k)}: {escape(_fmt(v))}</li>" for k, v in notes)
     return f"<ul>{items}</ul>"
 
 
@@ -117,7 +114,7 @@ def _reliability_plot(model_name: str, curves: dict) -> str:
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="observed rate",
            title=f"Reliability: {model_name}")
     ax.legend(loc="upper left", fontsize="small")
-    return _png(fig, f"Reliability plot for {model_name}")
+    return png_img(fig, f"Reliability plot for {model_name}")
 
 
 def _lift_chart(metrics: dict) -> str:
@@ -145,7 +142,7 @@ def _lift_chart(metrics: dict) -> str:
     ax.set_xticks(range(len(models)), models)
     ax.set(ylabel="top-decile lift", title="Top-decile lift: model vs baselines")
     ax.legend(fontsize="small")
-    return _png(fig, "Top-decile lift per model and baseline")
+    return png_img(fig, "Top-decile lift per model and baseline")
 
 
 def write_report(path: str | Path, metadata: dict) -> Path:
@@ -155,15 +152,15 @@ def write_report(path: str | Path, metadata: dict) -> Path:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Retention model {_e(version)}</title>",
+        f"<title>Retention model {escape(version)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>Retention model {_e(version)}</h1>",
+        f"<h1>Retention model {escape(version)}</h1>",
     ]
     header = {k: metadata[k] for k in _HEADER_KEYS if k in metadata}
     # Other top-level scalars (seed, data directory, catalog version...) are shown as they are.
     header.update({k: v for k, v in metadata.items() if k not in header and _is_scalar(v)})
     parts.append('<table class="kv">')
-    parts += [f"<tr><td>{_e(k)}</td><td>{_value_html(v)}</td></tr>" for k, v in header.items()]
+    parts += [f"<tr><td>{escape(k)}</td><td>{_value_html(v)}</td></tr>" for k, v in header.items()]
     parts.append("</table>")
 
     metrics = metadata.get("metrics") or {}
@@ -171,7 +168,7 @@ def write_report(path: str | Path, metadata: dict) -> Path:
     for model_name, model_metrics in metrics.items():
         if not isinstance(model_metrics, dict):
             continue
-        parts.append(f"<h2>{_e(model_name)}</h2>")
+        parts.append(f"<h2>{escape(model_name)}</h2>")
         parts.append(_metrics_table(model_metrics))
         parts.append(_notes(model_metrics))
         curves = reliability.get(model_name)

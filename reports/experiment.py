@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from training.report import _e, _png
+from reports.model import escape, png_img
 
 DASH = "–"  # what a number that does not exist (yet) looks like
 ALPHA = 0.05  # significance level of the headline and the highlighted rows: Holm-adjusted p < ALPHA
@@ -214,9 +214,9 @@ def _arm_name(name: Any, arms: dict[str, dict]) -> str:
     """An arm for a sentence: its name, with its fixed offer when the name does not already say it."""
     arm = arms.get(str(name)) or {}
     offer = arm.get("offer")
-    text = f"<strong>{_e(name)}</strong>"
+    text = f"<strong>{escape(name)}</strong>"
     if offer and str(offer) != str(name):
-        text += f" (offer {_e(offer)})"
+        text += f" (offer {escape(offer)})"
     return text
 
 
@@ -240,7 +240,7 @@ def _sentence(c: dict, arms: dict[str, dict], rate: bool, running: bool) -> str:
     assert d is not None
     ci = _diff_interval(c.get("low"), c.get("high"), rate)
     text = (f"{_arm_name(c.get('arm'), arms)} {_effect(str(c.get('metric')), d, rate)} than "
-            f"{_arm_name(c.get('baseline'), arms)} (95% CI {ci}, adjusted p {_e(_p_is(c.get('p_adjusted')))}).")
+            f"{_arm_name(c.get('baseline'), arms)} (95% CI {ci}, adjusted p {escape(_p_is(c.get('p_adjusted')))}).")
     av = _diff_interval(c.get("always_valid_low"), c.get("always_valid_high"), rate)
     if _excludes_zero(c.get("always_valid_low"), c.get("always_valid_high")):
         text += f" The always-valid interval ({av}) excludes zero too, so this holds even though we peeked."
@@ -274,19 +274,19 @@ def _header(result: dict) -> str:
     status = ('<span class="status running">running</span>' if running
               else '<span class="status stopped">stopped</span>')
     rows = [
-        ("Status", f"{status} as of {_e(_when(result.get('as_of')))}"),
-        ("Started", _e(_when(result.get("start")))),
-        ("Stop", _e(_when(result.get("stop"))) if result.get("stop") else "not set (runs until stopped)"),
-        ("Unit of analysis", _e(result.get("unit") or DASH)),
-        ("Primary metric", _e(result.get("primary_metric") or DASH)),
-        ("Guardrail metrics", _e(", ".join(map(str, result.get("guardrail_metrics") or [])) or "none")),
-        ("Control arm", _e(result.get("control") or DASH)),
-        ("Definition hash", f"<code>{_e(result.get('definition') or DASH)}</code>"),
+        ("Status", f"{status} as of {escape(_when(result.get('as_of')))}"),
+        ("Started", escape(_when(result.get("start")))),
+        ("Stop", escape(_when(result.get("stop"))) if result.get("stop") else "not set (runs until stopped)"),
+        ("Unit of analysis", escape(result.get("unit") or DASH)),
+        ("Primary metric", escape(result.get("primary_metric") or DASH)),
+        ("Guardrail metrics", escape(", ".join(map(str, result.get("guardrail_metrics") or [])) or "none")),
+        ("Control arm", escape(result.get("control") or DASH)),
+        ("Definition hash", f"<code>{escape(result.get('definition') or DASH)}</code>"),
     ]
     body = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
     description = result.get("description")
-    return (f"<h1>Experiment {_e(result.get('experiment', 'unnamed'))}</h1>"
-            + (f"<p>{_e(description)}</p>" if description else "")
+    return (f"<h1>Experiment {escape(result.get('experiment', 'unnamed'))}</h1>"
+            + (f"<p>{escape(description)}</p>" if description else "")
             + f'<table class="kv">{body}</table>'
             + '<p class="muted">New to these reports? See <a href="#how-to-read">how to read this page</a>.</p>')
 
@@ -297,8 +297,8 @@ def _banners(result: dict) -> str:
     alarms = [(stage, srm[stage]) for stage in ("assigned", "exposed") if (srm.get(stage) or {}).get("alarm")]
     if alarms:
         details = "".join(
-            f"<p>The {_e(stage)} counts do not match the designed split: chi2 = {_e(_fmt2(s.get('chi2')))}, "
-            f"p = {_e(_p_exact(s.get('p_value')))}.</p>" for stage, s in alarms)
+            f"<p>The {escape(stage)} counts do not match the designed split: chi2 = {escape(_fmt2(s.get('chi2')))}, "
+            f"p = {escape(_p_exact(s.get('p_value')))}.</p>" for stage, s in alarms)
         parts.append(
             '<div class="banner srm" role="alert"><strong>Sample-ratio mismatch: do not trust these results until '
             f"the assignment is fixed.</strong>{details}<p>Arms with more or fewer customers than designed usually "
@@ -306,7 +306,7 @@ def _banners(result: dict) -> str:
             '<a href="#srm" style="color:#fff">the sample-ratio check</a>.</p></div>')
     warnings = [w for w in result.get("warnings") or [] if w]
     if warnings:
-        items = "".join(f"<li>{_e(w)}</li>" for w in warnings)
+        items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
         parts.append(f'<div class="banner warn" role="alert"><strong>Warnings from the analysis '
                      f"({len(warnings)})</strong><ul>{items}</ul></div>")
     return "".join(parts)
@@ -324,7 +324,7 @@ def _headline(result: dict, arms: dict[str, dict]) -> str:
     rate = _is_rate(primary, result)
     comparisons = [c for c in result.get("comparisons") or [] if c.get("metric") == primary]
     yet = " yet" if running else ""
-    parts = [f"<h2>Headline: {_e(_label(primary))} <span class=\"muted\">({_e(primary)}, primary metric)</span></h2>",
+    parts = [f"<h2>Headline: {escape(_label(primary))} <span class=\"muted\">({escape(primary)}, primary metric)</span></h2>",
              '<div class="headline">']
     srm = result.get("srm") or {}
     if any((srm.get(s) or {}).get("alarm") for s in ("assigned", "exposed")):
@@ -332,7 +332,7 @@ def _headline(result: dict, arms: dict[str, dict]) -> str:
                      "trustworthy.</strong></p>")
     baselines = [b for b in (control, HOLDOUT) if b and any(c.get("baseline") == b for c in comparisons)]
     if not comparisons:
-        parts.append(f"<p>No comparisons on {_e(primary)} yet: not enough data.</p>")
+        parts.append(f"<p>No comparisons on {escape(primary)} yet: not enough data.</p>")
     for baseline in baselines:
         rows = [c for c in comparisons if c.get("baseline") == baseline]
         winners = [c for c in rows if _significant(c)]
@@ -343,10 +343,10 @@ def _headline(result: dict, arms: dict[str, dict]) -> str:
             parts.append(f"<p>Against {who}, significant after the multiple-comparison correction:</p><ul>{items}</ul>")
             others = [c for c in rows if not _significant(c)]
             if others:
-                names = ", ".join(f"<strong>{_e(c.get('arm'))}</strong>" for c in others)
-                parts.append(f"<p>Other arms vs {_e(baseline)}: no significant difference{yet} ({names}).</p>")
+                names = ", ".join(f"<strong>{escape(c.get('arm'))}</strong>" for c in others)
+                parts.append(f"<p>Other arms vs {escape(baseline)}: no significant difference{yet} ({names}).</p>")
         else:
-            parts.append(f"<p>Against {who}: <strong>no significant difference{yet}</strong> on {_e(primary)} "
+            parts.append(f"<p>Against {who}: <strong>no significant difference{yet}</strong> on {escape(primary)} "
                          f"(no arm has a Holm-adjusted p below {ALPHA:g}).</p>")
     if comparisons and not any(_significant(c) for c in comparisons):
         parts.append('<p>"No significant difference" is not "no difference": the <a href="#sample-size">sample-size '
@@ -366,16 +366,16 @@ def _guardrail_lines(result: dict) -> str:
         if worse:
             per = "" if rate else " per customer"
             items = "; ".join(
-                f"{_e(c.get('arm'))} vs {_e(c.get('baseline'))}: {_diff(c.get('difference'), rate)}{per} (95% CI "
-                f"{_diff_interval(c.get('low'), c.get('high'), rate)}, adjusted p {_e(_p_is(c.get('p_adjusted')))})"
+                f"{escape(c.get('arm'))} vs {escape(c.get('baseline'))}: {_diff(c.get('difference'), rate)}{per} (95% CI "
+                f"{_diff_interval(c.get('low'), c.get('high'), rate)}, adjusted p {escape(_p_is(c.get('p_adjusted')))})"
                 for c in worse)
-            lines.append(f'<li><span class="verdict-worse">Guardrail {_e(metric)} is significantly worse</span>: '
+            lines.append(f'<li><span class="verdict-worse">Guardrail {escape(metric)} is significantly worse</span>: '
                          f"{items}.</li>")
         elif better:
-            names = ", ".join(f"{_e(c.get('arm'))} vs {_e(c.get('baseline'))}" for c in better)
-            lines.append(f"<li>Guardrail {_e(metric)}: no significant harm; significantly better for {names}.</li>")
+            names = ", ".join(f"{escape(c.get('arm'))} vs {escape(c.get('baseline'))}" for c in better)
+            lines.append(f"<li>Guardrail {escape(metric)}: no significant harm; significantly better for {names}.</li>")
         else:
-            lines.append(f"<li>Guardrail {_e(metric)}: no significant difference between any arms.</li>")
+            lines.append(f"<li>Guardrail {escape(metric)}: no significant difference between any arms.</li>")
     return f"<ul>{''.join(lines)}</ul>" if lines else ""
 
 
@@ -399,14 +399,14 @@ def _arms_table(result: dict, metrics: list[str]) -> str:
         return '<p class="muted">No arms recorded.</p>'
     total_assigned = sum(_num(a.get("assigned")) or 0 for a in arms)
     head = ["Arm", "What it does", "Expected share", "Assigned (share)", "Exposed",
-            *[f"{_e(_label(m))}<br><span class=\"muted\">{_e(m)}</span>" for m in metrics]]
+            *[f"{escape(_label(m))}<br><span class=\"muted\">{escape(m)}</span>" for m in metrics]]
     rows = []
     for a in arms:
         cls = "control" if a.get("is_control") else "holdout" if a.get("is_holdout") else ""
         role = " (control)" if a.get("is_control") else ""
         assigned = _num(a.get("assigned"))
         share = _pct(assigned / total_assigned) if assigned is not None and total_assigned else DASH
-        cells = [f"<td><strong>{_e(a.get('name'))}</strong>{role}</td>", f'<td class="text">{_e(_what(a))}</td>',
+        cells = [f"<td><strong>{escape(a.get('name'))}</strong>{role}</td>", f'<td class="text">{escape(_what(a))}</td>',
                  f"<td>{_pct(a.get('expected_share'))}</td>", f"<td>{_count(a.get('assigned'))} ({share})</td>",
                  f"<td>{_count(a.get('exposed'))}</td>"]
         cells += [_metric_cell(m, (a.get("metrics") or {}).get(m), _is_rate(m, result)) for m in metrics]
@@ -431,7 +431,7 @@ def _comparison_tables(result: dict, metrics: list[str]) -> str:
         role = (" — primary metric" if metric == result.get("primary_metric")
                 else " — guardrail" if metric in (result.get("guardrail_metrics") or []) else "")
         unit = "percentage points" if rate else "plan currency per customer"
-        parts.append(f"<h3>{_e(_label(metric))} <span class=\"muted\">({_e(metric)}{role}; differences in "
+        parts.append(f"<h3>{escape(_label(metric))} <span class=\"muted\">({escape(metric)}{role}; differences in "
                      f"{unit}, arm minus baseline)</span></h3>")
         head = ["Arm", "vs", "Difference", "95% CI (fixed horizon)", "Always-valid 95% CI", "p", "Holm-adjusted p",
                 "n arm / baseline", "Verdict"]
@@ -448,11 +448,11 @@ def _comparison_tables(result: dict, metrics: list[str]) -> str:
             else:
                 verdict = "no significant difference" if d is not None else "not enough data"
             body.append(
-                f'<tr class="{cls}"><td>{_e(c.get("arm"))}</td><td class="text">{_e(c.get("baseline"))}</td>'
+                f'<tr class="{cls}"><td>{escape(c.get("arm"))}</td><td class="text">{escape(c.get("baseline"))}</td>'
                 f"<td>{_diff(c.get('difference'), rate)}</td>"
                 f"<td>{_diff_interval(c.get('low'), c.get('high'), rate)}</td>"
                 f"<td>{_diff_interval(c.get('always_valid_low'), c.get('always_valid_high'), rate)}</td>"
-                f"<td>{_e(_p(c.get('p_value')))}</td><td>{_e(_p(c.get('p_adjusted')))}</td>"
+                f"<td>{escape(_p(c.get('p_value')))}</td><td>{escape(_p(c.get('p_adjusted')))}</td>"
                 f"<td>{_count(c.get('n_arm'))} / {_count(c.get('n_baseline'))}</td>"
                 f'<td class="text">{verdict}</td></tr>')
         thead = "".join(f"<th>{h}</th>" for h in head)
@@ -472,14 +472,14 @@ def _srm_section(result: dict, arms: dict[str, dict]) -> str:
     if not stages:
         return "".join([*parts, '<p class="muted">No sample-ratio check recorded.</p>'])
     names = list(arms) or sorted({n for _, s in stages for n in (s.get("observed") or {})})
-    head = "<th>Arm</th>" + "".join(f"<th>{_e(s)}: observed</th><th>{_e(s)}: expected</th>" for s, _ in stages)
+    head = "<th>Arm</th>" + "".join(f"<th>{escape(s)}: observed</th><th>{escape(s)}: expected</th>" for s, _ in stages)
     body = []
     for name in names:
         cells = "".join(f"<td>{_count((s.get('observed') or {}).get(name))}</td>"
                         f"<td>{_fmt1((s.get('expected') or {}).get(name))}</td>" for _, s in stages)
-        body.append(f"<tr><td>{_e(name)}</td>{cells}</tr>")
+        body.append(f"<tr><td>{escape(name)}</td>{cells}</tr>")
     result_row = "".join(
-        f'<td colspan="2" class="text">chi2 = {_fmt2(s.get("chi2"))}, p = {_e(_p_exact(s.get("p_value")))}: '
+        f'<td colspan="2" class="text">chi2 = {_fmt2(s.get("chi2"))}, p = {escape(_p_exact(s.get("p_value")))}: '
         + ('<strong style="color:#c62828">ALARM</strong>' if s.get("alarm") else "ok") + "</td>" for _, s in stages)
     body.append(f"<tr><td><strong>check</strong></td>{result_row}</tr>")
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
@@ -509,8 +509,8 @@ def _sample_size_section(result: dict) -> str:
     mde = _diff(s.get("mde"), rate).lstrip("+")
     detectable = _diff(s.get("detectable_now"), rate).lstrip("+")
     parts.append(
-        f"<p>To detect a change of <strong>{mde}</strong> in {_e(metric)}{baseline} with a false-positive rate "
-        f"alpha = {_e(_fmt_level(s.get('alpha')))} and {_power(s.get('power'))} power, each arm needs "
+        f"<p>To detect a change of <strong>{mde}</strong> in {escape(metric)}{baseline} with a false-positive rate "
+        f"alpha = {escape(_fmt_level(s.get('alpha')))} and {_power(s.get('power'))} power, each arm needs "
         f"<strong>{_count(per_arm)}</strong> customers with a known outcome.</p>")
     if per_arm and smallest is not None:
         share = min(1.0, smallest / per_arm)
@@ -544,8 +544,8 @@ def _definitions_section(result: dict, metrics: list[str]) -> str:
         role = (" (primary)" if m == result.get("primary_metric")
                 else " (guardrail)" if m in (result.get("guardrail_metrics") or []) else "")
         definition = definitions.get(m) or "no definition recorded"
-        items.append(f"<dt>{_e(m)}{role}: {_e(_label(m))}</dt><dd>{_e(definition)}</dd>")
-    unit = _e(result.get("unit") or "not recorded")
+        items.append(f"<dt>{escape(m)}{role}: {escape(_label(m))}</dt><dd>{escape(definition)}</dd>")
+    unit = escape(result.get("unit") or "not recorded")
     return f"""
 <h2 id="how-to-read">Metric definitions and how to read this page</h2>
 <dl>{''.join(items)}</dl>
@@ -584,8 +584,8 @@ def _t(text: Any) -> str:
 def _figure(img: str, caption: str, empty_note: str) -> str:
     """A chart with its caption, or a short note when the chart had no data (the chart function returned "")."""
     if not img:
-        return f'<p class="muted">{_e(empty_note)}</p>'
-    return f"<figure>{img}<figcaption>{_e(caption)}</figcaption></figure>"
+        return f'<p class="muted">{escape(empty_note)}</p>'
+    return f"<figure>{img}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
 def _scale(rate: bool) -> float:
@@ -636,7 +636,7 @@ def _forest_chart(result: dict) -> str:
                Line2D([], [], color="black", marker="D", linestyle="", markersize=5, label="estimate"),
                Patch(color=_BETTER, label="significantly better"), Patch(color=_WORSE, label="significantly worse")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
-    return _png(fig, f"Forest plot of differences in {primary}")
+    return png_img(fig, f"Forest plot of differences in {primary}")
 
 
 def _arm_estimates_chart(result: dict, metrics: list[str], rate: bool) -> str:
@@ -680,7 +680,7 @@ def _arm_estimates_chart(result: dict, metrics: list[str], rate: bool) -> str:
         else:
             ax.set(ylabel="per customer (plan currency)", title=_t(f"{_label(group[0])} ({group[0]}) per arm, "
                                                                     "with 95% CI"))
-    return _png(fig, "Per-arm rates with 95% confidence intervals" if rate else "Per-arm money metrics with 95% CIs")
+    return png_img(fig, "Per-arm rates with 95% confidence intervals" if rate else "Per-arm money metrics with 95% CIs")
 
 
 def _arm_tick(arm: dict) -> str:
@@ -759,7 +759,7 @@ def _timeline_chart(result: dict) -> str:
     title = f"{_label(primary)}: cumulative difference vs control, by day"
     fig.suptitle(_t(title + ("\n(the widest bands of the first days are cut off)" if clipped else "")),
                  fontsize="medium")
-    return _png(fig, f"Timeline of the always-valid interval of {primary} per arm")
+    return png_img(fig, f"Timeline of the always-valid interval of {primary} per arm")
 
 
 def _nan(value: Any, k: float) -> float:
@@ -793,7 +793,7 @@ def _srm_chart(stages: list[tuple[str, dict]], names: list[str]) -> str:
         ax.set_ylabel("customers")
         ax.grid(axis="y", color="#eeeeee")
         ax.legend(fontsize="small", loc="upper right", ncols=2, frameon=False)
-    return _png(fig, "Observed vs expected customers per arm")
+    return png_img(fig, "Observed vs expected customers per arm")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -812,7 +812,7 @@ def render_html(result: dict) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Experiment {_e(name)}</title>",
+        f"<title>Experiment {escape(name)}</title>",
         f"<style>{_CSS}</style></head><body>",
         _header(result),
         _banners(result),

@@ -1,0 +1,152 @@
+"""`retention train`, `evaluate`, `score` and `evaluate-policy`: fit a model version, and judge or use one."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from cli.options import (
+    DEFAULT_MODELS,
+    PATH,
+    UTC_DATETIME,
+    catalog_from,
+    catalog_path,
+    fail,
+    failing_on,
+    model_ref,
+    models_root,
+    policy_from,
+    policy_path,
+    validated,
+    verified_model,
+)
+from retention.files import write_atomic
+
+
+@click.command()
+@click.option("--data", "data_dir", type=PATH, required=True)
+@click.option("--out", "out_root", type=PATH, default=DEFAULT_MODELS, show_default=True)
+@click.option("--window-end", type=UTC_DATETIME, default=None)
+@click.option("--eval-fraction", type=click.FloatRange(0.05, 0.5), default=0.25, show_default=True)
+@click.option("--exclude-attribute", "exclude", multiple=True, help="Customer column not to use as a feature.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@catalog_path
+def train(data_dir: Path, out_root: Path, window_end, eval_fraction: float, exclude: tuple[str, ...], seed: int,
+          catalog_path: Path) -> None:
+    """Validate, train both models, evaluate on the latest period, write models/<version>/."""
+    from reports.model import write_report
+    from reports.text import model_summary
+    from retention.artifacts import read_metadata
+    from training.train import TrainConfig, train_version
+
+    catalog = catalog_from(catalog_path)
+    validated(data_dir, window_end)
+    t0 = time.perf_counter()
+    steps = ["offer-response features", "offer-response model", "churn-risk features", "churn-risk model",
+             "writing artifact"]
+    with tqdm(total=len(steps), desc="train", unit="step", file=sys.stderr) as bar:
+        def progress(msg: str) -> None:
+            bar.set_postfix_str(msg)
+            if msg != steps[0]:
+                bar.update(1)
+
+        config = TrainConfig(data_dir=data_dir, out_root=out_root, window_end=window_end,
+                             eval_fraction=eval_fraction, seed=seed, exclude_attributes=exclude, catalog=catalog)
+        with failing_on(ValueError):
+            version_dir = train_version(config, progress=progress)
+        write_report(version_dir / "report.html", read_metadata(version_dir))
+        bar.update(1)
+    click.echo(f"model version {version_dir.name} written to {version_dir} in {time.perf_counter() - t0:.1f} s")
+    click.echo(model_summary(version_dir))
+
+
+@click.command()
+@model_ref
+@models_root
+@click.option("--data", "data_dir", type=PATH, default=None,
+              help="Evaluate on this data set's labelled cancel requests (default: print the training metrics).")
+@click.option("--since", type=UTC_DATETIME, default=None, help="Only requests at or after this time.")
+@click.option("--window-end", type=UTC_DATETIME, default=None)
+@catalog_path
+def evaluate(ref: str, models_root: Path, data_dir: Path | None, since, window_end, catalog_path: Path) -> None:
+    """Verify a model version and report its metrics, optionally on another data set."""
+    from reports.text import model_summary
+
+    version_dir, model, meta = verified_model(models_root, ref)
+    if data_dir is None:
+        click.echo(f"model version {version_dir.name} ({version_dir}), as trained:")
+        click.echo(model_summary(version_dir))
+        return
+    from training.evaluate import evaluate_on
+
+    catalog = catalog_from(catalog_path)
+    validated(data_dir, window_end)
+    with tqdm(total=1, desc="evaluate", file=sys.stderr) as bar, failing_on(ValueError):
+        result = evaluate_on(model, meta, data_dir, catalog, since=since, window_end=window_end)
+        bar.update(1)
+    click.echo(json.dumps(result, indent=2))
+
+
+@click.command()
+@model_ref
+@models_root
+@click.option("--data", "data_dir", type=PATH, required=True)
+@click.option("--as-of", "as_of", type=UTC_DATETIME, required=True, help="Score customers as of this time.")
+@click.option("--out", "out", type=PATH, required=True, help="Output .parquet or .csv file.")
+@click.option("--batch-size", type=click.IntRange(min=1000), default=100_000, show_default=True)
+@catalog_path
+def score(ref: str, models_root: Path, data_dir: Path, as_of: datetime, out: Path, batch_size: int,
+          catalog_path: Path) -> None:
+    """Churn risk (next 30 days) and no-offer save probability for every active customer as of T."""
+    from training.evaluate import score_customers
+
+    if out.suffix not in (".parquet", ".csv"):
+        fail(f"{out}: --out must end in .parquet or .csv")
+    catalog = catalog_from(catalog_path)
+    validated(data_dir)  # data after T is fine: features only read rows before T
+    _, model, meta = verified_model(models_root, ref)
+    n = score_customers(model, meta, data_dir, catalog, as_of, out, batch_size, progress=tqdm)
+    click.echo(f"scored {n:,} customers as of {as_of.isoformat()} into {out}")
+
+
+@click.command("evaluate-policy")
+@model_ref
+@models_root
+@click.option("--data", "data_dir", type=PATH, required=True,
+              help="A simulated data set with _truth/ (ideally one the model was not trained on).")
+@click.option("--since", type=UTC_DATETIME, default=None, help="Only requests at or after this time.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="A random sample of this many requests.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample and the bootstrap.")
+@click.option("--out", "out", type=PATH, default=None, help="Also write the JSON here.")
+@catalog_path
+@policy_path
+def evaluate_policy(ref: str, models_root: Path, data_dir: Path, since, limit: int | None, seed: int,
+                    out: Path | None, catalog_path: Path, policy_path: Path) -> None:
+    """Value the service's offer choices with the simulator's true response, against the rules, every fixed
+    offer and the oracle."""
+    from reports.text import policy_table
+    from training.policy_eval import evaluate_policy as judge
+    from training.simulator.truth import TRUTH_FILE
+
+    if not (data_dir / TRUTH_FILE).is_file():
+        fail(f"{data_dir}: no {TRUTH_FILE}: judging a policy needs the simulator's true response; "
+             "use a data set written by `retention simulate`")
+    catalog = catalog_from(catalog_path)
+    policy = policy_from(catalog, policy_path)
+    validated(data_dir)
+    _, model, meta = verified_model(models_root, ref)
+    with failing_on(ValueError):
+        result = judge(model, meta, data_dir, catalog, policy, since=since, limit=limit, seed=seed, progress=tqdm)
+    click.echo(policy_table(result))
+    click.echo(json.dumps(result, indent=2))
+    if out is not None:
+        write_atomic(out, json.dumps(result, indent=2) + "\n")
+
+
+commands = [train, evaluate, score, evaluate_policy]
