@@ -95,8 +95,8 @@ def verified_model(models: Path, ref: str) -> tuple[Path, object, dict]:
 
 @contextmanager
 def valid_data() -> Iterator[None]:
-    """Report a data set that failed validation (training.validate.InvalidDataset) as errors, exit 2."""
-    from training.validate import InvalidDataset
+    """Report a data set that failed validation (training.validation.InvalidDataset) as errors, exit 2."""
+    from training.validation import InvalidDataset
 
     try:
         yield
@@ -112,7 +112,7 @@ def valid_data() -> Iterator[None]:
 
 def validated(data_dir: Path, window_end: datetime | None = None):
     """The validation report of a data set that passed (its warnings printed); otherwise exit 2."""
-    from training.validate import require_valid
+    from training.validation import require_valid
 
     with valid_data():
         report = require_valid(data_dir, window_end)

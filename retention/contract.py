@@ -1,6 +1,6 @@
 """The training-data contract: which files, columns, types and value rules a data set must satisfy.
 
-This module is the single source of truth for the contract. The validator (training.validate), the simulator
+This module is the single source of truth for the contract. The validator (training.validation), the simulator
 (training.simulator) and the README's contract table are all derived from or checked against it.
 """
 

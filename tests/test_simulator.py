@@ -13,7 +13,7 @@ from retention.offers import load_catalog
 from retention.value import expected_net_value
 from training.simulator import truth
 from training.simulator.generate import SimConfig, simulate_dataset
-from training.validate import validate_dataset
+from training.validation import validate_dataset
 
 CATALOG = load_catalog()
 

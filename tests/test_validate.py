@@ -1,4 +1,4 @@
-"""Tests for training.validate: a small valid data set, then one mutation per contract rule."""
+"""Tests for training.validation: a small valid data set, then one mutation per contract rule."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from training.dataset import open_dataset, resolve_window_end
-from training.validate import Finding, ValidationReport, validate_dataset
+from training.validation import Finding, ValidationReport, validate_dataset
 
 WINDOW_END = "2024-07-01T00:00:00Z"
 

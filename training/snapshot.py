@@ -20,7 +20,7 @@ from retention.features import FeatureSpec
 from retention.offers import Catalog
 from training.dataset import open_dataset, resolve_window_end
 from training.evaluate import feature_batches, subscribed_customers
-from training.validate import require_valid
+from training.validation import require_valid
 
 STORE_SOURCE = "store"  # the snapshot's source when it was computed from the store's own history
 
@@ -57,7 +57,7 @@ def load_feature_snapshot(target: SnapshotTarget, meta: dict, catalog: Catalog, 
     subscribed at `as_of`, computed from `data_dir` or from the history `export_history` writes.
 
     `as_of` defaults to the data window's end (now for the store's history). The data set is validated first
-    (training.validate.InvalidDataset); the target is pinged before the long computation, not after it."""
+    (training.validation.InvalidDataset); the target is pinged before the long computation, not after it."""
     if (data_dir is None) == (export_history is None):
         raise ValueError("give exactly one source: a data directory or the store's history")
     spec = FeatureSpec.from_dict(meta["feature_spec"])

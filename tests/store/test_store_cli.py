@@ -18,7 +18,7 @@ from retention.features import FeatureSpec, compute_features
 from retention.offers import load_catalog
 from store.repository import Store
 from training.dataset import open_dataset
-from training.validate import validate_dataset
+from training.validation import validate_dataset
 
 
 def _run(*args):

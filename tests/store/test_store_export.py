@@ -12,7 +12,7 @@ import pytest
 
 from store.export import export_dataset
 from training.dataset import resolve_window_end
-from training.validate import validate_dataset
+from training.validation import validate_dataset
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=60)
 SIGNUP = (BASE - timedelta(days=400)).isoformat()
