@@ -17,6 +17,7 @@ from cli.options import (
     database_url,
     fail,
     failing_on,
+    open_store,
 )
 from retention import stats
 from retention.experiments import DEFAULT_EXPERIMENTS, ExperimentBook, ExperimentError, load_experiments
@@ -91,12 +92,11 @@ def report(name: str, path: Path, catalog_path: Path, url: str | None, as_of: da
     """Analyse experiment NAME from the store: per arm and against control and holdout."""
     from retention.experiment_analysis import experiment_results
     from retention.experiments import UnknownExperiment
-    from store import Store, StoreError
 
     catalog = catalog_from(catalog_path)
     with failing_on(ExperimentError):
         book = load_experiments(catalog, path)
-    with failing_on(StoreError, UnknownExperiment), Store.from_url(url) as store:
+    with open_store(url) as store, failing_on(UnknownExperiment):
         result = experiment_results(book, catalog, store.experiment_records, name, as_of or datetime.now(UTC),
                                     mde=mde)
     _emit(jsonable(result), html, json_out)

@@ -75,6 +75,24 @@ policy_path = click.option(
     show_default=True, help="Policy config: guardrails and fallback rules [env: RETENTION_POLICY].")
 
 
+@contextmanager
+def open_store(url: str | None):
+    """The store at `url` (default: DATABASE_URL, else the SQLite file); an unreachable database, a schema
+    that was never migrated or a malformed URL exit 2 with what to do."""
+    from sqlalchemy.exc import ArgumentError
+
+    from store import Store, StoreError
+
+    try:
+        with Store.from_url(url) as store:
+            yield store
+    except ArgumentError:
+        fail(f"--database-url {url!r} is not a database URL "
+             "(e.g. sqlite:///var/retention.db or postgresql+psycopg://user@host/db)")
+    except StoreError as exc:
+        fail(str(exc))
+
+
 def catalog_from(path: Path) -> Catalog:
     with failing_on(CatalogError):
         return load_catalog(path)

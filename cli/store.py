@@ -24,23 +24,27 @@ from cli.options import (
     failing_on,
     model_ref,
     models_root,
+    open_store,
     valid_data,
     verified_model,
 )
 from retention.files import write_atomic
 from retention.jsonvalues import jsonable
-from store import Store, StoreError
+from store import StoreError
 from store.db import current_revision, display_url, head_revision, upgrade
 from store.models import ROLES
 
-# ArgumentError: a malformed database URL
-_STORE_ERRORS = (StoreError, ArgumentError)
-
 
 @contextmanager
-def _store(url: str | None) -> Iterator[Store]:
-    with failing_on(*_STORE_ERRORS), Store.from_url(url) as store:
-        yield store
+def _database(url: str | None) -> Iterator[None]:
+    """For the commands that migrate or inspect the schema without a Store: the same errors as open_store."""
+    try:
+        yield
+    except ArgumentError:
+        fail(f"--database-url {url!r} is not a database URL "
+             "(e.g. sqlite:///var/retention.db or postgresql+psycopg://user@host/db)")
+    except StoreError as exc:
+        fail(str(exc))
 
 
 # ------------------------------------------------------------------------------------------------ db
@@ -55,7 +59,7 @@ def db() -> None:
 @database_url
 def db_upgrade(url: str | None) -> None:
     """Migrate the database to the latest schema (safe to repeat)."""
-    with failing_on(*_STORE_ERRORS):
+    with _database(url):
         revision = upgrade(url)
     click.echo(f"{display_url(url)}: at revision {revision} (head)")
 
@@ -64,7 +68,7 @@ def db_upgrade(url: str | None) -> None:
 @database_url
 def db_current(url: str | None) -> None:
     """Show the database's schema revision."""
-    with failing_on(*_STORE_ERRORS):
+    with _database(url):
         revision = current_revision(url)
     head = head_revision()
     state = "(head)" if revision == head else f"(head is {head}: run `retention db upgrade`)"
@@ -88,7 +92,7 @@ def keys() -> None:
 def keys_create(name: str, role: str, key: str | None, sign: bool, url: str | None) -> None:
     """Create a client and print its key (and signing secret) once."""
     secret = secrets.token_urlsafe(32) if sign else None
-    with _store(url) as store:
+    with open_store(url) as store:
         record, plaintext = store.create_client(name, role, key=key, signing_secret=secret)
     click.echo(f"client {record['name']} (role {record['role']}, key id {record['key_id']})")
     click.echo(f"key: {plaintext}")
@@ -102,7 +106,7 @@ def keys_create(name: str, role: str, key: str | None, sign: bool, url: str | No
 @database_url
 def keys_list(url: str | None) -> None:
     """List clients (never their keys or secrets)."""
-    with _store(url) as store:
+    with open_store(url) as store:
         clients = store.list_clients()
     if not clients:
         click.echo("no clients; create one with `retention keys create`")
@@ -117,7 +121,7 @@ def keys_list(url: str | None) -> None:
 @database_url
 def keys_revoke(name: str, url: str | None) -> None:
     """Revoke a client's key: its requests are refused from now on."""
-    with _store(url) as store:
+    with open_store(url) as store:
         record = store.revoke_client(name)
     click.echo(f"client {record['name']} revoked at {record['revoked_at'].isoformat()}")
 
@@ -134,7 +138,7 @@ def export(since: datetime | None, out: Path, fmt: str, url: str | None) -> None
     """Write the store's history as a data set in the training-data contract."""
     from store.export import export_dataset
 
-    with _store(url) as store, failing_on(ValueError):
+    with open_store(url) as store, failing_on(ValueError):
         manifest = export_dataset(store, out, since=since, fmt=fmt)
     click.echo(json.dumps(manifest, indent=2))
 
@@ -168,7 +172,7 @@ def load_features(data_dir: Path | None, from_store: bool, as_of: datetime | Non
         fail("give exactly one of --data DIR or --from-store")
     _, _, meta = verified_model(models_root, ref)  # verified: checksum, library and feature versions
     catalog = catalog_from(catalog_path)
-    with _store(url) as store, valid_data(), failing_on(NoSubscribers, DatasetError):
+    with open_store(url) as store, valid_data(), failing_on(NoSubscribers, DatasetError):
         result = load_feature_snapshot(
             store, meta, catalog, data_dir=data_dir, as_of=as_of, batch_size=batch_size, if_stale=if_stale,
             export_history=(lambda out, attributes: export_dataset(store, out, customer_attributes=attributes))
@@ -198,7 +202,7 @@ def customer() -> None:
 @click.option("--out", type=PATH, default=None, help="Write the JSON here [stdout].")
 def customer_export(customer_id: str, url: str | None, out: Path | None) -> None:
     """Everything stored about CUSTOMER_ID, as JSON."""
-    with _store(url) as store:
+    with open_store(url) as store:
         data = jsonable(store.customer_data(customer_id))
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if out:
@@ -216,7 +220,7 @@ def customer_delete(customer_id: str, url: str | None, yes: bool) -> None:
     """Erase CUSTOMER_ID's decisions, outcomes, events and features."""
     if not yes:
         raise click.UsageError("deleting a customer's data cannot be undone: add --yes")
-    with _store(url) as store:
+    with open_store(url) as store:
         counts = store.delete_customer(customer_id)
     click.echo(f"deleted {customer_id}: {counts['decisions']} decision(s), {counts['outcomes']} outcome(s), "
                f"{counts['events']} event(s), {counts['features']} feature row(s)")
