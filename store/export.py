@@ -40,6 +40,7 @@ from retention.contract import (
     Column,
     Table,
 )
+from retention.utc import naive_utc
 from store.models import NO_OFFER, Decision, Event, Outcome
 from store.repository import Store
 
@@ -250,7 +251,7 @@ def _value(table: Table, col: Column, raw: Any, end: datetime) -> Any:
         raise _Invalid(f"{col.name} out of range")
     if col.max is not None and value > col.max:
         raise _Invalid(f"{col.name} out of range")
-    if col.name in table.time_columns and value > (end.date() if col.type == DATE else end.replace(tzinfo=None)):
+    if col.name in table.time_columns and value > (end.date() if col.type == DATE else naive_utc(end)):
         raise _Invalid(f"{col.name} after the export time")
     return value
 
@@ -280,8 +281,7 @@ def _number(v: Any) -> float:
 
 def _timestamp(v: Any) -> datetime:
     """Naive UTC, as the simulator writes and the typed views read; text without an offset is UTC."""
-    ts = v if isinstance(v, datetime) else datetime.fromisoformat(v)
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+    return naive_utc(v if isinstance(v, datetime) else datetime.fromisoformat(v))
 
 
 def _date(v: Any) -> date:

@@ -12,6 +12,8 @@ from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, MetaData, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from retention.utc import as_utc, naive_utc, require_aware
+
 ROLES: tuple[str, ...] = ("decide", "events", "admin")
 # "shown": the frontend displayed the answer (the offer, or for no offer the plain cancel page): an exposure.
 OUTCOME_KINDS: tuple[str, ...] = ("shown", "accepted", "declined", "cancelled")
@@ -38,16 +40,14 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
         if value is None:
             return None
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise ValueError(f"expected a timezone-aware datetime, got {value!r}")
-        value = value.astimezone(UTC)
+        value = require_aware("a stored time", value).astimezone(UTC)
         # SQLite keeps text; storing every value as naive UTC keeps comparisons between them correct.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return naive_utc(value) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 class Base(DeclarativeBase):

@@ -13,7 +13,7 @@ import bisect
 import time
 from collections import Counter
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from retention.features import FeatureSpec
 from retention.model import offer_of
 from retention.offers import Catalog
 from retention.policy import ModelScorer, Policy, PolicyConfig
-from retention.utc import naive_utc
+from retention.utc import as_utc, naive_utc
 from retention.value import DEFAULT_HORIZON_MONTHS, expected_net_value
 from training.dataset import open_dataset, resolve_window_end
 from training.simulator.truth import TRUTH_FILE
@@ -77,7 +77,7 @@ def evaluate_policy(model: dict, meta: dict, data_dir: Path, catalog: Catalog, c
     records = rows[spec.names + ["customer_id", "as_of", "reason", "request_id"]].to_dict("records")
     try:
         for i, row in enumerate(progress(records, desc="decide", unit="request") if progress else records):
-            now = row["as_of"].to_pydatetime().replace(tzinfo=UTC)
+            now = as_utc(row["as_of"].to_pydatetime())
             request = CancelRequest(row["customer_id"], row["reason"], row["billing_period"], row["billing_channel"],
                                     float(row["price"]), plan_id=row["plan_id"], country=row["country"])
             snapshot = Snapshot({k: None if is_missing(row[k]) else row[k] for k in spec.names}, as_of=now)
@@ -188,7 +188,7 @@ def _histories(con, catalog: Catalog) -> dict[str, tuple[list[datetime], list[Pa
     out: dict[str, tuple[list[datetime], list[PastOffer]]] = {}
     for customer_id, at, offer_id, accepted in flows:
         offer = offer_of(catalog, offer_id)
-        at = at.replace(tzinfo=UTC)
+        at = as_utc(at)
         times, offers = out.setdefault(customer_id, ([], []))
         times.append(at)
         offers.append(PastOffer(offer.id, offer.type, at, bool(accepted), offer.months))
