@@ -27,8 +27,9 @@ DEFAULT_MODELS = Path("models")
 
 
 def fail(message: str) -> NoReturn:
-    """Print `error: <message>` on stderr and exit 2 (invalid input)."""
-    click.echo(f"error: {message}", err=True)
+    """Print `error: <line>` on stderr for each line of `message` and exit 2 (invalid input)."""
+    for line in message.splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
     sys.exit(2)
 
 

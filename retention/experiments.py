@@ -20,12 +20,31 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from marshmallow import ValidationError, post_load, validate, validates_schema
+
+from retention.configfiles import (
+    AwareDateTime,
+    ConfigError,
+    ConfigSchema,
+    Entries,
+    Number,
+    Str,
+    StrictField,
+    StrList,
+    Table,
+    above,
+    context,
+    is_number,
+    load_file,
+    name_of,
+    non_empty,
+    one_of,
+)
 from retention.contract import BILLING_CHANNELS, REASONS
 from retention.offers import Catalog
 
@@ -37,8 +56,9 @@ METRICS = ("retained_30", "retained_90", "accepted", "net_revenue_90")
 NPS_SEGMENTS = ("promoter", "passive", "detractor", "none")
 
 
-class ExperimentError(ValueError):
-    """An experiment definition that cannot be run as written."""
+class ExperimentError(ConfigError):
+    """An experiments file that cannot be run as written; each line names the file, the experiment and the
+    field."""
 
 
 class UnknownExperiment(LookupError):
@@ -187,109 +207,174 @@ def unit_hash(salt: str, customer_id: str) -> float:
 # --------------------------------------------------------------------------------------------- loading
 
 
+def _experiment_name(value: str) -> None:
+    if not value or len(value) > 64 or not value.replace("-", "").replace("_", "").isalnum():
+        raise ValidationError(f"must be 1-64 letters, digits, '-' or '_', got {value!r}")
+
+
+class _Slice(StrictField):
+    """`slice = [start, end]`: the share [start, end) of the traffic line, as a tuple of floats."""
+
+    what = "[start, end] with 0 <= start < end <= 1"
+
+    def accepts(self, value):
+        return (isinstance(value, list) and len(value) == 2 and all(is_number(x) for x in value)
+                and 0 <= value[0] < value[1] <= 1)
+
+    def convert(self, value):
+        return float(value[0]), float(value[1])
+
+
+class _VariantSchema(ConfigSchema):
+    name = Str(required=True, validate=non_empty)
+    kind = Str(required=True, validate=one_of(VARIANT_KINDS))
+    weight = Number(load_default=1.0, validate=above(0))
+    offer = Str()
+
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _offer(self, data: dict, raw, **_) -> None:
+        if not isinstance(raw, dict):
+            return
+        kind, offer = data.get("kind"), data.get("offer")
+        if kind == "offer" and "offer" not in raw:
+            raise ValidationError("required for kind 'offer': the catalog offer this arm makes", "offer")
+        if kind == "offer" and offer is not None and (offer not in context()["catalog"] or offer == "none"):
+            raise ValidationError(f"{offer!r} is not an offer of the catalog (kind 'none' gives no offer)", "offer")
+        if kind not in (None, "offer") and "offer" in raw:
+            raise ValidationError("only kind 'offer' takes an offer", "offer")
+
+    @validates_schema(pass_collection=True, skip_on_field_errors=False)
+    def _names(self, variants: list[dict], **_) -> None:
+        errors: dict = {}
+        first: dict[str, int] = {}
+        for j, v in enumerate(variants):
+            name = v.get("name")
+            if name == HOLDOUT:
+                errors[j] = {"name": [f"{HOLDOUT!r} names the holdout arm; call the variant something else"]}
+            elif name in first:
+                errors[j] = {"name": [f"duplicate: variant {first[name] + 1} has the name {name!r} too"]}
+            elif name is not None:
+                first[name] = j
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def _variant(self, data: dict, **_) -> Variant:
+        return Variant(**data)
+
+
+class _PopulationSchema(ConfigSchema):
+    reasons = StrList(REASONS)
+    plans = StrList()
+    nps_segments = StrList(NPS_SEGMENTS)
+    channels = StrList(BILLING_CHANNELS)
+
+    @post_load
+    def _population(self, data: dict, **_) -> Population:
+        return Population(**data)
+
+
+class _ExperimentSchema(ConfigSchema):
+    """One [[experiment]]; names and traffic slices are checked across all of them."""
+
+    name = Str(required=True, validate=_experiment_name)
+    salt = Str(validate=non_empty)
+    description = Str(load_default="")
+    slice = _Slice(load_default=(0.0, 1.0))
+    holdout = Number(load_default=0.0, validate=validate.Range(
+        0, 1, max_inclusive=False, error="must be a share in [0, 1), got {input!r}"))
+    variants = Entries(_VariantSchema, 'variants = [{ name = "model", kind = "model" }, ...]', load_default=list)
+    control = Str()
+    start = AwareDateTime(required=True)
+    stop = AwareDateTime(load_default=None)
+    population = Table(_PopulationSchema, load_default=Population)
+    primary_metric = Str(load_default="retained_30", validate=one_of(METRICS))
+    guardrail_metrics = StrList(METRICS, load_default=("net_revenue_90",))
+
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _arms(self, data: dict, raw, **_) -> None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("variants", []), list):
+            return
+        variants = raw.get("variants", [])
+        errors = {}
+        if "holdout" in data and len(variants) < 2 and not (variants and data["holdout"] > 0):
+            errors["variants"] = ["needs at least two arms: two variants, or one variant and a holdout"]
+        names = [v["name"] for v in variants if isinstance(v, dict) and isinstance(v.get("name"), str)]
+        control = data.get("control")
+        # Only when every variant has a name: otherwise the control may be the one whose name is wrong.
+        if control is not None and len(names) == len(variants) and control not in names and control != HOLDOUT:
+            errors["control"] = [f"{control!r} is not one of its variants {names} (nor {HOLDOUT!r})"]
+        if data.get("start") and data.get("stop") and data["stop"] <= data["start"]:
+            errors["stop"] = [f"must be after start ({data['start'].isoformat()})"]
+        if errors:
+            raise ValidationError(errors)
+
+    @validates_schema(pass_collection=True, skip_on_field_errors=False)
+    def _across_experiments(self, experiments: list[dict], **_) -> None:
+        errors: dict = {}
+        first: dict[str, int] = {}
+        for i, e in enumerate(experiments):
+            name = e.get("name")
+            if name in first:
+                errors[i] = {"name": [f"duplicate: experiment {first[name] + 1} has the name {name!r} too"]}
+            elif name is not None:
+                first[name] = i
+        # Experiments running at the same time must own disjoint slices: one cancel flow, one offer. Only
+        # those whose slice, start and stop are valid can be compared.
+        timed = [(i, e) for i, e in enumerate(experiments) if {"slice", "start", "stop"} <= set(e)]
+        for k, (j, b) in enumerate(timed):
+            for i, a in timed[:k]:
+                if _overlap(a, b):
+                    errors.setdefault(j, {}).setdefault("slice", []).append(
+                        f"overlapping traffic slices: {list(b['slice'])} here and {list(a['slice'])} in "
+                        f"experiment {i + 1} ({a.get('name', '?')}), which runs at the same time")
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def _experiment(self, data: dict, **_) -> Experiment:
+        names = [v.name for v in data["variants"]]
+        stop = data["stop"]
+        return Experiment(
+            name=data["name"], salt=data.get("salt", data["name"]), slice=data["slice"], holdout=data["holdout"],
+            variants=tuple(data["variants"]), control=data.get("control", names[0] if names else HOLDOUT),
+            start=data["start"].astimezone(UTC), stop=stop.astimezone(UTC) if stop else None,
+            population=data["population"], primary_metric=data["primary_metric"],
+            guardrail_metrics=data["guardrail_metrics"], description=data["description"],
+        )
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    forever = datetime.max.replace(tzinfo=UTC)
+    in_time = a["start"] < (b["stop"] or forever) and b["start"] < (a["stop"] or forever)
+    return in_time and a["slice"][0] < b["slice"][1] and b["slice"][0] < a["slice"][1]
+
+
+class _BookSchema(ConfigSchema):
+    error_messages = {"unknown": "unknown key; experiments are [[experiment]] tables"}
+
+    experiment = Entries(_ExperimentSchema, "[[experiment]]", load_default=list)
+
+    @post_load
+    def _book(self, data: dict, **_) -> ExperimentBook:
+        return ExperimentBook(tuple(data["experiment"]), hashlib.sha256(context()["text"].encode()).hexdigest()[:10])
+
+
+_BOOK = _BookSchema()
+
+
+def _label(keys: tuple, raw) -> str | None:
+    if len(keys) == 2 and keys[0] == "experiment" and isinstance(keys[1], int):
+        return f"experiment {keys[1] + 1} ({name_of(raw, 'name')})"
+    if len(keys) == 4 and keys[0] == "experiment" and keys[2] == "variants" and isinstance(keys[3], int):
+        return f"variant {keys[3] + 1} ({name_of(raw, 'name')})"
+    return None
+
+
 def load_experiments(catalog: Catalog, path: str | Path = DEFAULT_EXPERIMENTS) -> ExperimentBook:
-    """Read and check config/experiments.toml; a missing file means no experiments."""
+    """Read and check config/experiments.toml against the catalog; a missing file means no experiments. An
+    ExperimentError lists every problem in the file."""
     path = Path(path)
     if not path.is_file():
         return ExperimentBook((), "none")
-    text = path.read_text()
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ExperimentError(f"{path}: not valid TOML: {exc}") from exc
-    unknown = set(raw) - {"experiment"}
-    if unknown:
-        raise ExperimentError(f"{path}: unknown top-level key(s) {sorted(unknown)}; experiments are [[experiment]]")
-    experiments = tuple(_experiment(path, i, item, catalog) for i, item in enumerate(raw.get("experiment", [])))
-    names = [e.name for e in experiments]
-    if len(set(names)) != len(names):
-        raise ExperimentError(f"{path}: experiment names must be unique, got {names}")
-    for i, a in enumerate(experiments):
-        for b in experiments[i + 1:]:
-            overlap_in_time = a.start < (b.stop or datetime.max.replace(tzinfo=UTC)) and \
-                b.start < (a.stop or datetime.max.replace(tzinfo=UTC))
-            if overlap_in_time and a.slice[0] < b.slice[1] and b.slice[0] < a.slice[1]:
-                raise ExperimentError(f"{path}: experiments {a.name!r} and {b.name!r} run at the same time on "
-                                      f"overlapping traffic slices {list(a.slice)} and {list(b.slice)}")
-    return ExperimentBook(experiments, hashlib.sha256(text.encode()).hexdigest()[:10])
-
-
-def _experiment(path: Path, i: int, item: dict, catalog: Catalog) -> Experiment:
-    where = f"{path}: experiment {i + 1}"
-
-    def fail(message: str):
-        raise ExperimentError(f"{where} ({item.get('name', '?')}): {message}")
-
-    allowed = {"name", "salt", "description", "slice", "holdout", "variants", "control", "start", "stop",
-               "population", "primary_metric", "guardrail_metrics"}
-    if set(item) - allowed:
-        fail(f"unknown key(s) {sorted(set(item) - allowed)}")
-    name = item.get("name")
-    if not isinstance(name, str) or not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
-        fail("name must be 1-64 letters, digits, '-' or '_'")
-    window = item.get("slice", [0.0, 1.0])
-    if (not isinstance(window, list) or len(window) != 2 or not all(isinstance(x, int | float) for x in window)
-            or not 0 <= window[0] < window[1] <= 1):
-        fail("slice must be [start, end) with 0 <= start < end <= 1")
-    holdout = item.get("holdout", 0.0)
-    if not isinstance(holdout, int | float) or not 0 <= holdout < 1:
-        fail("holdout must be a share in [0, 1)")
-    variants = tuple(_variant(item, j, v, catalog, fail) for j, v in enumerate(item.get("variants", [])))
-    if len(variants) < 2 and not (variants and holdout > 0):
-        fail("needs at least two arms: two variants, or one variant and a holdout")
-    vnames = [v.name for v in variants]
-    if len(set(vnames)) != len(vnames) or HOLDOUT in vnames:
-        fail(f"variant names must be unique and not {HOLDOUT!r}")
-    control = item.get("control", vnames[0] if vnames else HOLDOUT)
-    if control not in vnames and control != HOLDOUT:
-        fail(f"control {control!r} is not one of its variants {vnames}")
-    start, stop = item.get("start"), item.get("stop")
-    if not isinstance(start, datetime) or start.tzinfo is None:
-        fail("start must be a TOML date-time with a time zone, e.g. 2026-12-01T00:00:00Z")
-    if stop is not None and (not isinstance(stop, datetime) or stop.tzinfo is None or stop <= start):
-        fail("stop must be a date-time with a time zone after start")
-    primary = item.get("primary_metric", "retained_30")
-    guardrails = tuple(item.get("guardrail_metrics", ["net_revenue_90"]))
-    for metric in (primary, *guardrails):
-        if metric not in METRICS:
-            fail(f"metric {metric!r} is not one of {list(METRICS)}")
-    return Experiment(
-        name=name, salt=str(item.get("salt", name)), slice=(float(window[0]), float(window[1])),
-        holdout=float(holdout), variants=variants, control=control, start=start.astimezone(UTC),
-        stop=stop.astimezone(UTC) if stop else None, population=_population(item.get("population", {}), fail),
-        primary_metric=primary, guardrail_metrics=guardrails, description=str(item.get("description", "")),
-    )
-
-
-def _variant(item: dict, j: int, raw: dict, catalog: Catalog, fail) -> Variant:
-    if not isinstance(raw, dict) or set(raw) - {"name", "kind", "weight", "offer"}:
-        fail(f"variant {j + 1}: keys are name, kind, weight and offer")
-    kind, name, weight = raw.get("kind"), raw.get("name"), raw.get("weight", 1.0)
-    if kind not in VARIANT_KINDS:
-        fail(f"variant {j + 1}: kind must be one of {list(VARIANT_KINDS)}")
-    if not isinstance(name, str) or not name:
-        fail(f"variant {j + 1}: needs a name")
-    if not isinstance(weight, int | float) or weight <= 0:
-        fail(f"variant {name}: weight must be positive")
-    offer = raw.get("offer")
-    if kind == "offer":
-        if offer not in catalog.ids or offer == "none":
-            fail(f"variant {name}: offer {offer!r} is not an offer of the catalog (kind 'none' gives no offer)")
-    elif offer is not None:
-        fail(f"variant {name}: only kind 'offer' takes an offer")
-    return Variant(name, kind, float(weight), offer)
-
-
-def _population(raw: dict, fail) -> Population:
-    known = {"reasons": REASONS, "nps_segments": NPS_SEGMENTS, "channels": BILLING_CHANNELS, "plans": None}
-    if not isinstance(raw, dict) or set(raw) - set(known):
-        fail(f"population keys are {sorted(known)}")
-    out = {}
-    for key, allowed in known.items():
-        values = raw.get(key, [])
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            fail(f"population.{key} must be a list of strings")
-        if allowed is not None and set(values) - set(allowed):
-            fail(f"population.{key}: unknown value(s) {sorted(set(values) - set(allowed))}")
-        out[key] = tuple(values)
-    return Population(**out)
+    return load_file(path, _BOOK, ExperimentError, "experiments file", _label, catalog=catalog)

@@ -6,31 +6,34 @@ decision API all read it, so an offer that the billing system cannot carry out c
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from marshmallow import ValidationError, post_load, validates_schema
+
+from retention.configfiles import (
+    Bool,
+    ConfigError,
+    ConfigSchema,
+    Entries,
+    Int,
+    Number,
+    Str,
+    StrList,
+    at_least,
+    load_file,
+    name_of,
+    non_empty,
+    one_of,
+)
 from retention.contract import BILLING_CHANNELS, BILLING_PERIODS
 
 OFFER_TYPES: tuple[str, ...] = ("none", "pause", "discount", "downgrade", "credit", "followup")
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "config" / "offers.toml"
 
-_KNOWN_KEYS = {
-    "id", "type", "display_key", "months", "percent", "to_plan", "to_price", "credits", "cost",
-    "billing_periods", "channels", "enabled",
-}
-_REQUIRED_PARAMS = {
-    "none": set(),
-    "pause": {"months"},
-    "discount": {"percent", "months"},
-    "downgrade": {"to_plan", "to_price"},
-    "credit": {"credits"},
-    "followup": set(),
-}
 
-
-class CatalogError(ValueError):
-    """The offer catalog file is invalid; the message names the file, the offer and the field."""
+class CatalogError(ConfigError):
+    """The offer catalog file is invalid; each line names the file, the offer and the field."""
 
 
 @dataclass(frozen=True)
@@ -76,58 +79,102 @@ class Catalog:
         return {o.id: o.type for o in self.offers}
 
 
-def _check(cond: bool, path: Path, where: str, msg: str) -> None:
-    if not cond:
-        raise CatalogError(f"{path}: {where}: {msg}")
+# --------------------------------------------------------------------------------------------- loading
+
+# The parameters each type needs: without them the billing system cannot carry the offer out.
+_REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "pause": ("months",),
+    "discount": ("percent", "months"),
+    "downgrade": ("to_plan", "to_price"),
+    "credit": ("credits",),
+    "followup": (),
+}
+
+
+def _identifier(value: str) -> None:
+    if not value.isidentifier():
+        raise ValidationError(f"must be an identifier (letters, digits, '_'), got {value!r}")
+
+
+class _OfferSchema(ConfigSchema):
+    """One [[offer]]; the checks across offers (ids unique, `none` present) see the whole array."""
+
+    id = Str(required=True, validate=_identifier)
+    type = Str(required=True, validate=one_of(OFFER_TYPES))
+    display_key = Str(validate=non_empty)
+    months = Int(validate=at_least(0))
+    percent = Number()
+    to_plan = Str(validate=non_empty)
+    to_price = Number(validate=at_least(0))
+    credits = Int(validate=at_least(0))
+    cost = Number(validate=at_least(0))
+    billing_periods = StrList(BILLING_PERIODS)
+    channels = StrList(BILLING_CHANNELS)
+    enabled = Bool()
+
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _type_params(self, data: dict, raw, **_) -> None:
+        if not isinstance(raw, dict):  # not a table: already an error
+            return
+        otype, errors = data.get("type"), {}
+        for name in _REQUIRED_PARAMS.get(otype, ()):
+            if name not in raw:
+                errors[name] = [f"required for type {otype!r}"]
+        months, percent = data.get("months"), data.get("percent")
+        if otype == "pause" and months is not None and months not in (1, 2, 3):
+            errors["months"] = [f"a pause lasts 1, 2 or 3 months, got {months}"]
+        if otype == "discount":
+            if percent is not None and not 0 < percent < 100:
+                errors["percent"] = [f"a discount's percent must be in (0, 100), got {percent:g}"]
+            if months is not None and not 1 <= months <= 12:
+                errors["months"] = [f"a discount lasts 1..12 months, got {months}"]
+        if errors:
+            raise ValidationError(errors)
+
+    @validates_schema(pass_collection=True, skip_on_field_errors=False)
+    def _across_offers(self, offers: list[dict], **_) -> None:
+        if not offers:
+            raise ValidationError("at least one [[offer]] is required")
+        errors: dict = {}
+        first: dict[str, int] = {}
+        for i, offer in enumerate(offers):
+            oid = offer.get("id")
+            if oid in first:
+                errors[i] = {"id": [f"duplicate: offer #{first[oid] + 1} has the id {oid!r} too"]}
+            elif oid is not None:
+                first[oid] = i
+        if "none" not in first:
+            errors["_schema"] = ["the catalog must contain the 'none' offer (what a customer gets when nothing "
+                                 "is offered)"]
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def _offer(self, data: dict, **_) -> Offer:
+        data.setdefault("display_key", f"offer.{data['id']}")
+        return Offer(**data)
+
+
+class _CatalogSchema(ConfigSchema):
+    version = Str(required=True, validate=non_empty)
+    offer = Entries(_OfferSchema, "[[offer]]", required=True,
+                    error_messages={"required": "at least one [[offer]] is required"})
+
+    @post_load
+    def _catalog(self, data: dict, **_) -> Catalog:
+        return Catalog(version=data["version"], offers=tuple(data["offer"]))
+
+
+_CATALOG = _CatalogSchema()
+
+
+def _label(keys: tuple, raw) -> str | None:
+    if len(keys) == 2 and keys[0] == "offer" and isinstance(keys[1], int):
+        return f"offer #{keys[1] + 1} ({name_of(raw, 'id')})"
+    return None
 
 
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise CatalogError(f"{path}: cannot read offer catalog: {exc}") from exc
-    version = raw.get("version")
-    _check(isinstance(version, str) and bool(version), path, "version", "must be a non-empty string")
-    entries = raw.get("offer")
-    _check(isinstance(entries, list) and bool(entries), path, "offer", "at least one [[offer]] is required")
-    offers: list[Offer] = []
-    seen: set[str] = set()
-    for i, e in enumerate(entries):
-        where = f"offer #{i + 1} ({e.get('id', '?')})"
-        unknown = set(e) - _KNOWN_KEYS
-        _check(not unknown, path, where, f"unknown field(s) {sorted(unknown)}")
-        oid, otype = e.get("id"), e.get("type")
-        _check(isinstance(oid, str) and oid.isidentifier(), path, where, "id must be an identifier")
-        _check(oid not in seen, path, where, "duplicate id")
-        seen.add(oid)
-        _check(otype in OFFER_TYPES, path, where, f"type must be one of {OFFER_TYPES}")
-        missing = _REQUIRED_PARAMS[otype] - set(e)
-        _check(not missing, path, where, f"type {otype} needs {sorted(missing)}")
-        if otype == "pause":
-            _check(e["months"] in (1, 2, 3), path, where, "pause months must be 1, 2 or 3")
-        if otype == "discount":
-            _check(0 < e["percent"] < 100, path, where, "discount percent must be in (0, 100)")
-            _check(isinstance(e["months"], int) and 1 <= e["months"] <= 12, path, where, "months in 1..12")
-        for key, allowed in (("billing_periods", BILLING_PERIODS), ("channels", BILLING_CHANNELS)):
-            vals = e.get(key, list(allowed))
-            _check(set(vals) <= set(allowed), path, where, f"{key} must be a subset of {allowed}")
-        _check(float(e.get("cost", 0.0)) >= 0, path, where, "cost must be >= 0")
-        offers.append(
-            Offer(
-                id=oid,
-                type=otype,
-                display_key=e.get("display_key", f"offer.{oid}"),
-                months=int(e.get("months", 0)),
-                percent=float(e.get("percent", 0.0)),
-                to_plan=e.get("to_plan"),
-                to_price=float(e["to_price"]) if "to_price" in e else None,
-                credits=int(e.get("credits", 0)),
-                cost=float(e.get("cost", 0.0)),
-                billing_periods=tuple(e.get("billing_periods", BILLING_PERIODS)),
-                channels=tuple(e.get("channels", BILLING_CHANNELS)),
-                enabled=bool(e.get("enabled", True)),
-            )
-        )
-    _check("none" in seen, path, "offer", "the catalog must contain the 'none' offer")
-    return Catalog(version=version, offers=tuple(offers))
+    """The offer catalog of a TOML file, or a CatalogError listing every problem in it."""
+    return load_file(Path(path), _CATALOG, CatalogError, "offer catalog", _label)

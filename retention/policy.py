@@ -14,14 +14,27 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from marshmallow import ValidationError, post_load
+
 from retention.compiled import CompiledPipeline, SharedRowScorer, compile_pipeline
+from retention.configfiles import (
+    ConfigError,
+    ConfigSchema,
+    Int,
+    Number,
+    StrList,
+    Table,
+    above,
+    at_least,
+    context,
+    load_file,
+)
 from retention.contract import REASONS
 from retention.decision import CancelRequest, Decision, NpsAnswer, OfferScore, PastOffer, Snapshot
 from retention.eligibility import Guardrails, eligible_offers, exclusions
@@ -36,8 +49,8 @@ DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.tom
 SEGMENTS = ("detractor", "passive", "promoter", "none")
 
 
-class PolicyError(ValueError):
-    """config/policy.toml is invalid; the message names the file and the key."""
+class PolicyError(ConfigError):
+    """config/policy.toml is invalid; each line names the file, the table and the key."""
 
 
 @dataclass(frozen=True)
@@ -53,49 +66,79 @@ class PolicyConfig:
         return self.fallback[segment][reason]
 
 
+def _in_catalog(offer_ids: tuple[str, ...]) -> None:
+    catalog: Catalog = context()["catalog"]
+    missing = [o for o in offer_ids if o not in catalog]
+    if missing:
+        raise ValidationError(f"offers {missing} are not in the catalog")
+
+
+class _GuardrailsSchema(ConfigSchema):
+    pause_once_per_days = Int(validate=at_least(0))
+    discount_cooldown_days = Int(validate=at_least(0))
+    max_offers_per_year = Int(validate=at_least(0))
+    days_per_month = Int(validate=at_least(0))
+
+    @post_load
+    def _guardrails(self, data: dict, **_) -> Guardrails:
+        return Guardrails(**data)  # a key left out keeps its default
+
+
+class _Rules(ConfigSchema):
+    """A [fallback.<segment>] table: cancel reason -> the offers to try, in order."""
+
+    error_messages = {"unknown": f"not a cancel reason; the reasons are {list(REASONS)}"}
+
+
+class _Tables(ConfigSchema):
+    """[fallback]: the `default` rules and one table per NPS segment for the reasons where it differs."""
+
+    error_messages = {"unknown": f"not an NPS segment; the tables are {['default', *SEGMENTS]}"}
+
+
+_DefaultRules = _Rules.from_dict({r: StrList(validate=_in_catalog, required=True, error_messages={
+    "required": "missing: the default table must list every reason"}) for r in REASONS}, name="DefaultRules")
+_SegmentRules = _Rules.from_dict({r: StrList(validate=_in_catalog) for r in REASONS}, name="SegmentRules")
+_Fallback = _Tables.from_dict({
+    "default": Table(_DefaultRules, required=True, error_messages={
+        "required": f"missing: it must list the offers for every reason {list(REASONS)}"}),
+    **{segment: Table(_SegmentRules) for segment in SEGMENTS},
+}, name="Fallback")
+
+
+class _PolicySchema(ConfigSchema):
+    time_budget_ms = Number(load_default=150.0, validate=above(0))
+    close_the_loop_hours = Number(load_default=48.0, validate=above(0))
+    guardrails = Table(_GuardrailsSchema, load_default=Guardrails)
+    fallback = Table(_Fallback, required=True,
+                     error_messages={"required": "required: [fallback.default] with the offers for every reason"})
+
+    @post_load
+    def _policy(self, data: dict, **_) -> PolicyConfig:
+        # The version is a hash of the file and the catalog version, so any change to rules, guardrails or
+        # offers yields a new policy_version.
+        text, catalog = context()["text"], context()["catalog"]
+        digest = hashlib.sha256((text + "\n" + catalog.version).encode()).hexdigest()[:10]
+        tables = data["fallback"]
+        fallback = {segment: {r: tables.get(segment, {}).get(r, tables["default"][r]) for r in REASONS}
+                    for segment in SEGMENTS}
+        return PolicyConfig(version=f"policy-{digest}", time_budget_ms=data["time_budget_ms"],
+                            close_the_loop_hours=data["close_the_loop_hours"], guardrails=data["guardrails"],
+                            fallback=fallback)
+
+
+_POLICY = _PolicySchema()
+
+
+def _label(keys: tuple, raw) -> str | None:
+    if keys == ("guardrails",) or (len(keys) == 2 and keys[0] == "fallback"):
+        return "[" + ".".join(keys) + "]"
+    return None
+
+
 def load_policy(catalog: Catalog, path: str | Path = DEFAULT_POLICY) -> PolicyConfig:
-    """Read and check config/policy.toml against the catalog. The version is a hash of the file and the
-    catalog version, so any change to rules, guardrails or offers yields a new policy_version."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-        raw = tomllib.loads(text)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read policy: {exc}") from exc
-    unknown = set(raw) - {"time_budget_ms", "close_the_loop_hours", "guardrails", "fallback"}
-    if unknown:
-        raise PolicyError(f"{path}: unknown key(s) {sorted(unknown)}")
-    try:
-        guardrails = Guardrails(**raw.get("guardrails", {}))
-    except (TypeError, ValueError) as exc:
-        raise PolicyError(f"{path}: [guardrails]: {exc}") from exc
-    budget = raw.get("time_budget_ms", 150)
-    if not isinstance(budget, int | float) or budget <= 0:
-        raise PolicyError(f"{path}: time_budget_ms must be a positive number")
-    tables = raw.get("fallback", {})
-    if "default" not in tables or set(tables["default"]) != set(REASONS):
-        raise PolicyError(f"{path}: [fallback.default] must list every reason {list(REASONS)}")
-    fallback: dict[str, dict[str, tuple[str, ...]]] = {}
-    for segment in SEGMENTS:
-        merged = dict(tables["default"]) | tables.get(segment, {})
-        for reason, offer_ids in merged.items():
-            if reason not in REASONS:
-                raise PolicyError(f"{path}: [fallback.{segment}]: unknown reason {reason!r}")
-            bad = [o for o in offer_ids if o not in catalog]
-            if bad:
-                raise PolicyError(f"{path}: [fallback.{segment}] {reason}: offers {bad} are not in the catalog")
-        fallback[segment] = {r: tuple(o) for r, o in merged.items()}
-    extra = set(tables) - set(SEGMENTS) - {"default"}
-    if extra:
-        raise PolicyError(f"{path}: unknown fallback segment(s) {sorted(extra)}; use {list(SEGMENTS)}")
-    digest = hashlib.sha256((text + "\n" + catalog.version).encode()).hexdigest()[:10]
-    return PolicyConfig(
-        version=f"policy-{digest}",
-        time_budget_ms=float(budget),
-        close_the_loop_hours=float(raw.get("close_the_loop_hours", 48)),
-        guardrails=guardrails,
-        fallback=fallback,
-    )
+    """Read and check config/policy.toml against the catalog; a PolicyError lists every problem."""
+    return load_file(Path(path), _POLICY, PolicyError, "policy", _label, catalog=catalog)
 
 
 class ModelScorer:

@@ -16,6 +16,7 @@ from pathlib import Path
 from flask import Flask, g, request
 from flask_smorest import Api, abort
 
+from retention.configfiles import ConfigError
 from service import auth, logs, metrics
 from service.ratelimit import register_rate_limits
 from service.runtime import Runtime, default_database_url
@@ -89,8 +90,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     return app
 
 
+# The exit status of a process stopped by an invalid config file: gunicorn's own "worker failed to boot",
+# so that without preload a worker that cannot start halts the master instead of being respawned forever.
+CONFIG_INVALID_EXIT = 3
+
+
 def register_runtime(app: Flask) -> None:
-    runtime = Runtime.from_config(app.config)
+    try:
+        runtime = Runtime.from_config(app.config)
+    except ConfigError as exc:
+        # An operator's mistake, not a bug: every problem of the file in one JSON line, and a stop without a
+        # traceback (SystemExit is not printed) that gunicorn passes on as its exit status.
+        log.critical("config_invalid", extra={"fields": {"errors": list(exc.lines)}})
+        raise SystemExit(CONFIG_INVALID_EXIT) from None
     app.extensions["retention"] = runtime
     # Every worker forked from here knows every key, even if the store is down when it starts. A store of its
     # own, closed at once: the runtime's store (its pool, its spool replayer thread) is made per worker.

@@ -45,9 +45,10 @@ class Runtime:
 
     @classmethod
     def from_config(cls, config: dict) -> Runtime:
+        # An invalid file raises its ConfigError (every problem, one line each); create_app stops on it.
         catalog = load_catalog(config["CATALOG_PATH"])
         policy_config = load_policy(catalog, config["POLICY_PATH"])
-        experiments = load_experiments(catalog, config["EXPERIMENTS_PATH"])  # a broken file stops the start
+        experiments = load_experiments(catalog, config["EXPERIMENTS_PATH"])
         scorer, meta, error = None, {}, None
         try:
             scorer, meta = _load_scorer(Path(config["MODELS_DIR"]), config["MODEL_VERSION"], catalog)
