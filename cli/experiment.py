@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,10 +20,14 @@ from cli.options import (
     failing_on,
     open_store,
 )
+from reports.formatting import count, general, percent
 from retention import stats
 from retention.experiments import DEFAULT_EXPERIMENTS, ExperimentBook, ExperimentError, load_experiments
 from retention.files import write_atomic
 from retention.jsonvalues import jsonable
+
+if TYPE_CHECKING:
+    from retention.experiment_analysis import ExperimentResult
 
 experiments_file = click.option(
     "--file", "path", envvar="RETENTION_EXPERIMENTS", type=PATH, default=DEFAULT_EXPERIMENTS, show_default=True,
@@ -55,9 +60,10 @@ def list_(path: Path, catalog_path: Path) -> None:
     """Every experiment, whether it runs now, its slice, holdout and arms."""
     now = datetime.now(UTC)
     for e in _book(path, catalog_path).experiments:
-        arms = ", ".join(f"{v.name} ({v.kind}{':' + v.offer if v.offer else ''}) x{v.weight:g}" for v in e.variants)
+        arms = ", ".join(f"{v.name} ({v.kind}{':' + v.offer if v.offer else ''}) x{general(v.weight)}"
+                         for v in e.variants)
         click.echo(f"{e.name}: {'running' if e.running(now) else 'not running'}, slice {list(e.slice)}, "
-                   f"holdout {e.holdout:.0%}, control {e.control}; arms {arms}; definition {e.definition_hash()}")
+                   f"holdout {percent(e.holdout, 0)}, control {e.control}; arms {arms}; definition {e.definition_hash()}")
 
 
 @experiment.command("sample-size")
@@ -73,8 +79,8 @@ def sample_size(baseline: float, mde: float, alpha: float, power: float, arms: i
     comparisons = arms - 1
     with failing_on(ValueError):
         n = stats.sample_size_two_proportions(baseline, mde, alpha=alpha / comparisons, power=power)
-    click.echo(f"{n:,} exposed customers per arm ({n * arms:,} in all) detect {baseline:.1%} -> "
-               f"{baseline + mde:.1%} with power {power:.0%} at alpha {alpha:g}"
+    click.echo(f"{count(n)} exposed customers per arm ({count(n * arms)} in all) detect {percent(baseline)} -> "
+               f"{percent(baseline + mde)} with power {percent(power, 0)} at alpha {general(alpha)}"
                + (f" split over {comparisons} comparisons" if comparisons > 1 else ""))
 
 
@@ -99,15 +105,15 @@ def report(name: str, path: Path, catalog_path: Path, url: str | None, as_of: da
     with open_store(url) as store, failing_on(UnknownExperiment):
         result = experiment_results(book, catalog, store.experiment_records, name, as_of or datetime.now(UTC),
                                     mde=mde)
-    _emit(jsonable(result), html, json_out)
+    _emit(result, html, json_out)
 
 
-def _emit(result: dict, html: Path | None, json_out: Path | None) -> None:
+def _emit(result: ExperimentResult, html: Path | None, json_out: Path | None) -> None:
     from reports.text import experiment_text
 
     click.echo(experiment_text(result))
     if json_out:
-        write_atomic(json_out, json.dumps(result, indent=2) + "\n")
+        write_atomic(json_out, json.dumps(jsonable(result), indent=2) + "\n")
         click.echo(f"result: {json_out}")
     if html:
         from reports.experiment import write_html
@@ -132,6 +138,8 @@ def simulate(data_dir: Path, url: str, key: str, name: str, limit: int, seed: in
     the truth (see training/experiment_sim.py). --catalog must be the service's catalog."""
     import requests
 
+    from reports.text import simulation_text
+    from retention.experiment_analysis import ExperimentResult
     from training.experiment_sim import REPORT_DELAY_DAYS, HttpClient, recovered_ordering, run
 
     client = HttpClient(url, key)
@@ -140,18 +148,13 @@ def simulate(data_dir: Path, url: str, key: str, name: str, limit: int, seed: in
         if not sim["entered"]:
             fail(f"none of {limit} customers entered {name!r}: is it running in the service's experiments file?")
         as_of = datetime.fromisoformat(sim["last_decision_at"]) + timedelta(days=REPORT_DELAY_DAYS)
-        status, result = client.get(f"/v1/experiments/{name}/results", params={"as_of": as_of.isoformat()})
+        status, body = client.get(f"/v1/experiments/{name}/results", params={"as_of": as_of.isoformat()})
     if status != 200:
-        fail(f"results of {name!r}: {status} {result}")
+        fail(f"results of {name!r}: {status} {body}")
+    result = ExperimentResult.from_json(body)  # the API's JSON, typed again: the same text and page as `report`
     _emit(result, html, json_out)
-    click.echo(f"simulated {limit} customers, {sim['entered']} entered; truth per arm (no sampling of outcomes):")
-    for arm, t in sim["truth"].items():
-        click.echo(f"  {arm:<16} n={t['n']:>5}  retained_30 {t['retained_30']:.3f}  "
-                   f"net_revenue_90 {t['net_revenue_90']:.2f}")
-    for metric in ("retained_30", "net_revenue_90"):
-        o = recovered_ordering(result, sim["truth"], metric)
-        verdict = "recovered" if o["observed"] == o["true"] else "NOT recovered"
-        click.echo(f"ordering by {metric}: report {' > '.join(o['observed'])}; truth {' > '.join(o['true'])}: {verdict}")
+    orderings = [recovered_ordering(result, sim["truth"], metric) for metric in ("retained_30", "net_revenue_90")]
+    click.echo(simulation_text(limit, sim["entered"], sim["truth"], orderings))
 
 
 commands = [experiment]

@@ -21,14 +21,18 @@ Statistics (retention.stats): Wilson intervals per arm; Newcombe intervals and p
 differences; Welch (delta-method) intervals and tests for revenue; Holm's correction across the comparisons
 of each metric; always-valid (mixture SPRT) intervals that stay valid however often they are looked at; a
 chi-square sample-ratio-mismatch check; a sample-size calculator for the primary metric.
+
+The result is typed (ExperimentResult and the frozen dataclasses it holds); its field names are the keys of its
+JSON form (`retention.jsonvalues.jsonable(result)`, NaN and infinities as null), which the API serves and
+`retention experiment report --json` writes, and `ExperimentResult.from_json` reads that form back.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import numpy as np
 from scipy.stats import t as t_dist
@@ -49,6 +53,223 @@ METRIC_DEFINITIONS = {
 }
 SIGNIFICANCE = 0.05
 DEFAULT_MDE = 0.02  # absolute difference in the primary rate the sample-size calculator aims at
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The result. A number that does not exist yet (an empty arm, one observation) is NaN in these types and null in
+# their JSON form; `from_json` reads null back as NaN, except for the fields typed `X | None`, where None is the
+# value (no plan, no stop). `from_json` ignores keys it does not know: a command line may read a newer service.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _float(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class RateEstimate:
+    """A rate in one arm: `successes` of the `n` customers whose outcome is known, with its Wilson 95% interval."""
+
+    n: int
+    successes: int
+    estimate: float
+    low: float
+    high: float
+    missing: int  # mature exposures whose outcome was never reported: in no n, not guessed
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> RateEstimate:
+        return cls(int(d["n"]), int(d["successes"]), _float(d["estimate"]), _float(d["low"]), _float(d["high"]),
+                   int(d["missing"]))
+
+
+@dataclass(frozen=True)
+class MeanEstimate:
+    """A mean per customer in one arm (money) with its 95% t interval."""
+
+    n: int
+    estimate: float
+    low: float
+    high: float
+    missing: int
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> MeanEstimate:
+        return cls(int(d["n"]), _float(d["estimate"]), _float(d["low"]), _float(d["high"]), int(d["missing"]))
+
+
+MetricEstimate = RateEstimate | MeanEstimate
+
+
+def metric_estimate_from_json(d: Mapping) -> MetricEstimate:
+    """A rate carries its count of successes; a mean does not."""
+    return RateEstimate.from_json(d) if "successes" in d else MeanEstimate.from_json(d)
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm: what it does, how many customers it was assigned and exposed, and each metric's estimate."""
+
+    name: str
+    kind: str  # offer, model, rules or none (the holdout: none)
+    offer: str | None  # the fixed offer of an "offer" arm
+    is_control: bool
+    is_holdout: bool
+    expected_share: float
+    assigned: int
+    exposed: int
+    metrics: dict[str, MetricEstimate]
+
+    def metric(self, name: str) -> MetricEstimate | None:
+        """The estimate of metric `name`, None if the arm has none."""
+        return self.metrics.get(name)
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> ArmResult:
+        return cls(d["name"], d["kind"], d["offer"], bool(d["is_control"]), bool(d["is_holdout"]),
+                   float(d["expected_share"]), int(d["assigned"]), int(d["exposed"]),
+                   {m: metric_estimate_from_json(v) for m, v in d["metrics"].items()})
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Arm minus baseline on one metric: the difference with its fixed-horizon 95% interval and p-value, the
+    always-valid interval, and the p-value after Holm's correction across the comparisons of the metric."""
+
+    metric: str
+    arm: str
+    baseline: str
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    always_valid_low: float
+    always_valid_high: float
+    n_arm: int
+    n_baseline: int
+    p_adjusted: float
+    significant: bool  # p_adjusted < SIGNIFICANCE
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> Comparison:
+        return cls(d["metric"], d["arm"], d["baseline"], _float(d["difference"]), _float(d["low"]),
+                   _float(d["high"]), _float(d["p_value"]), _float(d["always_valid_low"]),
+                   _float(d["always_valid_high"]), int(d["n_arm"]), int(d["n_baseline"]), _float(d["p_adjusted"]),
+                   bool(d["significant"]))
+
+
+@dataclass(frozen=True)
+class SrmCheck:
+    """The sample-ratio check of one stage (retention.stats.srm_check): counts per arm against the design."""
+
+    observed: dict[str, int]
+    expected: dict[str, float]
+    chi2: float  # infinite when an arm designed to get no one got someone
+    p_value: float
+    alarm: bool
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> SrmCheck:
+        return cls({k: int(v) for k, v in d["observed"].items()}, {k: float(v) for k, v in d["expected"].items()},
+                   _float(d["chi2"]), _float(d["p_value"]), bool(d["alarm"]))
+
+
+@dataclass(frozen=True)
+class SampleRatio:
+    """The sample-ratio check on assignments (first decisions) and on exposures."""
+
+    assigned: SrmCheck
+    exposed: SrmCheck
+
+    def stages(self) -> list[tuple[str, SrmCheck]]:
+        return [("assigned", self.assigned), ("exposed", self.exposed)]
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> SampleRatio:
+        return cls(SrmCheck.from_json(d["assigned"]), SrmCheck.from_json(d["exposed"]))
+
+
+@dataclass(frozen=True)
+class SampleSizePlan:
+    """Customers per arm needed to detect `mde` in a rate from the control's rate, and what is detectable now."""
+
+    metric: str
+    baseline_rate: float | None  # None while the control has no known outcome
+    mde: float
+    alpha: float
+    power: float
+    per_arm: int | None  # None when the control's rate leaves no room for the mde
+    smallest_arm_now: int
+    detectable_now: float | None
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> SampleSizePlan:
+        return cls(d["metric"], _optional_float(d["baseline_rate"]), float(d["mde"]), float(d["alpha"]),
+                   float(d["power"]), None if d["per_arm"] is None else int(d["per_arm"]), int(d["smallest_arm_now"]),
+                   _optional_float(d["detectable_now"]))
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """One day of the primary metric's difference of an arm vs the control, with the always-valid interval
+    intersected since the first day (infinite until the first finite one)."""
+
+    day: date
+    arm: str
+    baseline: str
+    metric: str
+    n_arm: int
+    n_baseline: int
+    difference: float
+    always_valid_low: float
+    always_valid_high: float
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> TimelinePoint:
+        return cls(date.fromisoformat(d["day"]), d["arm"], d["baseline"], d["metric"], int(d["n_arm"]),
+                   int(d["n_baseline"]), _float(d["difference"]), _float(d["always_valid_low"]),
+                   _float(d["always_valid_high"]))
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """What `analyse` finds: the experiment, its arms, the comparisons, the checks, the plan and the warnings."""
+
+    experiment: str
+    description: str
+    definition: str  # hash of the experiment's definition the decisions were made under
+    as_of: datetime
+    start: datetime
+    stop: datetime | None
+    running: bool
+    primary_metric: str
+    guardrail_metrics: tuple[str, ...]
+    control: str
+    unit: str
+    metric_definitions: dict[str, str]
+    arms: tuple[ArmResult, ...]
+    comparisons: tuple[Comparison, ...]
+    srm: SampleRatio
+    sample_size: SampleSizePlan
+    timeline: tuple[TimelinePoint, ...]
+    warnings: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> ExperimentResult:
+        """The result from its JSON form (the API's answer, `retention experiment report --json`)."""
+        stop = d["stop"]
+        return cls(
+            d["experiment"], d["description"], d["definition"], datetime.fromisoformat(d["as_of"]),
+            datetime.fromisoformat(d["start"]), None if stop is None else datetime.fromisoformat(stop),
+            bool(d["running"]), d["primary_metric"], tuple(d["guardrail_metrics"]), d["control"], d["unit"],
+            dict(d["metric_definitions"]), tuple(ArmResult.from_json(a) for a in d["arms"]),
+            tuple(Comparison.from_json(c) for c in d["comparisons"]), SampleRatio.from_json(d["srm"]),
+            SampleSizePlan.from_json(d["sample_size"]), tuple(TimelinePoint.from_json(t) for t in d["timeline"]),
+            tuple(d["warnings"]))
 
 
 @dataclass(frozen=True)
@@ -124,7 +345,7 @@ RecordReader = Callable[[str, datetime], dict]
 
 
 def experiment_results(book: ExperimentBook, catalog: Catalog, read_records: RecordReader, name: str,
-                       as_of: datetime, mde: float = DEFAULT_MDE) -> dict:
+                       as_of: datetime, mde: float = DEFAULT_MDE) -> ExperimentResult:
     """The use case behind `retention experiment report` and `GET /v1/experiments/<name>/results`: find the
     experiment in `book`, read its records as of `as_of`, analyse them with `catalog` (offer costs)."""
     experiment = book.get(name)
@@ -135,7 +356,7 @@ def experiment_results(book: ExperimentBook, catalog: Catalog, read_records: Rec
 
 
 def analyse(experiment: Experiment, catalog: Catalog, records: dict, as_of: datetime,
-            mde: float = DEFAULT_MDE) -> dict:
+            mde: float = DEFAULT_MDE) -> ExperimentResult:
     """The full result: arms, comparisons, sample-ratio checks, sample size, timeline, warnings."""
     data, assigned, warnings = exposures(experiment, catalog, records, as_of)
     arms = _arm_names(experiment)
@@ -148,12 +369,12 @@ def analyse(experiment: Experiment, catalog: Catalog, records: dict, as_of: date
     arm_rows = []
     for a in arms:
         v = experiment.variant(a)
-        arm_rows.append({
-            "name": a, "kind": v.kind if v else "none", "offer": v.offer if v else None,
-            "is_control": a == experiment.control, "is_holdout": a == HOLDOUT, "expected_share": shares[a],
-            "assigned": assigned.get(a, 0), "exposed": len(by_arm[a]),
-            "metrics": {m: _summary(m, *values[a][m]) for m in HORIZON_DAYS},
-        })
+        arm_rows.append(ArmResult(
+            name=a, kind=v.kind if v else "none", offer=v.offer if v else None,
+            is_control=a == experiment.control, is_holdout=a == HOLDOUT, expected_share=shares[a],
+            assigned=assigned.get(a, 0), exposed=len(by_arm[a]),
+            metrics={m: _summary(m, *values[a][m]) for m in HORIZON_DAYS},
+        ))
         if not by_arm[a]:
             warnings.append(f"arm {a!r} has no exposures yet")
     missing = sum(values[a]["retained_30"][1] for a in arms)
@@ -161,22 +382,22 @@ def analyse(experiment: Experiment, catalog: Catalog, records: dict, as_of: date
     if known + missing and missing / (known + missing) > 0.05:
         warnings.append(f"{missing} mature exposure(s) have no day-30 billing report: is billing posting "
                         "`still_active` events?")
-    return {
-        "experiment": experiment.name, "description": experiment.description,
-        "definition": experiment.definition_hash(), "as_of": as_of.isoformat(),
-        "start": experiment.start.isoformat(), "stop": experiment.stop.isoformat() if experiment.stop else None,
-        "running": experiment.running(as_of), "primary_metric": experiment.primary_metric,
-        "guardrail_metrics": list(experiment.guardrail_metrics), "control": experiment.control,
-        "unit": "customers: each customer's first exposed decision in the experiment",
-        "metric_definitions": METRIC_DEFINITIONS,
-        "arms": arm_rows,
-        "comparisons": _comparisons(experiment, arms, values),
-        "srm": {"assigned": stats.srm_check({a: assigned.get(a, 0) for a in arms}, shares),
-                "exposed": stats.srm_check({a: len(by_arm[a]) for a in arms}, shares)},
-        "sample_size": _sample_size(experiment, values, mde),
-        "timeline": _timeline(experiment, by_arm, as_of),
-        "warnings": warnings,
-    }
+    return ExperimentResult(
+        experiment=experiment.name, description=experiment.description,
+        definition=experiment.definition_hash(), as_of=as_of,
+        start=experiment.start, stop=experiment.stop,
+        running=experiment.running(as_of), primary_metric=experiment.primary_metric,
+        guardrail_metrics=tuple(experiment.guardrail_metrics), control=experiment.control,
+        unit="customers: each customer's first exposed decision in the experiment",
+        metric_definitions=dict(METRIC_DEFINITIONS),
+        arms=tuple(arm_rows),
+        comparisons=_comparisons(experiment, arms, values),
+        srm=SampleRatio(assigned=SrmCheck(**stats.srm_check({a: assigned.get(a, 0) for a in arms}, shares)),
+                        exposed=SrmCheck(**stats.srm_check({a: len(by_arm[a]) for a in arms}, shares))),
+        sample_size=_sample_size(experiment, values, mde),
+        timeline=_timeline(experiment, by_arm, as_of),
+        warnings=tuple(warnings),
+    )
 
 
 def _arm_names(experiment: Experiment) -> list[str]:
@@ -205,11 +426,11 @@ def _values(metric: str, rows: list[Exposure], as_of: datetime) -> tuple[np.ndar
     return np.array([v for v in values if v is not None], dtype=float), sum(v is None for v in values)
 
 
-def _summary(metric: str, x: np.ndarray, missing: int) -> dict:
+def _summary(metric: str, x: np.ndarray, missing: int) -> MetricEstimate:
     if metric in RATE_METRICS:
         ci = stats.wilson(int(x.sum()), len(x))
-        return {"n": len(x), "successes": int(x.sum()), **ci.as_dict(), "missing": missing}
-    return {"n": len(x), **_mean_interval(x).as_dict(), "missing": missing}
+        return RateEstimate(n=len(x), successes=int(x.sum()), **ci.as_dict(), missing=missing)
+    return MeanEstimate(n=len(x), **_mean_interval(x).as_dict(), missing=missing)
 
 
 def _mean_interval(x: np.ndarray) -> stats.Interval:
@@ -235,38 +456,35 @@ def _compare(metric: str, a: np.ndarray, b: np.ndarray) -> dict:
             "always_valid_low": av.low, "always_valid_high": av.high, "n_arm": len(a), "n_baseline": len(b)}
 
 
-def _comparisons(experiment: Experiment, arms: list[str], values: dict) -> list[dict]:
+def _comparisons(experiment: Experiment, arms: list[str], values: dict) -> tuple[Comparison, ...]:
     pairs = [(a, experiment.control) for a in arms if a not in (experiment.control, HOLDOUT)]
     if HOLDOUT in arms and experiment.control != HOLDOUT:
         pairs += [(a, HOLDOUT) for a in arms if a != HOLDOUT]
     out = []
     for metric in HORIZON_DAYS:
-        rows = [{"metric": metric, "arm": a, "baseline": b, **_compare(metric, values[a][metric][0],
-                                                                       values[b][metric][0])} for a, b in pairs]
-        adjusted = stats.holm([r["p_value"] for r in rows]) if rows else []
-        for r, p in zip(rows, adjusted, strict=True):
-            r["p_adjusted"] = p
-            r["significant"] = bool(p < SIGNIFICANCE)
-        out += rows
-    return out
+        rows = [(a, b, _compare(metric, values[a][metric][0], values[b][metric][0])) for a, b in pairs]
+        adjusted = stats.holm([c["p_value"] for _, _, c in rows]) if rows else []
+        out += [Comparison(metric=metric, arm=a, baseline=b, **c, p_adjusted=p, significant=bool(p < SIGNIFICANCE))
+                for (a, b, c), p in zip(rows, adjusted, strict=True)]
+    return tuple(out)
 
 
-def _sample_size(experiment: Experiment, values: dict, mde: float) -> dict:
+def _sample_size(experiment: Experiment, values: dict, mde: float) -> SampleSizePlan:
     metric = experiment.primary_metric if experiment.primary_metric in RATE_METRICS else "retained_30"
     control = values[experiment.control][metric][0]
     smallest = min(len(values[a][metric][0]) for a in values)
-    out = {"metric": metric, "baseline_rate": float(control.mean()) if len(control) else None, "mde": mde,
-           "alpha": SIGNIFICANCE, "power": 0.8, "per_arm": None, "smallest_arm_now": smallest,
-           "detectable_now": None}
-    p = out["baseline_rate"]
+    p = float(control.mean()) if len(control) else None
+    per_arm = detectable = None
     if p is not None and 0 < p < 1 and 0 < p + mde < 1:
-        out["per_arm"] = stats.sample_size_two_proportions(p, mde)
+        per_arm = stats.sample_size_two_proportions(p, mde)
         if smallest >= 2:
-            out["detectable_now"] = stats.minimum_detectable_effect(p, smallest)
-    return out
+            detectable = stats.minimum_detectable_effect(p, smallest)
+    return SampleSizePlan(metric=metric, baseline_rate=p, mde=mde, alpha=SIGNIFICANCE, power=0.8, per_arm=per_arm,
+                          smallest_arm_now=smallest, detectable_now=detectable)
 
 
-def _timeline(experiment: Experiment, by_arm: dict[str, list[Exposure]], as_of: datetime) -> list[dict]:
+def _timeline(experiment: Experiment, by_arm: dict[str, list[Exposure]],
+              as_of: datetime) -> tuple[TimelinePoint, ...]:
     """Day by day, the primary metric's difference of each arm vs the control with its always-valid
     interval (the running intersection since the first day), using only what was known that day: decisions
     old enough to have reached the metric's horizon. The comparisons table shows the interval of the last
@@ -274,7 +492,7 @@ def _timeline(experiment: Experiment, by_arm: dict[str, list[Exposure]], as_of: 
     metric = experiment.primary_metric
     day0 = min((x.decided_at for xs in by_arm.values() for x in xs), default=None)
     if day0 is None:
-        return []
+        return ()
     horizon = timedelta(days=HORIZON_DAYS[metric])
     first = (day0 + horizon).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     days = []
@@ -305,7 +523,7 @@ def _timeline(experiment: Experiment, by_arm: dict[str, list[Exposure]], as_of: 
             # A confidence sequence may be intersected with its past: still valid, never wider.
             if np.isfinite(c["always_valid_low"]) and np.isfinite(c["always_valid_high"]):
                 low, high = max(low, c["always_valid_low"]), min(high, c["always_valid_high"])
-            out.append({"day": day.date().isoformat(), "arm": arm, "baseline": experiment.control,
-                        "metric": metric, "n_arm": len(a), "n_baseline": len(b), "difference": c["difference"],
-                        "always_valid_low": low, "always_valid_high": high})
-    return out
+            out.append(TimelinePoint(day=day.date(), arm=arm, baseline=experiment.control, metric=metric,
+                                     n_arm=len(a), n_baseline=len(b), difference=c["difference"],
+                                     always_valid_low=low, always_valid_high=high))
+    return tuple(out)

@@ -23,6 +23,7 @@ from service.schemas import (
     DecisionSchema,
     EventBatchSchema,
     EventResultSchema,
+    ExperimentResultSchema,
     ExperimentResultsQuerySchema,
     OutcomeRequestSchema,
     OutcomeSchema,
@@ -211,7 +212,7 @@ class ExperimentResults(MethodView):
     @requires("admin")
     @blp.arguments(ExperimentResultsQuerySchema(), location="query")
     @blp.doc(security=SECURED)
-    @blp.response(200)
+    @blp.response(200, ExperimentResultSchema)
     @blp.alt_response(404, description="No experiment of that name.")
     def get(self, query, name):
         """Per-arm results with 95% and always-valid intervals, the sample-ratio check, sample size (admin).

@@ -4,6 +4,7 @@ OpenAPI document. `post_load` turns validated input into domain objects, so view
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC
@@ -190,6 +191,118 @@ class ExperimentResultsQuerySchema(Strict):
     as_of = AwareDateTime(metadata={"description": "Analyse what was known at this time (default: now)."})
     mde = fields.Float(validate=validate.Range(min=0.001, max=0.5), metadata={
         "description": "Absolute difference in the primary rate the sample-size calculator aims at (0.02)."})
+
+
+class FiniteFloat(fields.Float):
+    """A number of an analysis result: null when it does not exist yet (NaN: an empty arm, one observation) or
+    is unbounded (an infinite chi2), as retention.jsonvalues.jsonable writes it; JSON has no NaN."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_none=True, **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None or not math.isfinite(value):
+            return None
+        return super()._serialize(value, attr, obj, **kwargs)
+
+
+# The result of GET /v1/experiments/<name>/results: retention.experiment_analysis.ExperimentResult, field for
+# field and in its order, so the body is what `retention experiment report --json` writes.
+class MetricEstimateSchema(Strict):
+    n = fields.Integer(required=True, metadata={"description": "Exposed customers whose outcome is known."})
+    successes = fields.Integer(metadata={"description": "Rates only: how many of the n had the outcome."})
+    estimate = FiniteFloat(required=True, metadata={"description": "A rate (0-1) or a mean per customer."})
+    low = FiniteFloat(required=True, metadata={"description": "95% interval (Wilson for rates, t for means)."})
+    high = FiniteFloat(required=True)
+    missing = fields.Integer(required=True, metadata={
+        "description": "Mature exposures whose outcome was never reported: in no n, not guessed."})
+
+
+class ResultArmSchema(Strict):
+    name = fields.String(required=True)
+    kind = fields.String(required=True, metadata={"description": "offer, model, rules or none."})
+    offer = fields.String(required=True, allow_none=True)
+    is_control = fields.Boolean(required=True)
+    is_holdout = fields.Boolean(required=True)
+    expected_share = fields.Float(required=True)
+    assigned = fields.Integer(required=True, metadata={"description": "Customers assigned (first decisions)."})
+    exposed = fields.Integer(required=True, metadata={"description": "Customers shown the arm's answer."})
+    metrics = fields.Dict(keys=fields.String(), values=fields.Nested(MetricEstimateSchema), required=True)
+
+
+class ComparisonSchema(Strict):
+    metric = fields.String(required=True)
+    arm = fields.String(required=True)
+    baseline = fields.String(required=True, metadata={"description": "The control or the holdout."})
+    difference = FiniteFloat(required=True, metadata={"description": "Arm minus baseline."})
+    low = FiniteFloat(required=True, metadata={"description": "Fixed-horizon 95% interval of the difference."})
+    high = FiniteFloat(required=True)
+    p_value = FiniteFloat(required=True)
+    always_valid_low = FiniteFloat(required=True, metadata={
+        "description": "Always-valid 95% interval: may be looked at every day."})
+    always_valid_high = FiniteFloat(required=True)
+    n_arm = fields.Integer(required=True)
+    n_baseline = fields.Integer(required=True)
+    p_adjusted = FiniteFloat(required=True, metadata={"description": "Holm-adjusted across the metric's comparisons."})
+    significant = fields.Boolean(required=True)
+
+
+class SrmCheckSchema(Strict):
+    observed = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    expected = fields.Dict(keys=fields.String(), values=FiniteFloat(), required=True)
+    chi2 = FiniteFloat(required=True)
+    p_value = FiniteFloat(required=True)
+    alarm = fields.Boolean(required=True, metadata={"description": "Sample-ratio mismatch: do not trust the results."})
+
+
+class SampleRatioSchema(Strict):
+    assigned = fields.Nested(SrmCheckSchema, required=True)
+    exposed = fields.Nested(SrmCheckSchema, required=True)
+
+
+class SampleSizePlanSchema(Strict):
+    metric = fields.String(required=True)
+    baseline_rate = FiniteFloat(required=True)
+    mde = fields.Float(required=True)
+    alpha = fields.Float(required=True)
+    power = fields.Float(required=True)
+    per_arm = fields.Integer(required=True, allow_none=True)
+    smallest_arm_now = fields.Integer(required=True)
+    detectable_now = FiniteFloat(required=True)
+
+
+class TimelinePointSchema(Strict):
+    day = fields.Date(required=True)
+    arm = fields.String(required=True)
+    baseline = fields.String(required=True)
+    metric = fields.String(required=True)
+    n_arm = fields.Integer(required=True)
+    n_baseline = fields.Integer(required=True)
+    difference = FiniteFloat(required=True)
+    always_valid_low = FiniteFloat(required=True)
+    always_valid_high = FiniteFloat(required=True)
+
+
+class ExperimentResultSchema(Strict):
+    experiment = fields.String(required=True)
+    description = fields.String(required=True)
+    definition = fields.String(required=True, metadata={"description": "Hash of the experiment's definition."})
+    as_of = fields.DateTime(required=True)
+    start = fields.DateTime(required=True)
+    stop = fields.DateTime(required=True, allow_none=True)
+    running = fields.Boolean(required=True)
+    primary_metric = fields.String(required=True)
+    guardrail_metrics = fields.List(fields.String(), required=True)
+    control = fields.String(required=True)
+    unit = fields.String(required=True, metadata={"description": "What one observation is."})
+    metric_definitions = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    arms = fields.List(fields.Nested(ResultArmSchema), required=True)
+    comparisons = fields.List(fields.Nested(ComparisonSchema), required=True)
+    srm = fields.Nested(SampleRatioSchema, required=True)
+    sample_size = fields.Nested(SampleSizePlanSchema, required=True)
+    timeline = fields.List(fields.Nested(TimelinePointSchema), required=True, metadata={
+        "description": "Day by day, the primary metric's difference vs the control with its always-valid interval."})
+    warnings = fields.List(fields.String(), required=True)
 
 
 class OutcomeRequestSchema(Strict):

@@ -11,14 +11,17 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from retention.decision import CancelRequest, Decision, NpsAnswer, PastOffer, Snapshot
 from retention.experiments import Experiment
 from retention.features import FEATURE_VERSION, LOOKBACK_DAYS
-from retention.jsonvalues import jsonable
 from service import metrics
 from service.runtime import Runtime
 from store import IdempotencyConflict, NotFound, StoreUnavailable, body_hash
+
+if TYPE_CHECKING:  # at run time only inside experiment_results (scipy)
+    from retention.experiment_analysis import ExperimentResult
 
 log = logging.getLogger("retention.service")
 HISTORY_DAYS = 400  # guardrails look back at most 365 days (+ a running offer's months)
@@ -196,15 +199,16 @@ def experiment_summary(e: Experiment, now: datetime) -> dict:
             "definition": e.definition_hash()}
 
 
-def experiment_results(runtime: Runtime, name: str, as_of: datetime | None = None, mde: float | None = None) -> dict:
+def experiment_results(runtime: Runtime, name: str, as_of: datetime | None = None,
+                       mde: float | None = None) -> ExperimentResult:
     """The analysis of one experiment as of `as_of` (default now), with this process's experiments file and
-    catalog, JSON-ready (NaN as null). Raises retention.experiment_analysis.UnknownExperiment."""
+    catalog; the view's schema (service.schemas.ExperimentResultSchema) writes it as JSON, NaN as null.
+    Raises retention.experiments.UnknownExperiment."""
     # Imported here: the statistics need scipy, which the decision path does not load (worker memory).
     from retention.experiment_analysis import experiment_results as analyse_experiment
 
-    result = analyse_experiment(runtime.policy.experiments, runtime.catalog, runtime.store.experiment_records, name,
-                                as_of or datetime.now(UTC), **({"mde": mde} if mde else {}))
-    return jsonable(result)
+    return analyse_experiment(runtime.policy.experiments, runtime.catalog, runtime.store.experiment_records, name,
+                              as_of or datetime.now(UTC), **({"mde": mde} if mde else {}))
 
 
 EVENT_BASE = ("event_id", "type", "customer_id", "occurred_at", "decision_id")

@@ -1,4 +1,7 @@
-"""The experiment report renders an A/B analysis into one self-contained page a product manager can act on."""
+"""The experiment report renders an A/B analysis into one self-contained page a product manager can act on.
+
+The fixtures build the analysis in its JSON form (what the API serves) and the page is rendered from the typed
+result read back from it (ExperimentResult.from_json), as `retention experiment simulate` does."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from datetime import date, timedelta
 import pytest
 
 from reports.experiment import render_html, write_html
+from retention.experiment_analysis import ExperimentResult
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SRM_TEXT = "Sample-ratio mismatch: do not trust these results until the assignment is fixed"
@@ -42,14 +46,12 @@ def _always_valid(estimate: float, variance: float, tau2: float) -> tuple[float,
     return estimate - half, estimate + half
 
 
-def _rate(n: int, p: float, missing: int | None = None) -> dict:
+def _rate(n: int, p: float, missing: int = 0) -> dict:
     s = round(n * p)
     est = s / n
     se = math.sqrt(est * (1 - est) / n)
-    out = {"n": n, "successes": s, "estimate": est, "low": est - 1.96 * se, "high": est + 1.96 * se}
-    if missing is not None:
-        out["missing"] = missing
-    return out
+    return {"n": n, "successes": s, "estimate": est, "low": est - 1.96 * se, "high": est + 1.96 * se,
+            "missing": missing}
 
 
 def _money(n: int, mean: float, sd: float = 24.0) -> dict:
@@ -75,7 +77,7 @@ def _compare(metric: str, arm: dict, base: dict) -> dict:
 
 def make_result(effect: float = 1.0, names: tuple[str, str, str] = ("model", "discount", "pause"),
                 description: str = "Does a 50% discount for two months keep more customers than a pause?") -> dict:
-    """The analysis dict; `effect` scales every arm's departure from the control (0: no differences at all)."""
+    """The analysis in its JSON form; `effect` scales every arm's departure from the control (0: no differences at all)."""
     control, discount, pause = names
     design = [  # name, kind, offer, share, assigned, accepted, retained_30, retained_90, net_revenue_90
         (control, "model", None, 0.95 / 3, 2470, 0.31, 0.590, 0.520, 21.30),
@@ -98,7 +100,7 @@ def make_result(effect: float = 1.0, names: tuple[str, str, str] = ("model", "di
                         "retained_90": _rate(round(0.7 * exposed), scaled(7, r90), missing=5),
                         "net_revenue_90": _money(round(0.7 * exposed), scaled(8, rev))}})
     arms[3]["metrics"]["accepted"] = {"n": arms[3]["exposed"], "successes": 0, "estimate": 0.0, "low": 0.0,
-                                      "high": 0.0095}
+                                      "high": 0.0095, "missing": 0}
     comparisons = []
     for metric in ("retained_30", "net_revenue_90", "accepted", "retained_90"):
         rows = [_compare(metric, a, arms[0]) for a in arms[1:3]] + [_compare(metric, a, arms[3]) for a in arms[:3]]
@@ -151,9 +153,14 @@ def result() -> dict:
     return make_result()
 
 
+def render(result: dict) -> str:
+    """The page of an analysis given in its JSON form."""
+    return render_html(ExperimentResult.from_json(result))
+
+
 @pytest.fixture(scope="module")
 def page(result) -> str:
-    return render_html(result)
+    return render(result)
 
 
 def _headline(page: str) -> str:
@@ -231,7 +238,7 @@ def test_headline_names_the_significant_winner_with_its_interval(page, result):
 def test_headline_says_no_significant_difference_when_there_is_none():
     result = make_result(effect=0.0)
     result["comparisons"] = [c for c in result["comparisons"] if c["baseline"] != "holdout"]
-    headline = _headline(render_html(result))
+    headline = _headline(render(result))
     assert "no significant difference yet" in headline.lower()
     assert " keeps " not in headline and "95% CI" not in headline
 
@@ -241,7 +248,7 @@ def test_srm_banner_appears_if_and_only_if_an_alarm_is_set(result, alarm):
     result = copy.deepcopy(result)
     if alarm:
         result["srm"][alarm].update(chi2=48.7, p_value=1.5e-10, alarm=True)
-    page = render_html(result)
+    page = render(result)
     assert (SRM_TEXT in page) == bool(alarm)
     assert ('class="banner srm"' in page) == bool(alarm)
     if alarm:
@@ -252,7 +259,7 @@ def test_srm_banner_appears_if_and_only_if_an_alarm_is_set(result, alarm):
 def test_warnings_are_listed_in_a_banner(result):
     result = copy.deepcopy(result)
     result["warnings"] = ["retained_90 is not observable yet for 700 customers per arm"]
-    page = render_html(result)
+    page = render(result)
     assert 'class="banner warn"' in page
     assert "retained_90 is not observable yet for 700 customers per arm" in page
 
@@ -262,14 +269,14 @@ def test_missing_numbers_render_as_a_dash_and_empty_charts_are_skipped(result):
     nan = float("nan")
     empty = {"n": 0, "successes": 0, "estimate": nan, "low": None, "high": nan, "missing": 0}
     result["arms"][2]["metrics"] = {m: dict(empty) for m in result["arms"][2]["metrics"]}
-    result["arms"][2]["metrics"]["net_revenue_90"] = {"n": 0, "estimate": None, "low": None, "high": None}
+    result["arms"][2]["metrics"]["net_revenue_90"] = {"n": 0, "estimate": None, "low": None, "high": None, "missing": 0}
     for c in result["comparisons"]:
         if "pause" in (c["arm"], c["baseline"]):
             c.update(difference=nan, low=nan, high=None, p_value=None, p_adjusted=nan, always_valid_low=nan,
                      always_valid_high=None, significant=False, n_arm=0)
     result["timeline"] = []
     result["sample_size"].update(detectable_now=None, smallest_arm_now=0)
-    page = render_html(result)
+    page = render(result)
     text = _text(page)
     assert "–" in text
     assert not re.search(r"\b(nan|None|inf)\b", text, re.I)
@@ -284,7 +291,7 @@ def test_an_experiment_without_data_renders(result):
     result.update(comparisons=[], timeline=[], running=False, stop="2026-12-02T00:00:00+00:00")
     result["srm"] = {s: {"observed": {}, "expected": {}, "chi2": None, "p_value": None, "alarm": False}
                      for s in ("assigned", "exposed")}
-    page = render_html(result)
+    page = render(result)
     assert "<img" not in page
     assert "stopped" in page and "No comparisons" in page
 
@@ -293,7 +300,7 @@ def test_names_and_descriptions_are_escaped():
     result = make_result(names=("model", "50$ off <b>&co</b>", "pause"),
                          description='<script>alert("x")</script> & "friends"')
     result["experiment"] = "pause<vs>discount & co"
-    page = render_html(result)
+    page = render(result)
     assert "<script>" not in page and "<b>&co</b>" not in page and "pause<vs>" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;friends&quot;" in page
     assert "50$ off &lt;b&gt;&amp;co&lt;/b&gt;" in page
@@ -301,7 +308,7 @@ def test_names_and_descriptions_are_escaped():
 
 
 def test_write_html_creates_parent_folders(tmp_path, result):
-    path = write_html(result, tmp_path / "a" / "b" / "report.html")
+    path = write_html(ExperimentResult.from_json(result), tmp_path / "a" / "b" / "report.html")
     assert path == tmp_path / "a" / "b" / "report.html"
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.endswith("</html>\n")

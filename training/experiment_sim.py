@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,9 @@ import requests
 from retention.offers import Catalog, Offer
 from retention.value import monthly_price
 from training.simulator.truth import TRUTH_FILE
+
+if TYPE_CHECKING:
+    from retention.experiment_analysis import ExperimentResult
 
 SHOWN_SHARE = 0.98
 ACCEPT_THEN_LEAVE = 0.15  # of those who leave anyway, the share who accept first
@@ -193,9 +196,9 @@ def _follow(client: Client, rng, c: Customer, offer: Offer, decision_id: str, at
     return events
 
 
-def recovered_ordering(result: dict, truth: dict, metric: str) -> dict:
+def recovered_ordering(result: ExperimentResult, truth: dict, metric: str) -> dict:
     """The arms ranked by the report's estimate and by the truth, for one metric."""
-    observed = {a["name"]: a["metrics"][metric]["estimate"] for a in result["arms"]}
+    observed = {a.name: a.metrics[metric].estimate for a in result.arms}
     true = {name: t[metric] for name, t in truth.items()}
     return {"metric": metric, "observed": sorted(observed, key=observed.get, reverse=True),
             "true": sorted(true, key=true.get, reverse=True), "observed_values": observed, "true_values": true}
