@@ -8,7 +8,7 @@ PORT   ?= 8000
 # A fixed key for the local demo only (the README's curl example uses it); real keys come from `retention keys create`.
 DEMO_KEY ?= demo-frontend-key-not-for-production
 
-.PHONY: install demo-model run test lint simulate train migrate bench bench-features bench-scale experiment-demo soak outage-drill clean
+.PHONY: install demo-model run test test-fast lint simulate train migrate bench bench-features bench-scale experiment-demo soak outage-drill clean
 
 # Installs the project and its pinned dependencies into a local virtualenv (re-run when setup.cfg changes).
 $(BIN)/retention: setup.cfg pyproject.toml
@@ -77,8 +77,31 @@ experiment-demo: demo-model
 	    --name offer-variants --limit 8000 --seed 1 --html $(XP)/offer-variants.html --json $(XP)/offer-variants.json; \
 	  status=$$?; kill $$(cat $(XP)/gunicorn.pid); exit $$status
 
+# Every test, on every core, in two phases sharing one data set and model (tests/conftest.py builds them once):
+# first the tests that may run side by side, spread over pytest-xdist workers (one per core); then, one at a
+# time, the `serial` ones, which put real load on the machine or measure time (a thousand concurrent duplicates and
+# kill -9 under load, the soak, the outage drill, the scoring time budget). Fails when any test fails. What CI runs.
+TEST_WORKERS ?= auto
+# With PYTHONDONTWRITEBYTECODE set, every process (the controller, each worker, the serial phase) would compile
+# the project and pytest would rewrite every test module again: ~5 s of CPU each.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
+# worksteal: an idle worker takes half of another's queue, so a few long tests do not leave one core idle at the
+# end (and, unlike loadscope/loadgroup, it keeps the schemathesis tests, which share one node id).
+PARALLEL := -n $(TEST_WORKERS) --dist worksteal
+# The second phase collects only the files the first found serial tests in (all of them if it left no list), and
+# finding none is no failure (pytest's exit status 5).
 test: install
-	$(BIN)/pytest -q
+	@shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export RETENTION_TEST_SHARED=$$shared && status=0; \
+	  echo "== the tests that run side by side ($(TEST_WORKERS) workers)"; \
+	  $(PYTEST) -q $(PARALLEL) -m "not serial" || status=$$?; \
+	  echo "== the serial tests, one at a time"; \
+	  $(PYTEST) -q -m serial $$(cat "$$shared/serial-files" 2>/dev/null) || { s=$$?; [ $$s -eq 5 ] || status=$$s; }; \
+	  exit $$status
+
+# The inner loop: every test not marked `slow` (more than ~2 s), in parallel; a `serial` one among them waits for
+# the machine to itself.
+test-fast: install
+	$(PYTEST) -q $(PARALLEL) -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

@@ -43,6 +43,7 @@ def test_a_fast_server_sees_the_offered_rate(echo_server):
     assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"] < 500
 
 
+@pytest.mark.slow
 def test_a_server_slower_than_the_rate_shows_queueing_in_the_latency(echo_server):
     port, delay = echo_server
     delay["seconds"] = 0.02  # capacity 50/s, offered 100/s: requests queue up

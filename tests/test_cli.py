@@ -6,6 +6,7 @@ import csv
 import shutil
 
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from cli import main
@@ -57,6 +58,7 @@ def test_simulate_refuses_to_overwrite_a_data_set(sim_dir):
     assert result.exit_code == 2 and "not empty" in result.output
 
 
+@pytest.mark.slow
 def test_evaluate_and_score_use_a_verified_model(trained, sim_dir, tmp_path):
     models = trained.parent
     result = _run("evaluate", "--models", models, "--data", sim_dir, "--since", "2026-07-01")

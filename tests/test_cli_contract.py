@@ -83,6 +83,7 @@ def test_offers_reads_the_catalog_the_service_reads(tmp_path):
     assert "catalog version 2026-11-25" in run("offers").output
 
 
+@pytest.mark.slow
 def test_evaluate_policy_decides_with_the_configured_rules(trained, sim_dir, tmp_path):
     """RETENTION_POLICY changes the rules the evaluation's fallback policy uses, as it does in the service:
     rules that never offer anything are worth exactly nothing."""

@@ -59,6 +59,7 @@ def copy_dir(sim_dir, tmp_path) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_features_as_of_t_ignore_rows_added_or_changed_after_t(sim_dir, copy_dir):
     before = _features(sim_dir)
     spec = discover_spec(open_dataset(sim_dir))
@@ -106,6 +107,7 @@ def test_rows_before_t_do_change_features(sim_dir, copy_dir):
     assert changed > 0
 
 
+@pytest.mark.slow
 def test_training_rows_equal_features_computed_for_one_customer_at_request_time(sim_dir):
     """Training/serving parity: the vector a training row carries is exactly what scoring that customer alone
     as of the same moment yields (the path batch scoring and the feature snapshot use)."""

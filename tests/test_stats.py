@@ -180,7 +180,8 @@ def test_srm_sensitivity_at_20k_per_arm():
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("p", "n"), [(0.3, 200), (0.1, 500), (0.05, 1000), (0.02, 300)])
+@pytest.mark.parametrize(("p", "n"), [(0.3, 200), (0.1, 500), pytest.param(0.05, 1000, marks=pytest.mark.slow),
+                                      (0.02, 300)])
 def test_wilson_coverage_exact(p, n):
     # Exact coverage (no simulation noise): sum of Binomial(n, p) probabilities of the outcomes whose interval
     # contains p. Measured: 0.9466, 0.9563, 0.9504, 0.9424.
@@ -203,13 +204,17 @@ def test_wilson_coverage_simulated():
 
 
 @pytest.mark.parametrize(("p1", "n1", "p2", "n2"), [(0.30, 400, 0.30, 400), (0.36, 300, 0.28, 500)])
+@pytest.mark.slow
 def test_newcombe_coverage(p1, n1, p2, n2):
     # A/A and A/B (unequal arms); 2000 simulations each. Measured: 0.9515 and 0.9445.
+    # One interval per distinct pair of counts (about half the simulations repeat one).
     rng = np.random.default_rng(3)
     sims = 2000
     s1 = rng.binomial(n1, p1, size=sims)
     s2 = rng.binomial(n2, p2, size=sims)
-    hits = [covers(newcombe_difference(int(a), n1, int(b), n2), p1 - p2) for a, b in zip(s1, s2, strict=True)]
+    pairs = list(zip(s1.tolist(), s2.tolist(), strict=True))
+    cache = {(a, b): newcombe_difference(a, n1, b, n2) for a, b in set(pairs)}
+    hits = [covers(cache[pair], p1 - p2) for pair in pairs]
     assert 0.93 <= np.mean(hits) <= 0.97
 
 
@@ -244,6 +249,7 @@ def test_welch_coverage_skewed_revenue(treatment, control):
     assert 0.93 <= np.mean(hits) <= 0.97
 
 
+@pytest.mark.slow
 def test_bootstrap_coverage_skewed_revenue():
     # BCa bootstrap, A/B scenario, 1000 vs 800 customers, 300 simulations with 999 resamples each (to keep the
     # run time down). With 300 simulations the standard error of the coverage is 0.013, hence the looser band
@@ -314,6 +320,7 @@ def peek_rates(rng, p1: float, p2: float, streams: int):
     return s1, s2, n
 
 
+@pytest.mark.slow
 def test_always_valid_proportions_survive_peeking_under_aa():
     # 500 A/A streams of up to 5000 customers per arm at a 30% rate, looked at after every 100 per arm (50 looks).
     # Measured: the always-valid interval ever excludes 0 in 2.8% of the streams (<= 5% guaranteed); the
@@ -357,6 +364,7 @@ def test_always_valid_proportions_detect_a_real_effect():
     assert wrong_side.mean() <= 0.01
 
 
+@pytest.mark.slow
 def test_always_valid_means_survive_peeking_under_aa():
     # Skewed revenue, 300 A/A streams of up to 3000 per arm, looks every 100 (30 looks), default tau2.
     # Measured: always-valid ever excludes 0 in 0.7%; the ordinary Welch interval in 31.0%.

@@ -18,6 +18,14 @@ def models_root(trained: Path, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def module_models_root(trained: Path, tmp_path_factory) -> Path:
+    """A copy of the session's model folder for the tests of one module, which must leave it as it is."""
+    root = tmp_path_factory.mktemp("models")
+    shutil.copytree(trained, root / trained.name)
+    return root
+
+
 @pytest.fixture
 def app(migrated_url: str, models_root: Path):
     seed_clients(migrated_url)

@@ -65,6 +65,7 @@ def experiment_app(migrated_url, models_root, tmp_path):
     app.extensions["retention"].close()
 
 
+@pytest.mark.slow
 def test_an_experiment_served_through_the_api_recovers_the_true_ordering(experiment_app, sim_dir, migrated_url,
                                                                          tmp_path):
     app, path = experiment_app
@@ -155,10 +156,10 @@ def test_the_command_line_names_the_file_and_the_problem(tmp_path):
     experiments_file(bad)
     bad.write_text(bad.read_text().replace("discount_50_2m\" }", "discount_99_9m\" }"))
     out = CliRunner().invoke(main, ["experiment", "check", "--file", str(bad)])
-    assert out.exit_code != 0 and str(bad) in out.output and "discount_99_9m" in out.output
+    assert out.exit_code == 2 and str(bad) in out.output and "discount_99_9m" in out.output
     out = CliRunner().invoke(main, ["experiment", "report", "nope", "--file", str(experiments_file(bad))])
-    assert out.exit_code != 0 and "no experiment named 'nope'" in out.output
+    assert out.exit_code == 2 and "no experiment named 'nope'" in out.output
     out = CliRunner().invoke(main, ["experiment", "sample-size", "--baseline", "0.30", "--mde", "0.05"])
     assert out.exit_code == 0 and out.output.startswith("1,377 exposed customers per arm")
     out = CliRunner().invoke(main, ["experiment", "sample-size", "--baseline", "0.98", "--mde", "0.05"])
-    assert out.exit_code != 0 and "error" in out.output.lower()
+    assert out.exit_code == 2 and "error" in out.output.lower()

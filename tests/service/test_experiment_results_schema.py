@@ -72,6 +72,7 @@ def _typed(app, as_of: datetime) -> ExperimentResult:
                               EXPERIMENT, as_of)
 
 
+@pytest.mark.slow
 def test_the_body_is_the_json_form_of_the_typed_result(experiment_app, sim_dir):
     app = experiment_app
     client = app.test_client()
@@ -91,6 +92,7 @@ def test_the_body_is_the_json_form_of_the_typed_result(experiment_app, sim_dir):
                                 query_string={"as_of": (last + timedelta(days=1)).isoformat()}).get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_the_schema_writes_nan_and_infinity_as_null(experiment_app, sim_dir):
     app = experiment_app
     run(FlaskApi(app.test_client()), sim_dir, load_catalog(), limit=60, seed=6, tag="nan")
@@ -116,6 +118,7 @@ def test_the_document_describes_the_result(client):
     assert estimate.get("nullable") or "null" in estimate.get("type", [])  # null while there is no data yet
 
 
+@pytest.mark.slow
 def test_simulate_renders_the_services_answer_as_report_does(experiment_app, sim_dir, tmp_path):
     app = experiment_app
     server = make_server("127.0.0.1", 0, app)

@@ -53,6 +53,7 @@ def test_a_corrupt_model_is_refused_and_the_rules_decide(app_factory, models_roo
     assert "does not match" in client.get("/readyz").get_json()["checks"]["model"]["error"]
 
 
+@pytest.mark.serial  # measures time: a core taken by another test would blur it
 def test_a_slow_model_is_cut_off_at_the_time_budget(app_factory, monkeypatch):
     app = app_factory()
     scorer = app.extensions["retention"].policy.scorer
@@ -113,6 +114,7 @@ def test_a_model_that_cannot_score_is_refused_at_start(app_factory, models_root,
     assert "unexpected pipeline layout" in client.get("/readyz").get_json()["checks"]["model"]["error"]
 
 
+@pytest.mark.slow  # a fresh interpreter importing the service: ~1.6 s alone, ~3.5 s beside another worker
 def test_the_service_serves_the_compiled_model_without_scikit_learn_or_pandas(migrated_url, models_root):
     """Workers load numpy arrays, not a pickle: no code runs on load, and ~100 MB of libraries stay out."""
     import subprocess

@@ -1,6 +1,10 @@
 """Against a real gunicorn (gunicorn.conf.py, two preforked workers), on SQLite and PostgreSQL: decisions,
 idempotency under concurrent duplicates hitting different workers, auth and validation errors, and metrics
-aggregated across workers."""
+aggregated across workers.
+
+One server per backend serves the module (a boot costs ~1.5 s): each test writes under its own request and
+customer ids and reads only those, and the metrics test counts what its own requests added. The test without
+a model starts its own server."""
 
 from __future__ import annotations
 
@@ -14,14 +18,23 @@ from support import decision_body, headers, seed_clients, serve
 from store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
+# Not serial: these check what gunicorn answers, not how fast, and every request may take 10 s or more.
 pytestmark = pytest.mark.slow
+CREATED = 'retention_http_requests_total{endpoint="/v1/decisions",method="POST",status="201"}'
 
 
-@pytest.fixture
-def server(migrated_url, models_root, tmp_path):
-    seed_clients(migrated_url)
-    with serve(migrated_url, models_root, tmp_path) as running:
-        yield running.base, migrated_url, running.log_path
+@pytest.fixture(scope="module")
+def server(module_migrated_url, module_models_root, tmp_path_factory):
+    seed_clients(module_migrated_url)
+    with serve(module_migrated_url, module_models_root, tmp_path_factory.mktemp("gunicorn")) as running:
+        yield running.base, module_migrated_url, running.log_path
+
+
+def _created(base: str) -> float:
+    """The server's count of decisions answered 201, summed over its workers (0 before the first)."""
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    assert "retention_model_loaded{" in text
+    return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(CREATED)), 0.0)
 
 
 def test_gunicorn_serves_decisions_outcomes_and_errors(server):
@@ -66,15 +79,12 @@ def test_concurrent_duplicates_across_workers_store_one_decision(server):
 def test_metrics_add_up_over_all_workers(server):
     base, _, _ = server
     n = 20
+    before = _created(base)
     for i in range(n):
-        with requests.Session() as s:
+        with requests.Session() as s:  # a new connection each, so the requests reach both workers
             assert s.post(f"{base}/v1/decisions", json=decision_body(request_id=f"m-{i}"), headers=headers(),
                           timeout=10).status_code == 201
-    text = requests.get(f"{base}/metrics", timeout=10).text
-    line = next(x for x in text.splitlines()
-                if x.startswith('retention_http_requests_total{endpoint="/v1/decisions",method="POST",status="201"}'))
-    assert float(line.split()[-1]) == n
-    assert "retention_model_loaded{" in text
+    assert _created(base) - before == n
 
 
 def test_every_endpoint_answers_through_gunicorn(server):

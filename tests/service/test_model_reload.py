@@ -19,6 +19,7 @@ import pytest
 import requests
 from support import decision_body, headers, seed_clients, serve
 
+# Not serial: a reload is waited for (up to 60 s), never timed.
 pytestmark = pytest.mark.slow
 
 

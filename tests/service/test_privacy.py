@@ -93,7 +93,7 @@ def test_the_command_line_exports_and_erases(client, migrated_url, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["decisions"][0]["request_id"] == "cli3-1"
     r = runner.invoke(main, ["customer", "delete", "cust-cli-3", "--database-url", migrated_url])
-    assert r.exit_code != 0 and "--yes" in r.output
+    assert r.exit_code == 2 and "--yes" in r.output
     r = runner.invoke(main, ["customer", "delete", "cust-cli-3", "--database-url", migrated_url, "--yes"])
     assert r.exit_code == 0 and "1 decision(s)" in r.output and "2 event(s)" in r.output
     assert client.get("/v1/customers/cust-cli-3/decisions", headers=headers()).get_json()["decisions"] == []

@@ -1,6 +1,9 @@
 """Reliability against a real gunicorn (two preforked workers) on SQLite and PostgreSQL: a thousand
 concurrent duplicates make one decision, and a worker killed with SIGKILL under load loses no write that was
-acknowledged, leaves no corrupt row, and is replaced by the master."""
+acknowledged, leaves no corrupt row, and is replaced by the master.
+
+One server per backend serves both tests: each writes and reads only its own request ids, and the kill test
+leaves the server as it found it (two workers, which it checks)."""
 
 from __future__ import annotations
 
@@ -18,14 +21,22 @@ from support import decision_body, headers, seed_clients, serve
 
 from store import Store
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
-@pytest.fixture
-def server(migrated_url, models_root, tmp_path):
-    seed_clients(migrated_url)
-    with serve(migrated_url, models_root, tmp_path) as running:
-        yield running, migrated_url
+@pytest.fixture(scope="module")
+def server(module_migrated_url, module_models_root, tmp_path_factory):
+    seed_clients(module_migrated_url)
+    with serve(module_migrated_url, module_models_root, tmp_path_factory.mktemp("gunicorn")) as running:
+        yield running, module_migrated_url
+
+
+def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def _rows(url: str, sql: str, **params) -> list:
@@ -73,23 +84,33 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_write(server):
                 else:
                     failed.append((rid, outcome))
 
+    def done() -> int:
+        with lock:
+            return len(acknowledged) + len(failed)
+
+    def replaced() -> bool:
+        workers = srv.workers()
+        return len(workers) == 2 and victim not in workers
+
     clients = 8
     with ThreadPoolExecutor(max_workers=clients) as pool:
-        for k in range(clients):
-            pool.submit(client, k)
-        time.sleep(2.0)
-        workers = srv.workers()
-        assert len(workers) == 2
-        victim = workers[0]
-        os.kill(victim, signal.SIGKILL)
-        time.sleep(3.0)
-        stop.set()
+        futures = [pool.submit(client, k) for k in range(clients)]
+        try:  # under load before the kill, and still once the master has replaced the worker
+            _wait_for(lambda: len(acknowledged) >= 150, "150 acknowledged writes before the kill")
+            workers = srv.workers()
+            assert len(workers) == 2
+            victim = workers[0]
+            os.kill(victim, signal.SIGKILL)
+            _wait_for(replaced, "the master to replace the killed worker")
+            after = done()
+            _wait_for(lambda: done() >= after + 100, "100 more answers after the replacement")
+        finally:
+            stop.set()
+    for f in futures:
+        f.result()
 
-    # The master replaces the killed worker.
-    deadline = time.monotonic() + 30
-    while not (len(srv.workers()) == 2 and victim not in srv.workers()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(srv.workers()) == 2 and victim not in srv.workers()
+    # The master replaced the killed worker.
+    assert replaced()
 
     # Clients saw at most the requests in flight at the kill fail: one per connection at most.
     print(f"kill -9 under load: {len(acknowledged)} acknowledged, {len(failed)} failed in flight: {failed}")

@@ -12,7 +12,7 @@ from support import KEYS, seed_clients, serve
 
 from bench.soak import drive, verify
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 def test_a_short_soak_keeps_every_acknowledged_write(migrated_url, models_root, tmp_path):

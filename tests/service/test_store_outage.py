@@ -11,7 +11,7 @@ from support import KEYS, seed_clients, serve
 
 from bench.outage import Proxy, drill, through
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 @pytest.mark.parametrize("backend", ["postgres"])  # "unreachable" is a network database's failure
