@@ -103,8 +103,10 @@ test: install
 test-fast: install
 	$(PYTEST) -q $(PARALLEL) -m "not slow"
 
+# Style, then the layer contracts of setup.cfg [importlinter] (docs/architecture.md).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --config setup.cfg --no-cache
 
 simulate: install
 	$(BIN)/retention simulate --customers $(CUSTOMERS) --seed 7 --out $(DATA)
