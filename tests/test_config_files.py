@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from samples import SECOND, THREE_ARMS
 
 from cli import main
 from retention.configfiles import ConfigError
@@ -269,26 +270,7 @@ def test_every_problem_of_a_policy_is_reported_in_one_run(tmp_path):
 
 # --------------------------------------------------------------------------------------------- experiments
 
-EXPERIMENT = """
-[[experiment]]
-name = "three-arms"
-start = 2026-12-01T00:00:00Z
-slice = [0.0, 0.5]
-holdout = 0.05
-control = "model"
-variants = [
-  { name = "model", kind = "model", weight = 2 },
-  { name = "pause", kind = "offer", offer = "pause_2m" },
-  { name = "discount", kind = "offer", offer = "discount_30_3m" },
-]
-"""
-OTHER = """
-[[experiment]]
-name = "other-half"
-start = 2026-12-01T00:00:00Z
-slice = [0.5, 1.0]
-variants = [{ name = "rules", kind = "rules" }, { name = "nothing", kind = "none" }]
-"""
+EXPERIMENT, OTHER = THREE_ARMS, SECOND  # tests/samples.py
 
 
 def _experiments_refused(tmp_path: Path, text: str) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from samples import SECOND, THREE_ARMS
 from scipy import stats as sps
 
 from retention.decision import CancelRequest, PastOffer
@@ -23,28 +24,6 @@ from retention.policy import Policy, load_policy
 
 CATALOG = load_catalog()
 NOW = datetime(2026, 12, 10, tzinfo=UTC)
-
-THREE_ARMS = """
-[[experiment]]
-name = "three-arms"
-start = 2026-12-01T00:00:00Z
-slice = [0.0, 0.5]
-holdout = 0.05
-control = "model"
-variants = [
-  { name = "model", kind = "model", weight = 2 },
-  { name = "pause", kind = "offer", offer = "pause_2m" },
-  { name = "discount", kind = "offer", offer = "discount_30_3m" },
-]
-"""
-SECOND = """
-[[experiment]]
-name = "other-half"
-start = 2026-12-01T00:00:00Z
-slice = [0.5, 1.0]
-variants = [{ name = "rules", kind = "rules" }, { name = "nothing", kind = "none" }]
-"""
-
 
 def book_of(tmp_path: Path, text: str):
     path = tmp_path / "experiments.toml"

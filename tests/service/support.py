@@ -12,6 +12,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,41 @@ def _wait_until_up(base: str, proc: subprocess.Popen, log) -> None:
             log.seek(0)
             pytest.fail(f"gunicorn did not start:\n{log.read()}")
         time.sleep(0.2)
+
+
+THREE_ARMS = """[
+  { name = "model", kind = "model" },
+  { name = "discount_50_2m", kind = "offer", offer = "discount_50_2m" },
+  { name = "pause_1m", kind = "offer", offer = "pause_1m" },
+]"""
+
+
+def experiments_file(path: Path, name: str = "offer-variants", variants: str = THREE_ARMS,
+                     holdout: float = 0.10) -> Path:
+    """An experiments file in which experiment `name` started yesterday (by default the model vs 50% off
+    for 2 months vs a 1-month pause, with a 10% holdout)."""
+    start = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path.write_text(f"""
+[[experiment]]
+name = "{name}"
+start = {start}
+holdout = {holdout}
+control = "model"
+variants = {variants}
+""")
+    return path
+
+
+class FlaskApi:
+    """training.experiment_sim's client protocol over Flask's test client, as the admin."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def post(self, path: str, body: dict):
+        r = self.client.post(path, json=body, headers=headers("admin"))
+        return r.status_code, r.get_json()
+
+    def get(self, path: str, params: dict | None = None):
+        r = self.client.get(path, query_string=params, headers=headers("admin"))
+        return r.status_code, r.get_json()

@@ -7,12 +7,11 @@ contain the true differences everywhere else."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
-from support import KEYS, make_app, seed_clients
+from support import KEYS, FlaskApi, experiments_file, make_app, seed_clients
 
 from cli import main
 from retention.experiments import HOLDOUT, load_experiments
@@ -22,44 +21,10 @@ from training.experiment_sim import REPORT_DELAY_DAYS, run
 EXPERIMENT = "offer-variants"
 
 
-def experiments_file(path: Path) -> Path:
-    start = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    path.write_text(f"""
-[[experiment]]
-name = "{EXPERIMENT}"
-description = "the model vs 50% off for 2 months vs a 1-month pause, with a 10% holdout"
-start = {start}
-holdout = 0.10
-control = "model"
-variants = [
-  {{ name = "model", kind = "model" }},
-  {{ name = "discount_50_2m", kind = "offer", offer = "discount_50_2m" }},
-  {{ name = "pause_1m", kind = "offer", offer = "pause_1m" }},
-]
-""")
-    return path
-
-
-class FlaskApi:
-    """training.experiment_sim's client protocol over Flask's test client, as the admin."""
-
-    def __init__(self, client) -> None:
-        self.client = client
-        self.headers = {"Authorization": f"Bearer {KEYS['admin']}"}
-
-    def post(self, path: str, body: dict):
-        r = self.client.post(path, json=body, headers=self.headers)
-        return r.status_code, r.get_json()
-
-    def get(self, path: str, params: dict | None = None):
-        r = self.client.get(path, query_string=params, headers=self.headers)
-        return r.status_code, r.get_json()
-
-
 @pytest.fixture
 def experiment_app(migrated_url, models_root, tmp_path):
     seed_clients(migrated_url)
-    path = experiments_file(tmp_path / "experiments.toml")
+    path = experiments_file(tmp_path / "experiments.toml", EXPERIMENT)
     app = make_app(migrated_url, models_root, EXPERIMENTS_PATH=str(path))
     yield app, path
     app.extensions["retention"].close()
@@ -153,11 +118,11 @@ def test_results_need_an_admin_and_a_known_experiment(experiment_app):
 
 def test_the_command_line_names_the_file_and_the_problem(tmp_path):
     bad = tmp_path / "experiments.toml"
-    experiments_file(bad)
+    experiments_file(bad, EXPERIMENT)
     bad.write_text(bad.read_text().replace("discount_50_2m\" }", "discount_99_9m\" }"))
     out = CliRunner().invoke(main, ["experiment", "check", "--file", str(bad)])
     assert out.exit_code == 2 and str(bad) in out.output and "discount_99_9m" in out.output
-    out = CliRunner().invoke(main, ["experiment", "report", "nope", "--file", str(experiments_file(bad))])
+    out = CliRunner().invoke(main, ["experiment", "report", "nope", "--file", str(experiments_file(bad, EXPERIMENT))])
     assert out.exit_code == 2 and "no experiment named 'nope'" in out.output
     out = CliRunner().invoke(main, ["experiment", "sample-size", "--baseline", "0.30", "--mde", "0.05"])
     assert out.exit_code == 0 and out.output.startswith("1,377 exposed customers per arm")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
-from support import KEYS, make_app, seed_clients
+from support import KEYS, FlaskApi, experiments_file, make_app, seed_clients
 from werkzeug.serving import make_server
 
 from cli import main
@@ -30,40 +30,11 @@ ADMIN = {"Authorization": f"Bearer {KEYS['admin']}"}
 
 @pytest.fixture
 def experiment_app(migrated_url, models_root, tmp_path):
-    start = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    path = tmp_path / "experiments.toml"
-    path.write_text(f"""
-[[experiment]]
-name = "{EXPERIMENT}"
-description = "the model vs 50% off for 2 months vs a 1-month pause, with a 10% holdout"
-start = {start}
-holdout = 0.10
-control = "model"
-variants = [
-  {{ name = "model", kind = "model" }},
-  {{ name = "discount_50_2m", kind = "offer", offer = "discount_50_2m" }},
-  {{ name = "pause_1m", kind = "offer", offer = "pause_1m" }},
-]
-""")
+    path = experiments_file(tmp_path / "experiments.toml", EXPERIMENT)
     seed_clients(migrated_url)
     app = make_app(migrated_url, models_root, EXPERIMENTS_PATH=str(path))
     yield app
     app.extensions["retention"].close()
-
-
-class FlaskApi:
-    """training.experiment_sim's client protocol over Flask's test client, as the admin."""
-
-    def __init__(self, client) -> None:
-        self.client = client
-
-    def post(self, path: str, body: dict):
-        r = self.client.post(path, json=body, headers=ADMIN)
-        return r.status_code, r.get_json()
-
-    def get(self, path: str, params: dict | None = None):
-        r = self.client.get(path, query_string=params, headers=ADMIN)
-        return r.status_code, r.get_json()
 
 
 def _typed(app, as_of: datetime) -> ExperimentResult:

@@ -5,28 +5,15 @@ the catalog, so a report computed with another catalog than the service's would 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
-from support import KEYS, make_app, seed_clients
+from support import FlaskApi, experiments_file, make_app, seed_clients
 
 from cli import main
 from retention.offers import DEFAULT_CATALOG, load_catalog
 from training.experiment_sim import REPORT_DELAY_DAYS, run
-
-
-class Api:
-    def __init__(self, client) -> None:
-        self.client, self.headers = client, {"Authorization": f"Bearer {KEYS['admin']}"}
-
-    def post(self, path: str, body: dict):
-        r = self.client.post(path, json=body, headers=self.headers)
-        return r.status_code, r.get_json()
-
-    def get(self, path: str, params: dict | None = None):
-        r = self.client.get(path, query_string=params, headers=self.headers)
-        return r.status_code, r.get_json()
 
 
 @pytest.mark.slow
@@ -36,18 +23,12 @@ def test_the_cli_report_equals_the_api_results_under_the_services_catalog(migrat
     catalog_path = tmp_path / "offers.toml"
     catalog_path.write_text(DEFAULT_CATALOG.read_text().replace("cost = 4.0", "cost = 10.0")
                             .replace('version = "2026-11-25"', 'version = "costly-credit"'))
-    experiments = tmp_path / "experiments.toml"
-    start = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    experiments.write_text(f"""
-[[experiment]]
-name = "credit"
-start = {start}
-variants = [{{ name = "model", kind = "model" }}, {{ name = "credit_1", kind = "offer", offer = "credit_1" }}]
-""")
+    experiments = experiments_file(tmp_path / "experiments.toml", "credit", holdout=0.0, variants=(
+        '[{ name = "model", kind = "model" }, { name = "credit_1", kind = "offer", offer = "credit_1" }]'))
     seed_clients(migrated_url)
     app = make_app(migrated_url, models_root, CATALOG_PATH=str(catalog_path), EXPERIMENTS_PATH=str(experiments))
     try:
-        api = Api(app.test_client())
+        api = FlaskApi(app.test_client())
         sim = run(api, sim_dir, load_catalog(catalog_path), limit=300, seed=5, tag="parity")
         as_of = datetime.fromisoformat(sim["last_decision_at"]) + timedelta(days=REPORT_DELAY_DAYS)
         status, served = api.get("/v1/experiments/credit/results", params={"as_of": as_of.isoformat()})
