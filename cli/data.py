@@ -12,10 +12,14 @@ import click
 from tqdm import tqdm
 
 from cli.options import PATH, UTC_DATETIME, catalog_from, catalog_path, fail, validated
+from training.simulator.worlds import WORLDS
 
 
 @click.command()
-@click.option("--customers", type=click.IntRange(min=1), default=50_000, show_default=True)
+@click.option("--world", "world_name", type=click.Choice(WORLDS), default="reference", show_default=True,
+              help="Which simulated business (docs/worlds.md): its customers, history and true response.")
+@click.option("--customers", type=click.IntRange(min=1), default=None,
+              help="Customers to simulate [default: the world's own size].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--days", type=click.IntRange(min=60), default=365, show_default=True, help="Days of history.")
 @click.option("--out", "out", type=PATH, required=True, help="Output data directory.")
@@ -23,14 +27,17 @@ from cli.options import PATH, UTC_DATETIME, catalog_from, catalog_path, fail, va
 @click.option("--chunk-size", type=click.IntRange(min=100), default=50_000, show_default=True,
               help="Customers simulated at once; bounds memory.")
 @catalog_path
-def simulate(customers: int, seed: int, days: int, out: Path, fmt: str, chunk_size: int, catalog_path: Path) -> None:
-    """Write a simulated data set in the training-data contract, with a documented ground truth."""
+def simulate(world_name: str, customers: int | None, seed: int, days: int, out: Path, fmt: str, chunk_size: int,
+             catalog_path: Path) -> None:
+    """Write a simulated data set in the training-data contract, with its ground truth in _truth/."""
     from training.simulator.generate import SimConfig, simulate_dataset
 
     if out.exists() and any(out.iterdir()):
         fail(f"{out}: exists and is not empty; choose a new --out so no data set is overwritten")
+    world = WORLDS[world_name]
+    customers = customers or world.customers
     config = SimConfig(customers=customers, seed=seed, days=days, chunk_size=chunk_size, fmt=fmt,
-                       catalog=catalog_from(catalog_path))
+                       catalog=catalog_from(catalog_path), world=world)
     t0 = time.perf_counter()
     with tqdm(total=customers, unit="customer", desc="simulate", file=sys.stderr) as bar:
         manifest = simulate_dataset(config, out, progress=bar.update)

@@ -23,27 +23,17 @@ import pyarrow.parquet as pq
 from retention.contract import REASONS, SAVE_HORIZON_DAYS
 from retention.offers import Catalog, load_catalog
 from training.simulator import truth
+from training.simulator.worlds import WORLDS, World
 
 GENERATOR_VERSION = "sim-1"
 TRUTH_TABLE = truth.TRUTH_FILE.with_suffix("").as_posix()  # written as <TRUTH_TABLE>.parquet
 DAY_SECONDS = 86_400
 
-PLANS = [  # plan_id, billing_period, price, share
-    ("plus_monthly", "monthly", 14.95, 0.42),
-    ("plus_annual", "annual", 149.50, 0.15),
-    ("premium_monthly", "monthly", 22.95, 0.15),
-    ("premium_annual", "annual", 229.50, 0.06),
-    ("lite_monthly", "monthly", 7.95, 0.22),
-]
-CHANNELS = [("web", 0.65), ("ios", 0.17), ("android", 0.12), ("partner", 0.06)]
 COUNTRIES = [("US", "USD", 0.5), ("GB", "GBP", 0.15), ("DE", "EUR", 0.12), ("FR", "EUR", 0.08),
              ("CA", "CAD", 0.10), ("AU", "AUD", 0.05)]
 AGE_BANDS = ["18-24", "25-34", "35-49", "50+"]
 ACQUISITION = [("organic", 0.55), ("promo", 0.30), ("referral", 0.15)]
 METRICS = ("listening_minutes", "titles_started")
-# The logging policy of the history: uniform over eligible offers, with "none" weighted double so the
-# no-offer baseline is well measured. Propensities are logged.
-NONE_WEIGHT = 2.0
 
 
 @dataclass
@@ -55,6 +45,7 @@ class SimConfig:
     chunk_size: int = 50_000
     fmt: str = "parquet"
     catalog: Catalog = field(default_factory=load_catalog)
+    world: World = field(default_factory=lambda: WORLDS["reference"])  # training.simulator.worlds
 
     @property
     def window_end(self) -> date:
@@ -146,6 +137,8 @@ def simulate_dataset(cfg: SimConfig, out: str | Path, progress: Callable[[int], 
         "window_start": datetime.combine(cfg.window_start, datetime.min.time(), UTC).isoformat(),
         "window_end": datetime.combine(cfg.window_end, datetime.min.time(), UTC).isoformat(),
         "catalog_version": cfg.catalog.version,
+        "world": cfg.world.name,
+        "horizon_months": cfg.world.horizon_months,
         "rows": counts,
     }
     (out / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -154,18 +147,23 @@ def simulate_dataset(cfg: SimConfig, out: str | Path, progress: Callable[[int], 
 
 def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str, pa.Table]:
     rng = np.random.default_rng([cfg.seed, chunk])
+    # What only some worlds draw (latent types, unrecorded usage) comes from a stream of its own, so the
+    # reference world's data stay the same whatever other worlds need.
+    aux = np.random.default_rng([cfg.seed, chunk, 1])
     days = cfg.days
     catalog = cfg.catalog
     offers = catalog.offers
+    world, response = cfg.world, cfg.world.response
+    plans, channels = list(world.plans), list(world.channels)
 
     # --- who the customers are -------------------------------------------------------------------------
     ids = np.array([f"c{start + i:08d}" for i in range(n)], dtype=object)
-    plan = _choice(rng, PLANS, n)
-    plan_id = np.array([PLANS[p][0] for p in plan], dtype=object)
-    period = np.array([PLANS[p][1] for p in plan], dtype=object)
-    price = np.array([PLANS[p][2] for p in plan], dtype=float)
+    plan = _choice(rng, plans, n)
+    plan_id = np.array([plans[p][0] for p in plan], dtype=object)
+    period = np.array([plans[p][1] for p in plan], dtype=object)
+    price = np.array([plans[p][2] for p in plan], dtype=float)
     annual = period == "annual"
-    channel = np.array([c[0] for c in CHANNELS], dtype=object)[_choice(rng, CHANNELS, n)]
+    channel = np.array([c[0] for c in channels], dtype=object)[_choice(rng, channels, n)]
     ci = _choice(rng, COUNTRIES, n)
     country = np.array([c[0] for c in COUNTRIES], dtype=object)[ci]
     currency = np.array([c[1] for c in COUNTRIES], dtype=object)[ci]
@@ -176,6 +174,10 @@ def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str,
     before = rng.random(n) < 0.75
     signup_day = np.where(before, -rng.integers(30, 1500, n), rng.integers(0, days - 1, n))
     signup_sec = signup_day * DAY_SECONDS + rng.integers(0, DAY_SECONDS, n)
+
+    latent = response.latent_types(aux, {"acquisition": acq, "age_band": age_band, "household": household,
+                                         "price": price, "annual": annual, "channel": channel})
+    usage_recorded = aux.random(n) < world.usage_recorded
 
     sat = _survivor_satisfaction(rng, np.maximum(-signup_day, 0)) + 0.3 * (acq == "referral")
     price_sens = 1.5 * _sigmoid(
@@ -241,7 +243,7 @@ def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str,
 
         # NPS: occasional survey invitations; unhappy and very happy customers answer more often.
         invited = active & (rng.random(n) < 1.0 / 150.0)
-        answers = invited & (rng.random(n) < np.minimum(0.05 + 0.12 * np.abs(s_eff), 0.5))
+        answers = invited & (rng.random(n) < np.minimum(0.05 + 0.12 * np.abs(s_eff), 0.5) * world.nps_answer_rate)
         k = np.flatnonzero(answers)
         if len(k):
             score = np.clip(np.round(7.2 + 1.9 * s_eff[k] + rng.normal(0.0, 0.9, len(k))), 0, 10)
@@ -250,7 +252,7 @@ def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str,
 
         # Cancel requests: hazard rises as satisfaction falls.
         can_request = active & ~paused & (no_request_until <= d)
-        hazard = 0.0022 * np.exp(-0.6 * s_eff + 0.3 * price_sens)
+        hazard = 0.0022 * world.request_rate * np.exp(-0.6 * s_eff + 0.3 * price_sens)
         k = np.flatnonzero(can_request & (rng.random(n) < hazard))
         if len(k) == 0:
             continue
@@ -266,6 +268,7 @@ def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str,
             -0.4 * s_eff[k] - 0.9,                           # switching
             -0.7 + np.zeros(m),                              # other
         ])
+        reason_logits += response.reason_bias(None if latent is None else latent[k], m)
         reason = (reason_logits + rng.gumbel(size=reason_logits.shape)).argmax(axis=1)
         # Requests come after any NPS answer of the same day (seconds in the second half of the day),
         # so "last NPS before the request" in the truth is what the features can see.
@@ -283,6 +286,7 @@ def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str,
             price_sensitivity=price_sens[k],
             satisfaction=s_eff[k],
             recent_discount=(d - last_discount[k]) < 90,
+            latent_type=None if latent is None else latent[k],
         )
         eligible = {}
         for o in offers:
@@ -295,12 +299,12 @@ def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str,
                 ok &= cur_price[k] > (o.to_price or 0.0) + 1e-9
             eligible[o.id] = ok
         weights = np.column_stack([
-            eligible[o.id] * (NONE_WEIGHT if o.type == "none" else 1.0) for o in offers
+            eligible[o.id] * world.logging_weight(o.type) for o in offers
         ])
         probs = weights / weights.sum(axis=1, keepdims=True)
         chosen = (probs.cumsum(axis=1) > rng.random(m)[:, None]).argmax(axis=1)
         propensity = probs[np.arange(m), chosen]
-        p_all = np.column_stack([truth.save_probability(o, ctx) for o in offers])
+        p_all = np.column_stack([response.save_probability(o, ctx) for o in offers])
         p_stay = p_all[np.arange(m), chosen]
         stayed = rng.random(m) < p_stay
         is_none = np.array([offers[c].type == "none" for c in chosen])
@@ -333,6 +337,7 @@ def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str,
             ("billing_period", ctx.billing_period), ("price_sensitivity", ctx.price_sensitivity),
             ("satisfaction", ctx.satisfaction), ("recent_discount", ctx.recent_discount),
             ("reason", reason),
+            *((("latent_type", ctx.latent_type),) if latent is not None else ()),
         ):
             truth_rows.setdefault(key, []).append(val)
         for j, o in enumerate(offers):
@@ -386,7 +391,9 @@ def _chunk_tables(cfg: SimConfig, ids: np.ndarray, s: dict) -> dict[str, pa.Tabl
     day_index = np.datetime64(ws, "D") + np.arange(days)
     frames = []
     for metric, mat in zip(("listening_minutes", "titles_started"), (s["minutes"], s["titles"]), strict=True):
-        ci, di = np.nonzero(mat)
+        # Customers whose usage is not recorded (some worlds) have no usage rows: to the data they look like
+        # customers who never listened, which is what a broken tracking pipeline looks like too.
+        ci, di = np.nonzero(mat * s["usage_recorded"][:, None])
         frames.append(pa.table({
             "customer_id": pa.DictionaryArray.from_arrays(pa.array(ci.astype(np.int32)), pa.array(ids, pa.string())),
             "day": pa.array(day_index[di]),
