@@ -325,7 +325,8 @@ _FOREST_ARRAYS = ("num_slot", "num_feature", "num_threshold", "num_missing_left"
                   "cat_table", "leaf_value")
 
 
-def save_compiled(compiled: CompiledPipeline, path, probe_X: np.ndarray, probe_p: np.ndarray) -> None:
+def forest_arrays(compiled: CompiledPipeline) -> dict[str, np.ndarray]:
+    """The compiled boosting model as named numpy arrays (retention.scorers saves them)."""
     f = compiled.forest
     arrays = {f"forest_{name}": getattr(f, name) for name in _FOREST_ARRAYS}
     arrays["forest_shape"] = np.array([f.n_trees, f.k], dtype=np.int64)
@@ -337,6 +338,22 @@ def save_compiled(compiled: CompiledPipeline, path, probe_X: np.ndarray, probe_p
             raise CompileError(f"categories of {compiled.categorical[i]!r} must be strings to be saved")
         arrays[f"categories_{i}"] = np.array(list(codes), dtype=str)
         arrays[f"codes_{i}"] = np.array(list(codes.values()), dtype=np.float64)
+    return arrays
+
+
+def forest_from_arrays(z, prefix: str = "") -> CompiledPipeline:
+    """The compiled boosting model from arrays written by `forest_arrays` (under `prefix`)."""
+    n_trees, k = (int(x) for x in z[prefix + "forest_shape"])
+    forest = Forest(baseline=float(z[prefix + "forest_baseline"][0]), n_trees=n_trees, k=k,
+                    **{name: z[f"{prefix}forest_{name}"] for name in _FOREST_ARRAYS})
+    categorical = tuple(str(c) for c in z[prefix + "categorical"])
+    codes = tuple({str(c): float(v) for c, v in zip(z[f"{prefix}categories_{i}"], z[f"{prefix}codes_{i}"], strict=True)}
+                  for i in range(len(categorical)))
+    return CompiledPipeline(categorical, tuple(str(c) for c in z[prefix + "numeric"]), codes, forest)
+
+
+def save_compiled(compiled: CompiledPipeline, path, probe_X: np.ndarray, probe_p: np.ndarray) -> None:
+    arrays = forest_arrays(compiled)
     arrays["probe_X"], arrays["probe_p"] = np.asarray(probe_X, np.float64), np.asarray(probe_p, np.float64)
     with open(path, "wb") as out:
         np.savez(out, **arrays)
@@ -345,11 +362,4 @@ def save_compiled(compiled: CompiledPipeline, path, probe_X: np.ndarray, probe_p
 def load_compiled(path) -> tuple[CompiledPipeline, np.ndarray, np.ndarray]:
     """(compiled scorer, probe rows, the Pipeline's probabilities for them)."""
     with np.load(path, allow_pickle=False) as z:
-        n_trees, k = (int(x) for x in z["forest_shape"])
-        forest = Forest(baseline=float(z["forest_baseline"][0]), n_trees=n_trees, k=k,
-                        **{name: z[f"forest_{name}"] for name in _FOREST_ARRAYS})
-        categorical = tuple(str(c) for c in z["categorical"])
-        codes = tuple({str(c): float(v) for c, v in zip(z[f"categories_{i}"], z[f"codes_{i}"], strict=True)}
-                      for i in range(len(categorical)))
-        compiled = CompiledPipeline(categorical, tuple(str(c) for c in z["numeric"]), codes, forest)
-        return compiled, z["probe_X"], z["probe_p"]
+        return forest_from_arrays(z), z["probe_X"], z["probe_p"]
