@@ -36,32 +36,41 @@ from retention.files import write_atomic
 @click.option("--eval-fraction", type=click.FloatRange(0.05, 0.5), default=0.25, show_default=True)
 @click.option("--exclude-attribute", "exclude", multiple=True, help="Customer column not to use as a feature.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--only", "only", type=click.Choice(["offer-response", "churn-risk"]), default=None,
+              help="Train one model alone [default: both, as far as the data supports them].")
+@click.option("--learners", "families", default=None, metavar="FAMILIES",
+              help="Offer-response learner families to compare, comma-separated: boosting, logistic, ipw, blend "
+                   "[default: all].")
 @catalog_path
+@policy_path
 def train(data_dir: Path, out_root: Path, window_end, eval_fraction: float, exclude: tuple[str, ...], seed: int,
-          catalog_path: Path) -> None:
-    """Validate, train both models, evaluate on the latest period, write models/<version>/."""
+          only: str | None, families: str | None, catalog_path: Path, policy_path: Path) -> None:
+    """Validate, train the models the data supports, evaluate on the latest period, write models/<version>/.
+
+    The offer-response learner is chosen by measurement on time-ordered validation and gated against the
+    rules on held-out flows; without an offer history only churn risk is trained (offers: the rules)."""
     from reports.model import write_report
     from reports.text import model_summary
     from retention.artifacts import read_metadata
-    from training.train import TrainConfig, train_version
+    from training.train import MODELS, TrainConfig, train_version
 
     catalog = catalog_from(catalog_path)
+    policy = policy_from(catalog, policy_path)
     validated(data_dir, window_end)
     t0 = time.perf_counter()
-    steps = ["offer-response features", "offer-response model", "churn-risk features", "churn-risk model",
-             "writing artifact"]
-    with tqdm(total=len(steps), desc="train", unit="step", file=sys.stderr) as bar:
+    models = MODELS if only is None else (only.replace("-", "_"),)
+    learners = tuple(f.strip() for f in families.split(",")) if families else None
+    with tqdm(desc="train", unit="step", file=sys.stderr) as bar:
         def progress(msg: str) -> None:
             bar.set_postfix_str(msg)
-            if msg != steps[0]:
-                bar.update(1)
+            bar.update(1)
 
-        config = TrainConfig(data_dir=data_dir, out_root=out_root, window_end=window_end,
-                             eval_fraction=eval_fraction, seed=seed, exclude_attributes=exclude, catalog=catalog)
+        config = TrainConfig(data_dir=data_dir, out_root=out_root, window_end=window_end, eval_fraction=eval_fraction,
+                             seed=seed, exclude_attributes=exclude, catalog=catalog, policy=policy, models=models,
+                             learners=learners)
         with failing_on(ValueError):
             version_dir = train_version(config, progress=progress)
         write_report(version_dir / "report.html", read_metadata(version_dir))
-        bar.update(1)
     click.echo(f"model version {version_dir.name} written to {version_dir} in {time.perf_counter() - t0:.1f} s")
     click.echo(model_summary(version_dir))
 
@@ -111,7 +120,8 @@ def score(ref: str, models_root: Path, data_dir: Path, as_of: datetime, out: Pat
     catalog = catalog_from(catalog_path)
     validated(data_dir)  # data after T is fine: features only read rows before T
     _, model, meta = verified_model(models_root, ref)
-    n = score_customers(model, meta, data_dir, catalog, as_of, out, batch_size, progress=tqdm)
+    with failing_on(ValueError):
+        n = score_customers(model, meta, data_dir, catalog, as_of, out, batch_size, progress=tqdm)
     click.echo(f"scored {n:,} customers as of {as_of.isoformat()} into {out}")
 
 

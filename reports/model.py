@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 from reports.render import Chart, chart, render, write_page
 
 _HEADER_KEYS = ("version", "created_at", "feature_version", "data_window", "row_counts", "library_versions", "artifact")
+# Shown in sections of their own, not in the header table.
+_SECTION_KEYS = ("models", "metrics", "reliability", "feature_names", "splits", "compiled", "feature_spec")
 _MODEL_ROW = "model"
 # Columns a reader expects in this order (metadata.json stores keys sorted); any other metric follows.
 _METRIC_ORDER = ("n", "positive_rate", "roc_auc", "pr_auc", "brier", "ece", "lift_top_decile")
@@ -105,13 +107,14 @@ def render_report(metadata: dict) -> str:
     """The page for `metadata` (as stored in metadata.json, plus metrics and reliability curves)."""
     header = {k: metadata[k] for k in _HEADER_KEYS if k in metadata}
     # Other top-level scalars (seed, data directory, catalog version...) are shown as they are.
-    header.update({k: v for k, v in metadata.items() if k not in header and is_scalar(v)})
+    header.update({k: v for k, v in metadata.items() if k not in header and k not in _SECTION_KEYS and is_scalar(v)})
     metrics = metadata.get("metrics") or {}
     reliability = metadata.get("reliability") or {}
     sections = [_section(name, m, reliability.get(name)) for name, m in metrics.items() if isinstance(m, dict)]
+    models = metadata.get("models") or {}
     return render("model.html.j2", version=metadata.get("version", "unversioned"), header=header,
                   sections=sections, lift=_lift_chart(metrics) if metrics else None,
-                  has_metrics=bool(metrics))
+                  has_metrics=bool(metrics), models=models, offer=models.get("offer_response") or {})
 
 
 def write_report(path: str | Path, metadata: dict) -> Path:

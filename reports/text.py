@@ -19,19 +19,59 @@ def _f4(x) -> str:
 
 
 def model_summary(version_dir: Path) -> str:
-    """Held-out metrics of a model version against its baselines, one line per row, and where its report is."""
+    """Per model: what was trained (or why not), held-out metrics against its baselines, and for the offer
+    model the learner, the calibration and the policy gate's verdict; and where the report is."""
     meta = json.loads((version_dir / "metadata.json").read_text())
     lines = [f"report: {version_dir / 'report.html'}"]
-    for name, m in meta["metrics"].items():
-        lines.append(f"{name}:")
-        for row in ("model", "baseline_nps_segment", "baseline_prior"):
-            r = m[row]
-            lines.append(f"  {row:<22} auc={_f4(r['roc_auc'])} pr_auc={_f4(r['pr_auc'])} brier={_f4(r['brier'])} "
-                         f"ece={_f4(r['ece'])} lift@10%={_f4(r['lift_top_decile'])} n={r['n']}")
+    for name, info in meta.get("models", {}).items():
+        if not info.get("trained"):
+            lines.append(f"{name}: not trained: {info.get('why')}")
+            continue
+        m = meta["metrics"][name]
+        extra = f", calibration {info['calibration']}" if "calibration" in info else ""
+        lines.append(f"{name}: {info.get('learner')}{extra}")
+        for row in ("model", "baseline_logistic", "alternative_boosting", "alternative_blend", "baseline_nps_segment",
+                    "baseline_prior"):
+            if row in m:
+                r = m[row]
+                lines.append(f"  {row:<22} auc={_f4(r['roc_auc'])} pr_auc={_f4(r['pr_auc'])} brier={_f4(r['brier'])} "
+                             f"ece={_f4(r['ece'])} lift@10%={_f4(r['lift_top_decile'])} n={r['n']}")
         if "bayes_optimal_auc" in m:
             lines.append(f"  bayes-optimal auc={_f4(m['bayes_optimal_auc'])} "
                          f"model/bayes={_f4(m['auc_share_of_bayes'])}")
+        if "gate" in info:
+            lines += gate_lines(info["gate"])
+    if not meta.get("models", {}).get("offer_response", {}).get("trained"):
+        lines.append("offers: decided by the rules of config/policy.toml")
     return "\n".join(lines)
+
+
+def gate_lines(gate: dict) -> list[str]:
+    """The policy gate: held-out value per flow of the model's policy, the rules and the best fixed offer
+    (doubly robust, 95% CI), and the verdict."""
+    serve = "the model's choices" if gate["verdict"] == "model" else "the rules (model_not_better_than_rules)"
+    lines = [f"  policy gate on {gate['holdout_flows']:,} held-out flows: serves {serve}: {gate.get('why', '')}"]
+    policies = gate.get("policies") or {}
+    for name in ("model", "rules", gate.get("best_fixed"), "none"):
+        if name in policies:
+            dr = policies[name]["dr"]
+            lines.append(f"    {name:<26} value/flow {fixed(dr['value'], 2, grouping=False, missing=NA):>8} "
+                         f"[{fixed(dr['low'], 2, grouping=False, missing=NA)}, "
+                         f"{fixed(dr['high'], 2, grouping=False, missing=NA)}]  "
+                         f"offers {percent(policies[name]['offer_rate'], **_DASH)}")
+    diff = (gate.get("differences") or {}).get("model_minus_rules")
+    if diff:
+        lines.append(f"    model - rules: {fixed(diff['value'], 2, grouping=False, missing=NA)} per flow, 95% CI "
+                     f"[{fixed(diff['low'], 2, grouping=False, missing=NA)}, "
+                     f"{fixed(diff['high'], 2, grouping=False, missing=NA)}] on the held-out flows")
+    lines += [f"    warning: {w}" for w in gate.get("warnings") or ()]
+    pooled = (gate.get("evidence") or {}).get("pooled")
+    if pooled and (gate.get("evidence") or {}).get("validation_blocks"):
+        lines.append(f"    model - rules, held-out flows and validation blocks ({pooled['flows']:,} flows, the "
+                     f"verdict's basis): {fixed(pooled['value'], 2, grouping=False, missing=NA)} per flow, 95% CI "
+                     f"[{fixed(pooled['low'], 2, grouping=False, missing=NA)}, "
+                     f"{fixed(pooled['high'], 2, grouping=False, missing=NA)}]")
+    return lines
 
 
 def policy_table(result: dict) -> str:

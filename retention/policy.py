@@ -20,9 +20,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from marshmallow import ValidationError, post_load
+from marshmallow import ValidationError, post_load, validate
 
-from retention.compiled import CompiledPipeline, SharedRowScorer, compile_pipeline
 from retention.configfiles import (
     ConfigError,
     ConfigSchema,
@@ -43,7 +42,7 @@ from retention.features import FeatureSpec
 from retention.model import decision_columns
 from retention.offers import Catalog, Offer
 from retention.serving import live_features
-from retention.value import expected_net_value
+from retention.value import DEFAULT_HORIZON_MONTHS, expected_net_value
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
 SEGMENTS = ("detractor", "passive", "promoter", "none")
@@ -61,9 +60,17 @@ class PolicyConfig:
     guardrails: Guardrails
     # segment -> reason -> offer ids in order of preference
     fallback: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    # Months of revenue a save is worth (retention.value): offers are judged by net revenue over this horizon.
+    horizon_months: int = DEFAULT_HORIZON_MONTHS
 
     def fallback_offers(self, segment: str, reason: str) -> tuple[str, ...]:
         return self.fallback[segment][reason]
+
+
+def rules_choice(config: PolicyConfig, segment: str, reason: str, allowed: set[str] | frozenset[str]) -> str:
+    """The fallback rules' offer: the first of the segment's list for the reason that the guardrails allow,
+    else none."""
+    return next((o for o in config.fallback_offers(segment, reason) if o in allowed), "none")
 
 
 def _in_catalog(offer_ids: tuple[str, ...]) -> None:
@@ -106,8 +113,14 @@ _Fallback = _Tables.from_dict({
 }, name="Fallback")
 
 
+class _ValueSchema(ConfigSchema):
+    horizon_months = Int(load_default=DEFAULT_HORIZON_MONTHS, validate=validate.Range(
+        min=1, max=36, error="must be between {min} and {max} months, got {input}"))
+
+
 class _PolicySchema(ConfigSchema):
     time_budget_ms = Number(load_default=150.0, validate=above(0))
+    value = Table(_ValueSchema, load_default=lambda: {"horizon_months": DEFAULT_HORIZON_MONTHS})
     close_the_loop_hours = Number(load_default=48.0, validate=above(0))
     guardrails = Table(_GuardrailsSchema, load_default=Guardrails)
     fallback = Table(_Fallback, required=True,
@@ -124,14 +137,14 @@ class _PolicySchema(ConfigSchema):
                     for segment in SEGMENTS}
         return PolicyConfig(version=f"policy-{digest}", time_budget_ms=data["time_budget_ms"],
                             close_the_loop_hours=data["close_the_loop_hours"], guardrails=data["guardrails"],
-                            fallback=fallback)
+                            fallback=fallback, horizon_months=data["value"]["horizon_months"])
 
 
 _POLICY = _PolicySchema()
 
 
 def _label(keys: tuple, raw) -> str | None:
-    if keys == ("guardrails",) or (len(keys) == 2 and keys[0] == "fallback"):
+    if keys in (("guardrails",), ("value",)) or (len(keys) == 2 and keys[0] == "fallback"):
         return "[" + ".".join(keys) + "]"
     return None
 
@@ -142,36 +155,53 @@ def load_policy(catalog: Catalog, path: str | Path = DEFAULT_POLICY) -> PolicyCo
 
 
 class ModelScorer:
-    """The offer-response model of a verified artifact, scoring (customer, reason, offer) rows.
+    """What a verified artifact contributes to decisions: its feature spec, its offer-response model in the
+    served form (retention.scorers: numpy arrays, equal to the fitted estimator to 1e-9), and what its
+    training decided about serving it.
 
-    Requests are scored by the Pipeline compiled to numpy (retention.compiled): the customer's columns are
-    evaluated once and combined with pre-evaluated (reason, offer) columns, about 19 us for a whole offer
-    set instead of 10 ms through pandas and the Pipeline (`python -m bench.scoring`). `reference_p_stay` scores the same rows with the
-    Pipeline itself; the service checks the two agree at start-up and a test checks it on thousands of rows.
-    """
+    - `offers` is None when the artifact has no offer-response model (the data had no offer history): the
+      rules choose offers (`no_offer_model`), with `offers_why` saying why.
+    - `serves_policy` is the policy gate's verdict (training.selection.gate): False means the model's choices
+      were not estimated to beat the rules on held-out flows, so the rules decide
+      (`model_not_better_than_rules`), while p_stay is still reported.
+    - `allowed`: the offers the gate let the model choose (offers whose use did not pay on logged flows are
+      dropped); the others are still scored and reported, never chosen by the model.
+    `reference_p_stay` scores the same rows with the fitted estimator (only where one was unpickled: checks)."""
 
-    def __init__(self, model: dict | None, meta: dict, catalog: Catalog,
-                 compiled: CompiledPipeline | None = None) -> None:
-        """From the unpickled model dict (compiled here), or from its saved compiled form alone (the
-        service: no Pipeline, no scikit-learn or pandas in the process)."""
-        self.pipeline = model["offer_response"] if model is not None else None
+    def __init__(self, offers, meta: dict, estimator=None, ignore_gate: bool = False) -> None:
+        self.offers = offers
+        self.estimator = estimator
         self.version: str = meta["version"]
         self.spec = FeatureSpec.from_dict(meta["feature_spec"])
-        self.columns: list[str] = list(meta["feature_names"]["offer_response"])
-        variants = {(r, o.id): decision_columns(o, r) for r in REASONS for o in catalog.offers}
-        self.compiled = SharedRowScorer(compiled or compile_pipeline(self.pipeline), variants)
+        model = (meta.get("models") or {}).get("offer_response") or {}
+        self.offers_why: str | None = None if offers is not None else model.get("why", "no offer-response model")
+        gate = model.get("gate") or {}
+        self.gate_verdict: str = gate.get("verdict", "model") if offers is not None else "rules"
+        self.serves_policy = offers is not None and (ignore_gate or self.gate_verdict == "model")
+        # The offers the gate let the model choose (training.selection.allowed_offers); None: every offer.
+        allowed = gate.get("offers_allowed")
+        self.allowed: frozenset[str] | None = None if ignore_gate or allowed is None else frozenset(allowed)
+        self.columns: list[str] = list((meta.get("feature_names") or {}).get("offer_response", []))
+
+    @classmethod
+    def from_estimator(cls, model: dict, meta: dict, catalog: Catalog, ignore_gate: bool = False) -> ModelScorer:
+        """From an unpickled artifact's estimators (offline evaluation): the served form is compiled here."""
+        from retention.scorers import compile_estimator
+
+        estimator = model.get("offer_response")
+        offers = compile_estimator(estimator, catalog) if estimator is not None else None
+        return cls(offers, meta, estimator, ignore_gate)
 
     def p_stay(self, features: dict[str, object], reason: str, offers: list[Offer]) -> list[float]:
-        return self.compiled.predict_proba(features, [(reason, o.id) for o in offers]).tolist()
+        return self.offers.predict_proba(features, [(reason, o.id) for o in offers]).tolist()
 
     def reference_p_stay(self, features: dict[str, object], reason: str, offers: list[Offer]) -> list[float]:
-        if self.pipeline is None:
-            raise RuntimeError("this scorer was built from the compiled form only; there is no Pipeline")
+        if self.estimator is None:
+            raise RuntimeError("this scorer was built from the served form only; there is no estimator")
         import pandas as pd  # lazily: only for checks, never in the request path
 
-        rows = [{**features, **decision_columns(o, reason)} for o in offers]
-        frame = pd.DataFrame(rows, columns=self.columns)
-        return [float(p) for p in self.pipeline.predict_proba(frame)[:, 1]]
+        frame = pd.DataFrame([{**features, **decision_columns(o, reason)} for o in offers])
+        return [float(p) for p in self.estimator.predict_proba(frame)[:, 1]]
 
 
 class Policy:
@@ -225,6 +255,8 @@ class Policy:
     def _model(self, request: CancelRequest, eligible: list[Offer], codes: list[str], common: dict) -> Decision:
         if self.scorer is None:
             return self._rules(request, eligible, codes + ["model_unavailable"], common)
+        if self.scorer.offers is None:
+            return self._rules(request, eligible, codes + ["no_offer_model"], common)
         try:
             p_stay = self._score_within_budget(common["features"], request.reason, eligible)
         except FutureTimeout:
@@ -232,8 +264,17 @@ class Policy:
         except Exception:  # noqa: BLE001 - fail open on any scoring failure; the adapter logs and counts it
             return self._rules(request, eligible, codes + ["scoring_error"], common)
 
-        values = {s.offer_id: s for s in _value(p_stay, eligible, request)}
-        best = max(values.values(), key=lambda s: (s.incremental_value, s.offer_id == "none"))
+        values = {s.offer_id: s for s in _value(p_stay, eligible, request, self.config.horizon_months)}
+        if not self.scorer.serves_policy:
+            # The gate found the model's choices no better than the rules': the rules choose; what the model
+            # predicts for their choice is still reported.
+            ruled = self._rules(request, eligible, codes + ["model_not_better_than_rules"], common)
+            chosen = values[ruled.offer.id]
+            return replace(ruled, model_version=self.scorer.version, p_stay=chosen.p_stay,
+                           expected_incremental_value=chosen.incremental_value, scores=tuple(values.values()))
+        allowed = self.scorer.allowed if self.scorer.allowed is not None else values
+        best = max((v for v in values.values() if v.offer_id in allowed or v.offer_id == "none"),
+                   key=lambda s: (s.incremental_value, s.offer_id == "none"))
         if best.offer_id == "none" or best.incremental_value <= 0:
             best = values["none"]
             codes.append("no_offer_beats_none")
@@ -277,9 +318,7 @@ class Policy:
         return eligible_offers(self.catalog, excluded), codes, common
 
     def _rules(self, request: CancelRequest, eligible: list[Offer], codes: list[str], common: dict) -> Decision:
-        allowed = {o.id for o in eligible}
-        rules = self.config.fallback_offers(common["nps_segment"], request.reason)
-        choice = next((o for o in rules if o in allowed), "none")
+        choice = rules_choice(self.config, common["nps_segment"], request.reason, {o.id for o in eligible})
         codes = codes + ["fallback_rules", "rule_no_offer" if choice == "none" else f"rule_{choice}"]
         return Decision(offer=self.catalog[choice], reason_codes=tuple(codes), fallback=True, **common)
 
@@ -303,9 +342,9 @@ class Policy:
             self._executor = None
 
 
-def _value(p_stay: list[float], offers: list[Offer], request: CancelRequest) -> list[OfferScore]:
-    nets = [float(expected_net_value(o, p, request.price, request.billing_period)) for o, p in zip(offers, p_stay,
-                                                                                                  strict=True)]
+def _value(p_stay: list[float], offers: list[Offer], request: CancelRequest, horizon_months: int) -> list[OfferScore]:
+    nets = [float(expected_net_value(o, p, request.price, request.billing_period, horizon_months))
+            for o, p in zip(offers, p_stay, strict=True)]
     none_net = next(n for o, n in zip(offers, nets, strict=True) if o.id == "none")
     return [OfferScore(o.id, p, n, n - none_net) for o, p, n in zip(offers, p_stay, nets, strict=True)]
 

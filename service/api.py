@@ -16,6 +16,7 @@ from retention.experiments import UnknownExperiment
 from retention.jsonvalues import jsonable
 from service import usecases
 from service.auth import requires
+from service.health import offers_decided_by
 from service.schemas import (
     CatalogSchema,
     DecisionListSchema,
@@ -182,6 +183,8 @@ class Model(MethodView):
         """The model version this process serves, its data window and held-out metrics (admin)."""
         rt = _runtime()
         meta = rt.model_meta
+        models = meta.get("models") or {}
+        offer = models.get("offer_response") or {}
         return {
             "model_version": rt.model_version,
             "error": rt.model_error,
@@ -190,6 +193,11 @@ class Model(MethodView):
             "catalog_version": rt.catalog.version,
             "data_window": meta.get("data_window"),
             "created_at": meta.get("created_at"),
+            "offers": offers_decided_by(rt.policy.scorer) if rt.policy.scorer else "rules: no verified model",
+            "models": {name: {k: m.get(k) for k in ("trained", "why", "learner", "calibration") if k in m}
+                       for name, m in models.items()},
+            "gate": {k: (offer.get("gate") or {}).get(k) for k in ("verdict", "why", "differences", "best_fixed")}
+            if offer.get("trained") else None,
             "metrics": {k: v.get("model") for k, v in meta.get("metrics", {}).items()},
         }
 

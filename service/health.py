@@ -29,7 +29,7 @@ def readyz():
     checks: dict[str, dict] = {}
     degraded: list[str] = []
     if rt.policy.scorer is not None:
-        checks["model"] = {"ok": True, "version": rt.model_version}
+        checks["model"] = {"ok": True, "version": rt.model_version, "offers": offers_decided_by(rt.policy.scorer)}
         if rt.reload_error:
             checks["model"]["last_reload_refused"] = rt.reload_error
     else:
@@ -60,6 +60,16 @@ def readyz():
     body = {"status": "ready" if ready else "degraded", "degraded": degraded, "checks": checks,
             "policy_version": rt.policy.config.version, "catalog_version": rt.catalog.version}
     return body, 200 if ready else 503
+
+
+def offers_decided_by(scorer) -> str:
+    """Who chooses offers with this model version, in words: the model, or the rules and why."""
+    if scorer.offers is None:
+        return f"rules: {scorer.offers_why}"
+    if not scorer.serves_policy:
+        return ("rules: the policy gate did not find the model's choices better than the rules' on held-out "
+                "flows (model_not_better_than_rules)")
+    return "model"
 
 
 @blp.get("/metrics")

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from retention.artifacts import ArtifactError, load_artifact, resolve_version, verify_version
-from retention.compiled import load_compiled
+from retention.artifacts import ArtifactError, resolve_version, verify_version
+from retention.compiled import CompileError
 from retention.contract import REASONS
 from retention.decision import CancelRequest
 from retention.experiments import load_experiments
 from retention.features import FEATURE_VERSION
 from retention.offers import Catalog, load_catalog
 from retention.policy import ModelScorer, Policy, load_policy
+from retention.scorers import load_scorer
 from retention.serving import live_features
 from service import metrics
 from service.spool import Spool
@@ -102,37 +103,37 @@ class Runtime:
 def _load_scorer(models_dir: Path, ref: str, catalog: Catalog) -> tuple[ModelScorer, dict]:
     """Verify the version folder (every file's checksum, the feature version), then build the scorer.
 
-    A version with a compiled scorer (every version trained by this code) is served from it alone: numpy
-    arrays, no unpickling, so no code runs on load and the workers hold neither scikit-learn nor pandas.
-    It must reproduce the Pipeline's probabilities on the probe saved with it. Older versions are unpickled
-    (after the scikit-learn version check) and compiled here, then checked against their Pipeline."""
+    The offer-response model is served from its own file (retention.scorers): numpy arrays, no unpickling,
+    so no code runs on load and the workers hold neither scikit-learn nor pandas. It must reproduce the
+    fitted estimator's probabilities on the probe saved with it. A version trained on data without offer
+    history has no such model: it is served for its features, and the rules choose offers."""
     version_dir = resolve_version(models_dir, ref)
     meta = verify_version(version_dir, feature_version=FEATURE_VERSION)
+    if "models" not in meta:
+        raise ArtifactError(f"{version_dir}: trained by an earlier release of retention-offers (no per-model "
+                            "metadata); retrain it with this release")
     missing = set(catalog.ids) - set(meta.get("offers", []))
     if missing:
         raise ArtifactError(f"{version_dir}: model was trained without offers {sorted(missing)}; "
                             "retrain with the current catalog")
-    saved = (meta.get("compiled") or {}).get("offer_response")
-    if saved:
-        compiled, probe_X, probe_p = load_compiled(version_dir / saved["file"])
-        _same(compiled.predict_proba(probe_X), probe_p, f"{version_dir / saved['file']} on its probe rows")
-        scorer = ModelScorer(None, meta, catalog, compiled=compiled)
-    else:
-        model, meta = load_artifact(version_dir, feature_version=FEATURE_VERSION)
-        scorer = ModelScorer(model, meta, catalog)
-    _warm_up(scorer, catalog)
-    if scorer.pipeline is not None:  # compiled here: check it against its Pipeline on the warm-up requests
-        for reason, features in _synthetic_requests(scorer):
-            _same(scorer.p_stay(features, reason, list(catalog.offers)),
-                  scorer.reference_p_stay(features, reason, list(catalog.offers)), f"model {scorer.version}")
+    served = (meta.get("compiled") or {}).get("offer_response")
+    if meta["models"].get("offer_response", {}).get("trained") and not served:
+        raise ArtifactError(f"{version_dir}: has an offer-response model but no served form of it "
+                            "(metadata 'compiled'); retrain it with this release")
+    offers = None
+    if served:
+        try:
+            offers, probe = load_scorer(version_dir / served["file"], catalog)
+        except CompileError as exc:
+            raise ArtifactError(str(exc)) from exc
+        diff = probe.max_difference(offers)
+        if diff > 1e-9:
+            raise ArtifactError(f"{version_dir / served['file']}: the served model is {diff:.3g} away from the "
+                                "fitted model's probabilities on its probe rows; refusing to serve it")
+    scorer = ModelScorer(offers, meta)
+    if offers is not None:
+        _warm_up(scorer, catalog)
     return scorer, meta
-
-
-def _same(compiled, pipeline, where: str) -> None:
-    diff = max((abs(a - b) for a, b in zip(compiled, pipeline, strict=True)), default=0.0)
-    if diff > 1e-9:
-        raise ArtifactError(f"{where}: the compiled scorer is {diff:.3g} away from the Pipeline's "
-                            "probabilities; refusing to serve it")
 
 
 def _synthetic_requests(scorer: ModelScorer):

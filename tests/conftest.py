@@ -164,6 +164,28 @@ def trained(request, sim_dir, tmp_path_factory) -> Path:
     return built_once(request.config, tmp_path_factory, "models", train)
 
 
+@pytest.fixture(scope="session")
+def churn_only(request, tmp_path_factory) -> tuple[Path, Path, str]:
+    """A churn-only data set as a team without offer history exports it (CSV: customers, payments and cancel
+    requests without any offer shown; empty usage and NPS files; no simulator truth), the model folder
+    `retention train` made of it, and what the command printed."""
+    def build(folder: Path) -> Path:
+        from cli import main
+        from training.simulator.worlds import WORLDS
+
+        data = folder / "data"
+        simulate_dataset(SimConfig(customers=3_000, seed=3, world=WORLDS["churn-only"], fmt="csv"), data)
+        shutil.rmtree(data / "_truth")
+        result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(folder / "models")],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        (folder / "train-output.txt").write_text(result.output)
+        return folder
+
+    folder = built_once(request.config, tmp_path_factory, "churn-only", build)
+    return folder / "data", folder / "models", (folder / "train-output.txt").read_text()
+
+
 # ------------------------------------------------------------------------------------------ databases
 
 

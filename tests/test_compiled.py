@@ -1,5 +1,7 @@
 """The compiled scorer gives the trained Pipeline's probabilities (to 1e-9) on real feature rows: every
-reason, every offer, missing NPS and usage, unknown categories."""
+reason, every offer, missing NPS and usage, unknown categories. The forest tests take the gradient-boosting
+pipeline inside whatever learner training chose (a blend, maybe calibrated); the request-path test takes the
+whole served model."""
 
 from __future__ import annotations
 
@@ -28,6 +30,17 @@ def model_rows(trained, sim_dir):
     return model, meta, rows
 
 
+def _boosting_pipeline(estimator):
+    """The gradient-boosting Pipeline inside a learner of training.learners (Calibrated, Blend or itself)."""
+    if hasattr(estimator, "estimator_"):
+        return _boosting_pipeline(estimator.estimator_)
+    for part in getattr(estimator, "estimators_", ()):
+        if "columns" in getattr(part, "named_steps", {}):
+            return part
+    assert "columns" in estimator.named_steps, f"no boosting inside {estimator!r}"
+    return estimator
+
+
 def _records(frame: pd.DataFrame, categorical) -> list[dict]:
     """DataFrame rows as the service holds features: None for a missing category, NaN for a missing number."""
     out = frame.to_dict("records")
@@ -40,7 +53,7 @@ def _records(frame: pd.DataFrame, categorical) -> list[dict]:
 
 def test_compiled_pipeline_equals_the_pipeline_on_every_training_row(model_rows):
     model, meta, rows = model_rows
-    pipe = model["offer_response"]
+    pipe = _boosting_pipeline(model["offer_response"])
     cols = meta["feature_names"]["offer_response"]
     compiled = compile_pipeline(pipe)
     frame = rows[cols].copy()
@@ -54,7 +67,7 @@ def test_compiled_pipeline_equals_the_pipeline_on_every_training_row(model_rows)
 @pytest.mark.slow
 def test_the_request_path_scorer_equals_the_pipeline_for_every_reason_and_offer(model_rows):
     model, meta, rows = model_rows
-    scorer = ModelScorer(model, meta, CATALOG)
+    scorer = ModelScorer.from_estimator(model, meta, CATALOG)
     customers = _records(rows[scorer.spec.names].sample(200, random_state=1), scorer.spec.categorical)
     worst = 0.0
     for i, features in enumerate(customers):
@@ -67,7 +80,7 @@ def test_the_request_path_scorer_equals_the_pipeline_for_every_reason_and_offer(
 
 def test_the_decision_columns_are_all_precomputed(model_rows):
     model, meta, _ = model_rows
-    scorer = ModelScorer(model, meta, CATALOG)
+    scorer = ModelScorer.from_estimator(model, meta, CATALOG)
     assert set(decision_columns(CATALOG["none"], "other")) <= set(scorer.columns)
     with pytest.raises(KeyError):
         scorer.p_stay({}, "not_a_reason", [CATALOG["none"]])
@@ -83,7 +96,7 @@ def test_values_on_and_next_to_every_split_threshold_go_the_pipelines_way(model_
     """The step tables turn `x <= t` into "how many thresholds lie below x": values exactly on a threshold,
     one float either side of it, and missing must all land where sklearn sends them."""
     model, meta, rows = model_rows
-    pipe = model["offer_response"]
+    pipe = _boosting_pipeline(model["offer_response"])
     cols = meta["feature_names"]["offer_response"]
     compiled = compile_pipeline(pipe)
     forest = compiled.forest

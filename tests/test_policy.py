@@ -31,6 +31,9 @@ class TableScorer:
     """A scorer with known save probabilities per offer, to test the choice rule itself."""
 
     version = "table"
+    offers = "a table"  # an offer-response model is present...
+    serves_policy = True  # ...and the policy gate let it choose
+    allowed = None  # any offer
 
     def __init__(self, p: dict[str, float], delay: float = 0.0, fail: bool = False):
         self.p, self.delay, self.fail = p, delay, fail
@@ -46,7 +49,7 @@ class TableScorer:
 @pytest.fixture(scope="module")
 def model_policy(trained: Path) -> Policy:
     model, meta = load_artifact(trained, feature_version=FEATURE_VERSION)
-    policy = Policy(CATALOG, CONFIG, ModelScorer(model, meta, CATALOG))
+    policy = Policy(CATALOG, CONFIG, ModelScorer.from_estimator(model, meta, CATALOG, ignore_gate=True))
     yield policy
     policy.close()
 
@@ -150,3 +153,35 @@ def test_policy_config_is_validated(tmp_path):
     assert load_policy(CATALOG, CONFIG_PATH).version == CONFIG.version
     bad.write_text(text.replace("max_offers_per_year = 3", "max_offers_per_year = 4"))
     assert load_policy(CATALOG, bad).version != CONFIG.version
+
+
+# ------------------------------------------------------------------------------------------ value horizon
+
+
+def test_the_value_horizon_comes_from_the_policy_file_and_changes_the_choice(tmp_path):
+    # A 3-month pause saves 45% and bills nothing for 3 months; no offer keeps 30% paying every month.
+    # Over 6 months: none 0.30 x 6 x 14.95 = 26.91 beats the pause 0.45 x 3 x 14.95 = 20.18;
+    # over 12 months the pause wins: 0.45 x 9 x 14.95 = 60.55 against 0.30 x 12 x 14.95 = 53.82.
+    scorer = TableScorer({"none": 0.30, "pause_3m": 0.45, "pause_1m": 0.0, "pause_2m": 0.0,
+                          "discount_30_3m": 0.0, "discount_50_2m": 0.0, "downgrade_lite": 0.0,
+                          "credit_1": 0.0, "followup": 0.0})
+    text = Path("config/policy.toml").read_text()
+    assert "horizon_months = 6" in text
+    twelve = tmp_path / "policy.toml"
+    twelve.write_text(text.replace("horizon_months = 6", "horizon_months = 12"))
+    decisions = {}
+    for months, config in ((6, CONFIG), (12, load_policy(CATALOG, twelve))):
+        assert config.horizon_months == months
+        decisions[months] = Policy(CATALOG, config, scorer).decide(request("temporary"), None, NOW)
+    assert decisions[6].offer.id == "none" and decisions[12].offer.id == "pause_3m"
+    assert decisions[6].expected_incremental_value == 0.0
+    assert decisions[12].expected_incremental_value == pytest.approx(0.45 * 9 * 14.95 - 0.30 * 12 * 14.95)
+    assert load_policy(CATALOG, twelve).version != CONFIG.version  # decisions record which horizon chose them
+
+
+@pytest.mark.parametrize("value", ["0", "37", '"6"', "6.5"])
+def test_a_horizon_outside_1_to_36_whole_months_is_refused(tmp_path, value):
+    bad = tmp_path / "policy.toml"
+    bad.write_text(Path("config/policy.toml").read_text().replace("horizon_months = 6", f"horizon_months = {value}"))
+    with pytest.raises(PolicyError, match="horizon_months"):
+        load_policy(CATALOG, bad)

@@ -163,10 +163,13 @@ def resolve_window_end(data_dir: str | Path, window_end: datetime | None) -> dat
 
 
 def resolve_window_start(con: duckdb.DuckDBPyConnection, data_dir: str | Path) -> datetime | None:
-    """Where the history begins: `window_start` of the manifest, else the first usage day; None when the
-    data set has neither (no manifest and no usage rows)."""
+    """Where the history begins: `window_start` of the manifest, else the earliest dated row (a usage day, a
+    payment, an NPS answer, a cancel request); None when the data set has no dated row at all."""
     start = _manifest_time(data_dir, "window_start")
     if start is not None:
         return start
-    first = con.execute("SELECT min(day) FROM usage").fetchone()[0]
-    return None if first is None else datetime.combine(first, datetime.min.time(), UTC)
+    first = con.execute(
+        "SELECT min(t) FROM (SELECT min(CAST(day AS TIMESTAMP)) AS t FROM usage "
+        "UNION ALL SELECT min(paid_at) FROM payments UNION ALL SELECT min(responded_at) FROM nps_responses "
+        "UNION ALL SELECT min(requested_at) FROM cancel_requests)").fetchone()[0]
+    return None if first is None else as_utc(first)

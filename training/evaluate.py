@@ -24,6 +24,9 @@ from training.train import bayes_optimal_auc, response_rows
 def evaluate_on(model: dict, meta: dict, data_dir: Path, catalog: Catalog, since: datetime | None = None,
                 window_end: datetime | None = None) -> dict:
     """Offer-response metrics of `model` on the labelled cancel requests of `data_dir`."""
+    if model.get("offer_response") is None:
+        raise ValueError(f"model {meta['version']} has no offer-response model to evaluate: "
+                         f"{meta['models']['offer_response'].get('why')}")
     con = open_dataset(data_dir)
     spec = FeatureSpec.from_dict(meta["feature_spec"])
     rows = response_rows(con, catalog, spec, resolve_window_end(data_dir, window_end))
@@ -74,6 +77,8 @@ def feature_batches(con, spec: FeatureSpec, catalog: Catalog, customer_ids: np.n
 def score_customers(model: dict, meta: dict, data_dir: Path, catalog: Catalog, as_of: datetime, out: Path,
                     batch_size: int, progress=None) -> int:
     """Write churn risk for every customer subscribed at `as_of` (signed up before, not ended by then)."""
+    if model.get("churn_risk") is None:
+        raise ValueError(f"model {meta['version']} has no churn-risk model: {meta['models']['churn_risk'].get('why')}")
     con = open_dataset(data_dir)
     spec = FeatureSpec.from_dict(meta["feature_spec"])
     t = naive_utc(as_of)

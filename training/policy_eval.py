@@ -21,14 +21,14 @@ import pandas as pd
 from scipy import stats
 
 from retention.contract import is_missing
-from retention.decision import CancelRequest, PastOffer, Snapshot
+from retention.decision import CancelRequest, Snapshot
 from retention.features import FeatureSpec
-from retention.model import offer_of
 from retention.offers import Catalog
 from retention.policy import ModelScorer, Policy, PolicyConfig
 from retention.utc import as_utc, naive_utc
-from retention.value import DEFAULT_HORIZON_MONTHS, expected_net_value
+from retention.value import expected_net_value
 from training.dataset import open_dataset, resolve_window_end
+from training.flows import histories
 from training.simulator.truth import TRUTH_FILE
 from training.train import response_rows
 
@@ -62,18 +62,22 @@ def evaluate_policy(model: dict, meta: dict, data_dir: Path, catalog: Catalog, c
     rows = rows.reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"{data_dir}: no labelled cancel requests to evaluate")
-    truth = _truth(truth_path, rows["request_id"], catalog)
-    histories = _histories(con, catalog)
+    truth = _truth(truth_path, rows["request_id"], catalog, config.horizon_months)
+    past_flows = histories(con, catalog)
 
     ids = list(catalog.ids)
     col = {o: j for j, o in enumerate(ids)}
     n = len(rows)
-    model_choice, rules_choice = np.zeros(n, dtype=int), np.zeros(n, dtype=int)
+    model_choice, rules_choice, ungated_choice = (np.zeros(n, dtype=int) for _ in range(3))
     guard_ok = np.ones((n, len(ids)), dtype=bool)
     latency_ms = np.zeros(n)
     fallback_codes: Counter[str] = Counter()
     mismatched_price = 0
-    policy = Policy(catalog, config, ModelScorer(model, meta, catalog))
+    # The service's policy as it serves (the policy gate applied), and the model's own choices beside it.
+    policy = Policy(catalog, config, ModelScorer.from_estimator(model, meta, catalog))
+    gated = not policy.scorer.serves_policy and policy.scorer.offers is not None
+    ungated = Policy(catalog, config, ModelScorer.from_estimator(model, meta, catalog, ignore_gate=True)) if gated \
+        else policy
     records = rows[spec.names + ["customer_id", "as_of", "reason", "request_id"]].to_dict("records")
     try:
         for i, row in enumerate(progress(records, desc="decide", unit="request") if progress else records):
@@ -81,27 +85,32 @@ def evaluate_policy(model: dict, meta: dict, data_dir: Path, catalog: Catalog, c
             request = CancelRequest(row["customer_id"], row["reason"], row["billing_period"], row["billing_channel"],
                                     float(row["price"]), plan_id=row["plan_id"], country=row["country"])
             snapshot = Snapshot({k: None if is_missing(row[k]) else row[k] for k in spec.names}, as_of=now)
-            times, offers = histories.get(row["customer_id"], ((), ()))
+            times, offers = past_flows.get(row["customer_id"], ((), ()))
             past = list(offers[:bisect.bisect_left(times, now)])
             t0 = time.perf_counter()
             decision = policy.decide(request, snapshot, now=now, history=past)
             latency_ms[i] = (time.perf_counter() - t0) * 1000.0
             rules = policy.rules_decision(request, snapshot, now, history=past)
+            mine = ungated.decide(request, snapshot, now=now, history=past) if gated else decision
             if decision.fallback:
                 fallback_codes.update(c for c in decision.reason_codes
                                       if c in ("scoring_timeout", "scoring_error", "model_unavailable"))
-            model_choice[i], rules_choice[i] = col[decision.offer.id], col[rules.offer.id]
+            model_choice[i], rules_choice[i], ungated_choice[i] = (col[decision.offer.id], col[rules.offer.id],
+                                                                   col[mine.offer.id])
             for offer_id in decision.excluded:  # retention.eligibility.exclusions, as decide applied them
                 guard_ok[i, col[offer_id]] = False
             mismatched_price += abs(float(row["price"]) - truth["price"][i]) > 1e-6
     finally:
         policy.close()
+        ungated.close()
 
     value, truth_ok = truth["value"], truth["eligible"]
     # An offer the simulated billing cannot carry out changes nothing: it is worth what no offer is worth.
     achievable = np.where(truth_ok, value, 0.0)
     oracle_choice = np.where(guard_ok & truth_ok, value, -np.inf).argmax(axis=1)
     choices = {"model": model_choice, "rules": rules_choice, "oracle": oracle_choice}
+    if gated:
+        choices["model_ungated"] = ungated_choice
     for j, offer_id in enumerate(ids):
         choices[f"always:{offer_id}"] = np.where(guard_ok[:, j], j, col["none"])
     per_request = {name: achievable[np.arange(n), c] for name, c in choices.items()}
@@ -129,7 +138,7 @@ def evaluate_policy(model: dict, meta: dict, data_dir: Path, catalog: Catalog, c
         "since": since.isoformat() if since else None,
         "limit": limit,
         "seed": seed,
-        "value": f"true expected incremental net revenue per request over {DEFAULT_HORIZON_MONTHS} months "
+        "value": f"true expected incremental net revenue per request over {config.horizon_months} months "
                  "(plan currency) vs giving no offer; an offer the simulator marks ineligible counts as 0",
         "policy_version": config.version,
         "catalog_version": catalog.version,
@@ -159,7 +168,7 @@ def evaluate_policy(model: dict, meta: dict, data_dir: Path, catalog: Catalog, c
     }
 
 
-def _truth(path: Path, request_ids: pd.Series, catalog: Catalog) -> dict[str, np.ndarray]:
+def _truth(path: Path, request_ids: pd.Series, catalog: Catalog, horizon_months: int) -> dict[str, np.ndarray]:
     """True incremental value and simulator eligibility of every offer, row-aligned with `request_ids`."""
     ids = catalog.ids
     cols = ["request_id", "price", "billing_period"] + [f"p_{o}" for o in ids] + [f"eligible_{o}" for o in ids]
@@ -170,29 +179,13 @@ def _truth(path: Path, request_ids: pd.Series, catalog: Catalog) -> dict[str, np
                          f"{request_ids[missing].iloc[0]!r}: is it the truth of this data set?")
     truth = truth.loc[request_ids.to_numpy()]
     price, period = truth["price"].to_numpy(float), truth["billing_period"].to_numpy()
-    nets = np.column_stack([expected_net_value(catalog[o], truth[f"p_{o}"].to_numpy(float), price, period)
-                            for o in ids])
+    nets = np.column_stack([expected_net_value(catalog[o], truth[f"p_{o}"].to_numpy(float), price, period,
+                                               horizon_months) for o in ids])
     return {
         "value": nets - nets[:, [ids.index("none")]],
         "eligible": truth[[f"eligible_{o}" for o in ids]].to_numpy(bool),
         "price": price,
     }
-
-
-def _histories(con, catalog: Catalog) -> dict[str, tuple[list[datetime], list[PastOffer]]]:
-    """Per customer, the logged cancel flows in time order, as the guardrails see them in production."""
-    flows = con.execute(
-        "SELECT customer_id, requested_at, offer_id, coalesce(accepted, false) AS accepted "
-        "FROM cancel_requests ORDER BY customer_id, requested_at"
-    ).fetchall()
-    out: dict[str, tuple[list[datetime], list[PastOffer]]] = {}
-    for customer_id, at, offer_id, accepted in flows:
-        offer = offer_of(catalog, offer_id)
-        at = as_utc(at)
-        times, offers = out.setdefault(customer_id, ([], []))
-        times.append(at)
-        offers.append(PastOffer(offer.id, offer.type, at, bool(accepted), offer.months))
-    return out
 
 
 def _mix(choice: np.ndarray, ids: list[str]) -> dict[str, int]:

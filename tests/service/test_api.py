@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support import KEYS, decision_body, headers, post, signed_headers
+from support import KEYS, decision_body, headers, make_app, post, seed_clients, signed_headers
 
 from retention.decision import CancelRequest
 from retention.policy import Policy
@@ -155,14 +155,26 @@ def _accept(client, request_id, **overrides):
     return d
 
 
-def test_an_accepted_pause_blocks_pauses_for_a_year(client):
+@pytest.fixture
+def rules_client(migrated_url, tmp_path):
+    """A service whose offers come from the fallback rules (no model version to load), so the guardrail tests
+    below know which offer comes first whatever a model would choose."""
+    seed_clients(migrated_url)
+    app = make_app(migrated_url, tmp_path / "no-models")
+    yield app.test_client()
+    app.extensions["retention"].close()
+
+
+def test_an_accepted_pause_blocks_pauses_for_a_year(rules_client):
+    client = rules_client
     first = _accept(client, "p-1", reason="temporary")
     assert first["offer"]["type"] == "pause", first
     second = decide(client, request_id="p-2", reason="temporary").get_json()
     assert "pause_used_12m" in second["reason_codes"] and second["offer"]["type"] != "pause"
 
 
-def test_an_accepted_discount_blocks_discounts_and_stacking(client):
+def test_an_accepted_discount_blocks_discounts_and_stacking(rules_client):
+    client = rules_client
     first = _accept(client, "d-1", reason="too_expensive",
                     nps=[{"score": 6, "responded_at": "2026-11-01T00:00:00Z"}])
     assert first["offer"]["type"] == "discount", first

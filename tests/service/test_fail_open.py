@@ -104,14 +104,14 @@ def test_a_model_that_cannot_score_is_refused_at_start(app_factory, models_root,
 
     meta = read_metadata(next(p for p in models_root.iterdir() if p.is_dir()))
     broken_root = tmp_path / "broken-models"
-    # an older artifact without a compiled form: the service unpickles and compiles it, and fails to
+    # an artifact whose offer-response model has no served (compiled) form: refused, the rules decide
     save_artifact(broken_root, {"offer_response": "not a model", "churn_risk": None},
                   {k: v for k, v in meta.items() if k not in RESERVED_KEYS + ("compiled",)},
                   feature_version=FEATURE_VERSION)
     client = app_factory(MODELS_DIR=str(broken_root)).test_client()
     d = _decide(client, reason="temporary")
     assert d["fallback"] is True and "model_unavailable" in d["reason_codes"]
-    assert "unexpected pipeline layout" in client.get("/readyz").get_json()["checks"]["model"]["error"]
+    assert "no served form" in client.get("/readyz").get_json()["checks"]["model"]["error"]
 
 
 @pytest.mark.slow  # a fresh interpreter importing the service: ~1.6 s alone, ~3.5 s beside another worker

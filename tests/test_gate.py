@@ -1,0 +1,134 @@
+"""The policy gate (training.selection.gate): a model whose choices are worse than the rules' is not served;
+one whose choices are better is. And what the service does with the verdict: the rules decide, with reason
+code `model_not_better_than_rules`, while the model's prediction for the rules' choice is still reported."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from retention.artifacts import load_artifact
+from retention.decision import CancelRequest
+from retention.features import FEATURE_VERSION, discover_spec
+from retention.offers import load_catalog
+from retention.ope import one_hot
+from retention.policy import ModelScorer, Policy, load_policy
+from training import learners, selection
+from training.dataset import open_dataset, resolve_window_end
+from training.flows import build_flows
+from training.train import SAVE_HORIZON_DAYS, response_rows, time_split
+
+CATALOG = load_catalog()
+CONFIG = load_policy(CATALOG)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+class Inverted(ClassifierMixin, BaseEstimator):
+    """A fitted model turned upside down: it rates the offers that save the fewest customers highest."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def predict_proba(self, X):
+        p = self.inner.predict_proba(X)[:, 1]
+        return np.column_stack([p, 1.0 - p])
+
+
+@pytest.fixture(scope="module")
+def split(sim_dir):
+    con = open_dataset(sim_dir)
+    spec = discover_spec(con)
+    rows = response_rows(con, CATALOG, spec, resolve_window_end(sim_dir, None))
+    train_mask, test_mask, _ = time_split(rows["as_of"], 0.25, SAVE_HORIZON_DAYS)
+    flows = build_flows(con, rows, CATALOG, CONFIG)
+    train, holdout = flows.subset(train_mask), flows.subset(test_mask)
+    model = learners.fit(learners.logistic(spec, CATALOG), train.rows, train.rows["label"].to_numpy())
+    return train, holdout, model
+
+
+def test_a_model_worse_than_the_rules_is_not_served(split):
+    train, holdout, model = split
+    gate = selection.gate(train, holdout, Inverted(model), CATALOG)
+    assert gate["verdict"] == "rules" and gate["reason_code"] == "model_not_better_than_rules"
+    worse = gate["differences"]["model_minus_rules"]
+    assert worse["high"] < 0  # clearly worse, not a coin flip
+    assert "not estimated to beat the rules" in gate["why"]
+
+
+def test_a_model_better_than_the_rules_is_served_and_the_estimates_are_recorded(split):
+    train, holdout, model = split
+    gate = selection.gate(train, holdout, model, CATALOG)
+    assert gate["verdict"] == "model" and gate["reason_code"] is None
+    assert gate["holdout_flows"] == len(holdout) > 1000
+    # every policy valued three ways, with intervals; the fixed offers too
+    assert {"model", "rules", "none"} <= set(gate["policies"]) and gate["best_fixed"].startswith("always:")
+    for p in gate["policies"].values():
+        for estimator in ("dr", "snips", "ips"):
+            assert p[estimator]["low"] <= p[estimator]["value"] <= p[estimator]["high"]
+    assert gate["policies"]["none"]["offer_rate"] == 0.0
+
+
+def test_earlier_evidence_is_pooled_with_the_held_out_flows(split):
+    train, holdout, model = split
+    # validation blocks that saw the model lose everywhere outweigh a held-out win
+    earlier = np.full(20 * len(holdout), -5.0) + np.random.default_rng(0).normal(0, 1, 20 * len(holdout))
+    gate = selection.gate(train, holdout, model, CATALOG, earlier=earlier)
+    assert gate["evidence"]["held_out"]["value"] > 0 > gate["evidence"]["pooled"]["value"]
+    assert gate["evidence"]["pooled"]["flows"] == 21 * len(holdout)
+    assert gate["verdict"] == "rules"
+
+
+def test_the_service_lets_the_rules_decide_when_the_gate_said_so(trained):
+    model, meta = load_artifact(trained, feature_version=FEATURE_VERSION)
+    gated = {**meta, "models": {**meta["models"], "offer_response": {
+        **meta["models"]["offer_response"], "gate": {"verdict": "rules"}}}}
+    request = CancelRequest("c-1", "temporary", "monthly", "web", 14.95, plan_id="plus_monthly")
+    rules = Policy(CATALOG, CONFIG, None).decide(request, None, NOW)
+    policy = Policy(CATALOG, CONFIG, ModelScorer.from_estimator(model, gated, CATALOG))
+    try:
+        d = policy.decide(request, None, NOW)
+    finally:
+        policy.close()
+    assert d.offer.id == rules.offer.id
+    assert "model_not_better_than_rules" in d.reason_codes
+    assert d.model_version == meta["version"] and 0.0 < d.p_stay < 1.0  # still reported
+
+
+def test_offers_that_do_not_pay_on_logged_flows_are_dropped(split):
+    train, holdout, model = split
+    bad = offer_probabilities_of(Inverted(model), holdout)
+    allowed, dropped = selection.allowed_offers([(holdout, bad, bad)])
+    assert dropped and not allowed.all() and allowed[holdout.none]
+    k = len(holdout.offers)
+    log = holdout.log()
+
+    def value(mask):
+        return log.dr_terms(one_hot(holdout.greedy(bad, mask), k), bad).mean()
+
+    assert value(allowed) > value(None)  # what is left is worth more than choosing among every offer
+    assert sorted(d["offer"] for d in dropped) == sorted(o for o, a in zip(holdout.offers, allowed, strict=True)
+                                                         if not a)
+
+
+def test_the_service_never_lets_the_model_choose_a_dropped_offer(trained):
+    model, meta = load_artifact(trained, feature_version=FEATURE_VERSION)
+    offer = meta["models"]["offer_response"]
+    limited = {**meta, "models": {**meta["models"], "offer_response": {
+        **offer, "gate": {**offer["gate"], "verdict": "model", "offers_allowed": ["none", "followup"]}}}}
+    policy = Policy(CATALOG, CONFIG, ModelScorer.from_estimator(model, limited, CATALOG))
+    try:
+        chosen = {policy.decide(CancelRequest(f"c-{reason}", reason, "monthly", "web", 14.95,
+                                              plan_id="plus_monthly"), None, NOW).offer.id
+                  for reason in ("temporary", "too_expensive", "content", "technical", "not_using", "other")}
+    finally:
+        policy.close()
+    assert chosen <= {"none", "followup"}
+
+
+def offer_probabilities_of(estimator, flows):
+    from training.flows import offer_probabilities
+
+    return flows.values(offer_probabilities(estimator, flows.rows, CATALOG))
