@@ -64,6 +64,10 @@ def gate_lines(gate: dict) -> list[str]:
         lines.append(f"    model - rules: {fixed(diff['value'], 2, grouping=False, missing=NA)} per flow, 95% CI "
                      f"[{fixed(diff['low'], 2, grouping=False, missing=NA)}, "
                      f"{fixed(diff['high'], 2, grouping=False, missing=NA)}] on the held-out flows")
+    dropped = gate.get("offers_dropped") or []
+    if dropped:
+        lines.append("    offers the model may not choose (they did not pay on the validation blocks): "
+                     + ", ".join(d["offer"] for d in dropped))
     lines += [f"    warning: {w}" for w in gate.get("warnings") or ()]
     pooled = (gate.get("evidence") or {}).get("pooled")
     if pooled and (gate.get("evidence") or {}).get("validation_blocks"):
