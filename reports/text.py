@@ -49,7 +49,9 @@ def model_summary(version_dir: Path) -> str:
 def gate_lines(gate: dict) -> list[str]:
     """The policy gate: held-out value per flow of the model's policy, the rules and the best fixed offer
     (doubly robust, 95% CI), and the verdict."""
-    serve = "the model's choices" if gate["verdict"] == "model" else "the rules (model_not_better_than_rules)"
+    serve = {"model": "the model's choices",
+             "fixed": f"always {gate.get('fixed_offer')} where allowed, else the rules (fixed_offer_better_than_rules)"
+             }.get(gate["verdict"], "the rules (model_not_better_than_rules)")
     lines = [f"  policy gate on {gate['holdout_flows']:,} held-out flows: serves {serve}: {gate.get('why', '')}"]
     policies = gate.get("policies") or {}
     for name in ("model", "rules", gate.get("best_fixed"), "none"):

@@ -164,6 +164,8 @@ class ModelScorer:
     - `serves_policy` is the policy gate's verdict (training.selection.gate): False means the model's choices
       were not estimated to beat the rules on held-out flows, so the rules decide
       (`model_not_better_than_rules`), while p_stay is still reported.
+    - `fixed_offer`: where the gate found one fixed offer clearly better than the rules and not worse than
+      the model (verdict "fixed"), it is given wherever allowed, elsewhere the rules decide.
     - `allowed`: the offers the gate let the model choose (offers whose use did not pay on logged flows are
       dropped); the others are still scored and reported, never chosen by the model.
     `reference_p_stay` scores the same rows with the fitted estimator (only where one was unpickled: checks)."""
@@ -178,6 +180,9 @@ class ModelScorer:
         gate = model.get("gate") or {}
         self.gate_verdict: str = gate.get("verdict", "model") if offers is not None else "rules"
         self.serves_policy = offers is not None and (ignore_gate or self.gate_verdict == "model")
+        # The gate's verdict "fixed": one offer, given wherever it is allowed, beat both the model and the rules.
+        self.fixed_offer: str | None = (gate.get("fixed_offer") if offers is not None and not ignore_gate
+                                        and self.gate_verdict == "fixed" else None)
         # The offers the gate let the model choose (training.selection.allowed_offers); None: every offer.
         allowed = gate.get("offers_allowed")
         self.allowed: frozenset[str] | None = None if ignore_gate or allowed is None else frozenset(allowed)
@@ -266,8 +271,16 @@ class Policy:
 
         values = {s.offer_id: s for s in _value(p_stay, eligible, request, self.config.horizon_months)}
         if not self.scorer.serves_policy:
-            # The gate found the model's choices no better than the rules': the rules choose; what the model
-            # predicts for their choice is still reported.
+            # The gate found the model's choices no better than the rules': the rules choose (or, where the
+            # gate found one fixed offer better than both, that offer wherever it is allowed); what the model
+            # predicts for the choice is still reported.
+            fixed = self.scorer.fixed_offer
+            if fixed is not None and fixed in values:
+                chosen = values[fixed]
+                return Decision(offer=self.catalog[fixed], reason_codes=tuple(
+                    codes + ["model_not_better_than_rules", "fixed_offer_better_than_rules"]), fallback=False,
+                    model_version=self.scorer.version, p_stay=chosen.p_stay,
+                    expected_incremental_value=chosen.incremental_value, scores=tuple(values.values()), **common)
             ruled = self._rules(request, eligible, codes + ["model_not_better_than_rules"], common)
             chosen = values[ruled.offer.id]
             return replace(ruled, model_version=self.scorer.version, p_stay=chosen.p_stay,

@@ -196,7 +196,8 @@ class Model(MethodView):
             "offers": offers_decided_by(rt.policy.scorer) if rt.policy.scorer else "rules: no verified model",
             "models": {name: {k: m.get(k) for k in ("trained", "why", "learner", "calibration") if k in m}
                        for name, m in models.items()},
-            "gate": {k: (offer.get("gate") or {}).get(k) for k in ("verdict", "why", "differences", "best_fixed")}
+            "gate": {k: (offer.get("gate") or {}).get(k) for k in ("verdict", "fixed_offer", "why", "differences", "best_fixed",
+                                                                 "offers_allowed")}
             if offer.get("trained") else None,
             "metrics": {k: v.get("model") for k, v in meta.get("metrics", {}).items()},
         }

@@ -66,6 +66,10 @@ def offers_decided_by(scorer) -> str:
     """Who chooses offers with this model version, in words: the model, or the rules and why."""
     if scorer.offers is None:
         return f"rules: {scorer.offers_why}"
+    if scorer.fixed_offer is not None:
+        return (f"fixed offer {scorer.fixed_offer} wherever it is allowed, else the rules: the policy gate found it "
+                "better than the rules and not worse than the model's choices on held-out flows "
+                "(fixed_offer_better_than_rules)")
     if not scorer.serves_policy:
         return ("rules: the policy gate did not find the model's choices better than the rules' on held-out "
                 "flows (model_not_better_than_rules)")

@@ -4,6 +4,7 @@ code `model_not_better_than_rules`, while the model's prediction for the rules' 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -132,3 +133,32 @@ def offer_probabilities_of(estimator, flows):
     from training.flows import offer_probabilities
 
     return flows.values(offer_probabilities(estimator, flows.rows, CATALOG))
+
+
+def test_a_fixed_offer_clearly_better_than_bad_rules_and_the_model_is_served(split):
+    train, holdout, model = split
+    # rules that give everyone a 3-month pause where allowed: far worse than the best fixed offer
+    pause = holdout.offers.index("pause_3m")
+    bad_rules = replace(holdout, rules=holdout.fixed(pause))
+    gate = selection.gate(train, bad_rules, Inverted(model), CATALOG)
+    assert gate["verdict"] == "fixed" and gate["reason_code"] == "fixed_offer_better_than_rules"
+    assert f"always:{gate['fixed_offer']}" == gate["best_fixed"]
+    assert gate["evidence"]["fixed_minus_rules"]["low"] > 0 and gate["evidence"]["fixed_minus_model"]["value"] >= 0
+    # with the real rules (better than any fixed offer here) it is not
+    assert selection.gate(train, holdout, Inverted(model), CATALOG)["verdict"] == "rules"
+
+
+def test_the_service_gives_the_gates_fixed_offer_and_says_why(trained):
+    model, meta = load_artifact(trained, feature_version=FEATURE_VERSION)
+    offer = meta["models"]["offer_response"]
+    fixed = {**meta, "models": {**meta["models"], "offer_response": {
+        **offer, "gate": {**offer["gate"], "verdict": "fixed", "fixed_offer": "credit_1"}}}}
+    policy = Policy(CATALOG, CONFIG, ModelScorer.from_estimator(model, fixed, CATALOG))
+    try:
+        d = policy.decide(CancelRequest("c-1", "temporary", "monthly", "ios", 14.95, plan_id="plus_monthly"),
+                          None, NOW)
+    finally:
+        policy.close()
+    assert d.offer.id == "credit_1" and d.fallback is False
+    assert {"model_not_better_than_rules", "fixed_offer_better_than_rules"} <= set(d.reason_codes)
+    assert d.model_version == meta["version"] and 0.0 < d.p_stay < 1.0

@@ -34,6 +34,7 @@ class TableScorer:
     offers = "a table"  # an offer-response model is present...
     serves_policy = True  # ...and the policy gate let it choose
     allowed = None  # any offer
+    fixed_offer = None
 
     def __init__(self, p: dict[str, float], delay: float = 0.0, fail: bool = False):
         self.p, self.delay, self.fail = p, delay, fail
