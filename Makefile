@@ -8,7 +8,7 @@ PORT   ?= 8000
 # A fixed key for the local demo only (the README's curl example uses it); real keys come from `retention keys create`.
 DEMO_KEY ?= demo-frontend-key-not-for-production
 
-.PHONY: install demo-model run test test-fast lint simulate train migrate bench bench-features bench-scale experiment-demo soak outage-drill clean
+.PHONY: install demo-model run test test-fast lint simulate train migrate bench bench-features bench-policy bench-scale experiment-demo soak outage-drill clean
 
 # Installs the project and its pinned dependencies into a local virtualenv (re-run when setup.cfg changes).
 $(BIN)/retention: setup.cfg pyproject.toml
@@ -53,6 +53,12 @@ soak: demo-model
 # decisions and outcomes are spooled and must all land in the store exactly once when it is back.
 outage-drill: demo-model
 	$(BIN)/python -m bench.outage --seconds $(or $(SECONDS),60)
+
+# The offer policy on every world of training/simulator/worlds.py (bench/policy.py, ~25 minutes): simulate,
+# train as `retention train` does, decide a fresh population with the service's Policy, value it with the
+# world's truth; rewrites the results table in docs/worlds.md. WORLDS=types,tiny for some of them.
+bench-policy: install
+	$(BIN)/python -m bench.policy --update-docs $(if $(WORLDS),--worlds $(WORLDS))
 
 # Training at scale: simulate + train 1,000,000 customers, timed, with peak memory (bench/scale.py).
 bench-scale: install
