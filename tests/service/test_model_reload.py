@@ -46,11 +46,15 @@ def _truncate(version: Path) -> None:
 
 
 def _tamper(version: Path) -> None:
-    """A valid file with other numbers in it: every leaf of the compiled forest nudged."""
+    """A valid file with other numbers in it: every leaf value of the served forests nudged (whatever learner
+    training chose, its boosting parts are stored as m.<path>.forest_leaf_value)."""
     path = version / "offer_response.npz"
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["forest_leaf_value"] = arrays["forest_leaf_value"] + 0.5
+    leaves = [k for k in arrays if k.endswith("forest_leaf_value")] or [k for k in arrays if k.endswith(".coef")]
+    assert leaves, sorted(arrays)
+    for k in leaves:
+        arrays[k] = arrays[k] + 0.5
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     path.write_bytes(buffer.getvalue())
