@@ -38,6 +38,12 @@ class Inverted(ClassifierMixin, BaseEstimator):
         return np.column_stack([p, 1.0 - p])
 
 
+def _with_gate(meta: dict, **gate) -> dict:
+    """`meta` as if the policy gate had recorded `gate` (the artifact on disk is left as it is)."""
+    offer = meta["models"]["offer_response"]
+    return {**meta, "models": {**meta["models"], "offer_response": {**offer, "gate": {**offer["gate"], **gate}}}}
+
+
 @pytest.fixture(scope="module")
 def split(sim_dir):
     con = open_dataset(sim_dir)
@@ -84,8 +90,7 @@ def test_earlier_evidence_is_pooled_with_the_held_out_flows(split):
 
 def test_the_service_lets_the_rules_decide_when_the_gate_said_so(trained):
     model, meta = load_artifact(trained, feature_version=FEATURE_VERSION)
-    gated = {**meta, "models": {**meta["models"], "offer_response": {
-        **meta["models"]["offer_response"], "gate": {"verdict": "rules"}}}}
+    gated = _with_gate(meta, verdict="rules")
     request = CancelRequest("c-1", "temporary", "monthly", "web", 14.95, plan_id="plus_monthly")
     rules = Policy(CATALOG, CONFIG, None).decide(request, None, NOW)
     policy = Policy(CATALOG, CONFIG, ModelScorer.from_estimator(model, gated, CATALOG))
@@ -116,9 +121,7 @@ def test_offers_that_do_not_pay_on_logged_flows_are_dropped(split):
 
 def test_the_service_never_lets_the_model_choose_a_dropped_offer(trained):
     model, meta = load_artifact(trained, feature_version=FEATURE_VERSION)
-    offer = meta["models"]["offer_response"]
-    limited = {**meta, "models": {**meta["models"], "offer_response": {
-        **offer, "gate": {**offer["gate"], "verdict": "model", "offers_allowed": ["none", "followup"]}}}}
+    limited = _with_gate(meta, verdict="model", offers_allowed=["none", "followup"])
     policy = Policy(CATALOG, CONFIG, ModelScorer.from_estimator(model, limited, CATALOG))
     try:
         chosen = {policy.decide(CancelRequest(f"c-{reason}", reason, "monthly", "web", 14.95,
@@ -150,9 +153,7 @@ def test_a_fixed_offer_clearly_better_than_bad_rules_and_the_model_is_served(spl
 
 def test_the_service_gives_the_gates_fixed_offer_and_says_why(trained):
     model, meta = load_artifact(trained, feature_version=FEATURE_VERSION)
-    offer = meta["models"]["offer_response"]
-    fixed = {**meta, "models": {**meta["models"], "offer_response": {
-        **offer, "gate": {**offer["gate"], "verdict": "fixed", "fixed_offer": "credit_1"}}}}
+    fixed = _with_gate(meta, verdict="fixed", fixed_offer="credit_1")
     policy = Policy(CATALOG, CONFIG, ModelScorer.from_estimator(model, fixed, CATALOG))
     try:
         d = policy.decide(CancelRequest("c-1", "temporary", "monthly", "ios", 14.95, plan_id="plus_monthly"),
