@@ -54,7 +54,7 @@ soak: demo-model
 outage-drill: demo-model
 	$(BIN)/python -m bench.outage --seconds $(or $(SECONDS),60)
 
-# The offer policy on every world of training/simulator/worlds.py (bench/policy.py, ~25 minutes): simulate,
+# The offer policy on every world of training/simulator/worlds.py (bench/policy.py, ~10 minutes): simulate,
 # train as `retention train` does, decide a fresh population with the service's Policy, value it with the
 # world's truth; rewrites the results table in docs/worlds.md. WORLDS=types,tiny for some of them.
 bench-policy: install

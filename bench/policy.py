@@ -3,7 +3,7 @@ a history (seed 1), train a model version on it as `retention train` does (learn
 the policy gate), then decide the cancel requests of a fresh population of the same world (seed 2) with the
 service's own Policy and value every choice with the world's truth (training.policy_eval).
 
-    make bench-policy                                 # every world (about 40 minutes on this machine)
+    make bench-policy                                 # every world (about 10 minutes once simulated)
     python -m bench.policy --worlds types,tiny        # some of them
     python -m bench.policy --update-docs              # also rewrite the results table in docs/worlds.md
 

@@ -1,7 +1,7 @@
 """Training at scale: `retention simulate` + `retention train` on N customers (default 1,000,000, a year of
 usage), timed and with each step's peak memory, against the targets of <= 5 minutes and <= 8 GB.
 
-    make bench-scale                      # 1,000,000 customers, about 2.5 minutes and 3 GB here
+    make bench-scale                      # 1,000,000 customers, about 4.5 minutes and 2.4 GB here
     python -m bench.scale --customers 200000
 
 Peak memory is the step's own maximum resident set (os.wait4's rusage of that child process). Writes

@@ -215,25 +215,15 @@ class Calibrated(ClassifierMixin, BaseEstimator):
     predictions (`folds` consecutive blocks of the rows as given, i.e. in time order).
 
     method "sigmoid": p' = 1 / (1 + exp(-(a logit(p) + b))); "isotonic": a monotone step-linear map
-    (sklearn's IsotonicRegression, clipped to the fitted range). `prefit_map`: a sigmoid's (a, b) already
-    fitted on out-of-sample predictions; then no out-of-fold copies are fitted."""
+    (sklearn's IsotonicRegression, clipped to the fitted range)."""
 
-    def __init__(self, estimator, method: str = "sigmoid", folds: int = 3,
-                 prefit_map: tuple[float, float] | None = None):
+    def __init__(self, estimator, method: str = "sigmoid", folds: int = 3):
         self.estimator = estimator
         self.method = method
         self.folds = folds
-        self.prefit_map = prefit_map
 
     def fit(self, X, y, sample_weight=None):
         y = np.asarray(y)
-        if self.method == "sigmoid" and self.prefit_map is not None:
-            # (a, b) fitted elsewhere on out-of-sample predictions (training.selection's validation blocks):
-            # only the estimator is fitted here, once instead of folds + 1 times.
-            self.a_, self.b_ = (float(v) for v in self.prefit_map)
-            self.estimator_ = fit(clone(self.estimator), X, y, sample_weight)
-            self.classes_ = np.array([0, 1])
-            return self
         oof = out_of_fold(self.estimator, X, y, self.folds, sample_weight)
         if self.method == "sigmoid":
             lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(oof)[:, None], y)

@@ -115,8 +115,6 @@ class Selection:
     calibration: str
     calibration_log_loss: dict[str, float]
     validation_flows: int
-    # The sigmoid map (a, b) fitted on every validation flow's out-of-fold prediction (calibration "sigmoid").
-    calibration_map: tuple[float, float] | None = None
     # Per validation flow, DR(chosen learner's policy) - DR(rules): earlier evidence for the gate.
     chosen_minus_rules: np.ndarray | None = None
     # Per validation block: (its flows, the chosen learner's expected values, the reward model), for the
@@ -129,7 +127,7 @@ class Selection:
             "validation_flows": self.validation_flows, "calibration": self.calibration,
             "chosen_minus_rules": (None if self.chosen_minus_rules is None
                                    else Estimate.of_terms(self.chosen_minus_rules).__dict__),
-            "calibration_log_loss": self.calibration_log_loss, "calibration_map": self.calibration_map,
+            "calibration_log_loss": self.calibration_log_loss,
             "candidates": [{"name": s.name, "family": s.family, "dr_value": s.dr_value.__dict__,
                             "log_loss": s.log_loss, "seconds": round(s.seconds, 1)} for s in self.scores],
         }
@@ -192,8 +190,7 @@ def select(flows: Flows, catalog: Catalog, pool: list[Candidate], progress=None)
                                                 [len(part) for part in labels])
     versus_rules = (np.concatenate(dr_terms[chosen.name]) - np.concatenate(rules_terms)) if use_dr else None
     evidence = tuple((val, values[chosen.name], q) for val, values, q in blocks) if use_dr else ()
-    cal_map = _sigmoid_map(np.concatenate(oof[chosen.name]), y) if calibration == "sigmoid" else None
-    return Selection(chosen, scores, by, calibration, cal_loss, n_val, cal_map, versus_rules, evidence)
+    return Selection(chosen, scores, by, calibration, cal_loss, n_val, versus_rules, evidence)
 
 
 def _pick(pool: list[Candidate], scores: list[CandidateScore], dr: dict[str, np.ndarray] | None
@@ -215,14 +212,6 @@ def _pick(pool: list[Candidate], scores: list[CandidateScore], dr: dict[str, np.
                 f"doubly robust value: better than the default by {diff.value:.2f} per flow (SE {diff.se:.2f})")
     return default, (f"doubly robust value: {best.name} scored highest, but only {diff.value:.2f} per flow above the "
                      f"default (SE {diff.se:.2f}), so the default is kept")
-
-
-def _sigmoid_map(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    from sklearn.linear_model import LogisticRegression
-
-    z = np.log(np.clip(p, 1e-9, 1 - 1e-9) / (1 - np.clip(p, 1e-9, 1 - 1e-9)))
-    lr = LogisticRegression(C=1e6, max_iter=1000).fit(z[:, None], y)
-    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
 
 
 def _choose_calibration(p: np.ndarray, y: np.ndarray, blocks: list[int]) -> tuple[str, dict[str, float]]:

@@ -69,7 +69,7 @@ class TrainConfig:
     # At most this many labelled cancel flows (a uniform sample over the window) train the offer-response
     # model: beyond it the policy gains little (reference world: 0.97 of the oracle's lift at 31,000 flows),
     # while seven learners on three validation blocks, the gate and the final fit grow with every row.
-    max_offer_flows: int = 150_000
+    max_offer_flows: int = 100_000
     catalog: Catalog = field(default_factory=load_catalog)
     policy: PolicyConfig | None = None  # guardrails, rules and value horizon; default: config/policy.toml
     models: tuple[str, ...] = MODELS  # which models to train (`retention train --only`)
@@ -248,8 +248,10 @@ def train_offer_response(con, cfg: TrainConfig, spec: FeatureSpec, window_end: d
 
     def make():
         model = candidate.make()
-        return model if calibration == "none" else learners.Calibrated(
-            model, calibration, prefit_map=chosen.calibration_map if chosen else None)
+        # The map is fitted on out-of-fold copies of this very learner on these rows: the map the selection
+        # fitted on its validation blocks (models fitted on less data) raised held-out ECE from 0.006 to
+        # 0.015 on the reference world and from 0.024 to 0.053 on reference-small.
+        return model if calibration == "none" else learners.Calibrated(model, calibration)
 
     def fit(flows_):
         weights = (np.nanmean(flows_.propensity) / flows_.propensity) if candidate.weighted else None
