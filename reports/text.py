@@ -18,6 +18,10 @@ def _f4(x) -> str:
     return fixed(x, 4, grouping=False, missing=NA)
 
 
+def _f2(x) -> str:
+    return fixed(x, 2, grouping=False, missing=NA)
+
+
 def model_summary(version_dir: Path) -> str:
     """Per model: what was trained (or why not), held-out metrics against its baselines, and for the offer
     model the learner, the calibration and the policy gate's verdict; and where the report is."""
@@ -57,15 +61,12 @@ def gate_lines(gate: dict) -> list[str]:
     for name in ("model", "rules", gate.get("best_fixed"), "none"):
         if name in policies:
             dr = policies[name]["dr"]
-            lines.append(f"    {name:<26} value/flow {fixed(dr['value'], 2, grouping=False, missing=NA):>8} "
-                         f"[{fixed(dr['low'], 2, grouping=False, missing=NA)}, "
-                         f"{fixed(dr['high'], 2, grouping=False, missing=NA)}]  "
+            lines.append(f"    {name:<26} value/flow {_f2(dr['value']):>8} [{_f2(dr['low'])}, {_f2(dr['high'])}]  "
                          f"offers {percent(policies[name]['offer_rate'], **_DASH)}")
     diff = (gate.get("differences") or {}).get("model_minus_rules")
     if diff:
-        lines.append(f"    model - rules: {fixed(diff['value'], 2, grouping=False, missing=NA)} per flow, 95% CI "
-                     f"[{fixed(diff['low'], 2, grouping=False, missing=NA)}, "
-                     f"{fixed(diff['high'], 2, grouping=False, missing=NA)}] on the held-out flows")
+        lines.append(f"    model - rules: {_f2(diff['value'])} per flow, 95% CI [{_f2(diff['low'])}, "
+                     f"{_f2(diff['high'])}] on the held-out flows")
     dropped = gate.get("offers_dropped") or []
     if dropped:
         lines.append("    offers the model may not choose (they did not pay on the validation blocks): "
@@ -74,9 +75,8 @@ def gate_lines(gate: dict) -> list[str]:
     pooled = (gate.get("evidence") or {}).get("pooled")
     if pooled and (gate.get("evidence") or {}).get("validation_blocks"):
         lines.append(f"    model - rules, held-out flows and validation blocks ({pooled['flows']:,} flows, the "
-                     f"verdict's basis): {fixed(pooled['value'], 2, grouping=False, missing=NA)} per flow, 95% CI "
-                     f"[{fixed(pooled['low'], 2, grouping=False, missing=NA)}, "
-                     f"{fixed(pooled['high'], 2, grouping=False, missing=NA)}]")
+                     f"verdict's basis): {_f2(pooled['value'])} per flow, 95% CI [{_f2(pooled['low'])}, "
+                     f"{_f2(pooled['high'])}]")
     return lines
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retention.contract import is_missing
+from retention.links import sigmoid
 
 
 class CompileError(ValueError):
@@ -185,7 +186,7 @@ class CompiledPipeline:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(class 1) for encoded rows (as `encode` makes them)."""
         rows = [dict(zip(self.columns, x, strict=True)) for x in X.tolist()]
-        return _sigmoid(self.forest.leaf_total(self._every_condition.pattern(rows) + self.forest.offsets))
+        return sigmoid(self.forest.leaf_total(self._every_condition.pattern(rows) + self.forest.offsets))
 
     @functools.cached_property
     def _every_condition(self) -> ConditionSet:
@@ -222,7 +223,7 @@ class SharedRowScorer:
     def predict_proba(self, shared: dict, keys: list) -> np.ndarray:
         """P(class 1) for `shared` combined with each variant in `keys`."""
         base = self._shared.row_pattern(shared)
-        return _sigmoid(self.compiled.forest.leaf_total(self._selection(keys) + base))
+        return sigmoid(self.compiled.forest.leaf_total(self._selection(keys) + base))
 
     def _selection(self, keys: list) -> np.ndarray:
         # A catalog has few distinct eligible offer sets per reason, so they are cached (bounded, in case).
@@ -233,10 +234,6 @@ class SharedRowScorer:
             if len(self._selections) < 4096:
                 self._selections[key] = rows
         return rows
-
-
-def _sigmoid(raw: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-raw))
 
 
 def compile_pipeline(pipeline) -> CompiledPipeline:

@@ -35,19 +35,11 @@ from retention.compiled import (
     forest_from_arrays,
 )
 from retention.contract import REASONS
+from retention.links import logit, sigmoid
 from retention.model import decision_columns
 from retention.offers import Catalog
 
 FORMAT = "served-v2"
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-9, 1 - 1e-9)
-    return np.log(p / (1.0 - p))
 
 
 class ForestScorer:
@@ -117,7 +109,7 @@ class LinearScorer:
 
     def predict_proba(self, shared: dict, keys: Sequence[tuple[str, str]]) -> np.ndarray:
         const, coef = self._selection(keys)
-        return _sigmoid(const + coef @ self.customer_vector(shared))
+        return sigmoid(const + coef @ self.customer_vector(shared))
 
     def _selection(self, keys) -> tuple[np.ndarray, np.ndarray]:
         key = tuple(keys)
@@ -157,7 +149,7 @@ class CalibratedScorer:
 
     def calibrate(self, p: np.ndarray) -> np.ndarray:
         if self.method == "sigmoid":
-            return _sigmoid(self.a * _logit(p) + self.b)
+            return sigmoid(self.a * logit(p) + self.b)
         return np.interp(np.clip(p, self.x[0], self.x[-1]), self.x, self.y)
 
     def predict_proba(self, shared: dict, keys) -> np.ndarray:

@@ -80,9 +80,10 @@ def test_a_model_better_than_the_rules_is_served_and_the_estimates_are_recorded(
 
 def test_earlier_evidence_is_pooled_with_the_held_out_flows(split):
     train, holdout, model = split
-    # validation blocks that saw the model lose everywhere outweigh a held-out win
-    earlier = np.full(20 * len(holdout), -5.0) + np.random.default_rng(0).normal(0, 1, 20 * len(holdout))
-    gate = selection.gate(train, holdout, model, CATALOG, earlier=earlier)
+    # validation blocks (twenty of them) where the model's choices were those of an upside-down model, and lost,
+    # outweigh a held-out win
+    bad = offer_probabilities_of(Inverted(model), holdout)
+    gate = selection.gate(train, holdout, model, CATALOG, evidence=((holdout, bad, bad),) * 20)
     assert gate["evidence"]["held_out"]["value"] > 0 > gate["evidence"]["pooled"]["value"]
     assert gate["evidence"]["pooled"]["flows"] == 21 * len(holdout)
     assert gate["verdict"] == "rules"

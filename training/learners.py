@@ -31,6 +31,7 @@ from sklearn.preprocessing import OrdinalEncoder
 
 from retention.contract import REASONS
 from retention.features import FeatureSpec
+from retention.links import logit, sigmoid
 from retention.model import DECISION_CATEGORICAL, DECISION_NUMERIC
 from retention.offers import Catalog
 
@@ -205,11 +206,6 @@ class Blend(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - p, p])
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-9, 1 - 1e-9)
-    return np.log(p / (1.0 - p))
-
-
 class Calibrated(ClassifierMixin, BaseEstimator):
     """`estimator` fitted on all rows, its probabilities mapped by a calibrator fitted on out-of-fold
     predictions (`folds` consecutive blocks of the rows as given, i.e. in time order).
@@ -226,7 +222,7 @@ class Calibrated(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         oof = out_of_fold(self.estimator, X, y, self.folds, sample_weight)
         if self.method == "sigmoid":
-            lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(oof)[:, None], y)
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(logit(oof)[:, None], y)
             self.a_, self.b_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])
         elif self.method == "isotonic":
             self.isotonic_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(oof, y)
@@ -238,7 +234,7 @@ class Calibrated(ClassifierMixin, BaseEstimator):
 
     def calibrate(self, p: np.ndarray) -> np.ndarray:
         if self.method == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-(self.a_ * _logit(p) + self.b_)))
+            return sigmoid(self.a_ * logit(p) + self.b_)
         return self.isotonic_.predict(p)
 
     def predict_proba(self, X) -> np.ndarray:

@@ -39,6 +39,7 @@ import pandas as pd
 from sklearn.metrics import log_loss
 
 from retention.features import FeatureSpec
+from retention.links import logit
 from retention.offers import Catalog
 from retention.ope import Estimate, dr_difference, evaluate, one_hot
 from training import learners
@@ -61,9 +62,12 @@ class Candidate:
     make: Callable[[], object]
     weighted: bool = False  # fitted with stabilised inverse-propensity weights
 
+    def weights(self, propensity: np.ndarray) -> np.ndarray | None:
+        """Stabilised inverse-propensity weights for a weighted candidate, else None."""
+        return (np.nanmean(propensity) / propensity) if self.weighted else None
+
     def fit(self, rows: pd.DataFrame, propensity: np.ndarray):
-        weights = (np.nanmean(propensity) / propensity) if self.weighted else None
-        return learners.fit(self.make(), rows, rows["label"].to_numpy(), weights)
+        return learners.fit(self.make(), rows, rows["label"].to_numpy(), self.weights(propensity))
 
 
 def candidates(spec: FeatureSpec, catalog: Catalog, seed: int, columns: list[str],
@@ -115,18 +119,17 @@ class Selection:
     calibration: str
     calibration_log_loss: dict[str, float]
     validation_flows: int
-    # Per validation flow, DR(chosen learner's policy) - DR(rules): earlier evidence for the gate.
-    chosen_minus_rules: np.ndarray | None = None
-    # Per validation block: (its flows, the chosen learner's expected values, the reward model), for the
-    # gate's choice of the offers the model may choose.
+    # Per validation block: (its flows, the chosen learner's expected values, the reward model): the gate's
+    # earlier evidence (training.selection.gate).
     evidence: tuple[tuple[Flows, np.ndarray, np.ndarray], ...] = ()
 
     def as_dict(self) -> dict:
         return {
             "chosen": self.chosen.name, "family": self.chosen.family, "by": self.by,
             "validation_flows": self.validation_flows, "calibration": self.calibration,
-            "chosen_minus_rules": (None if self.chosen_minus_rules is None
-                                   else Estimate.of_terms(self.chosen_minus_rules).__dict__),
+            "chosen_minus_rules": (Estimate.of_terms(_pooled_terms(self.evidence, _greedy())
+                                                     - _pooled_terms(self.evidence, _rules)).__dict__
+                                   if self.evidence else None),
             "calibration_log_loss": self.calibration_log_loss,
             "candidates": [{"name": s.name, "family": s.family, "dr_value": s.dr_value.__dict__,
                             "log_loss": s.log_loss, "seconds": round(s.seconds, 1)} for s in self.scores],
@@ -141,7 +144,6 @@ def select(flows: Flows, catalog: Catalog, pool: list[Candidate], progress=None)
     use_dr = flows.has_propensities
     n_val = 0
     dr_terms = {c.name: [] for c in pool}
-    rules_terms = []
     blocks = []
     losses = {c.name: [] for c in pool}
     seconds = dict.fromkeys((c.name for c in pool), 0.0)
@@ -172,7 +174,6 @@ def select(flows: Flows, catalog: Catalog, pool: list[Candidate], progress=None)
         if use_dr:
             log, k_offers = val.log(), len(flows.offers)
             nothing = one_hot(np.full(len(val), val.none), k_offers)
-            rules_terms.append(log.dr_terms(one_hot(val.rules, k_offers), q) - log.dr_terms(nothing, q))
         for c in pool:
             losses[c.name].append(log_loss(y, np.clip(logged_p[c.name], 1e-9, 1 - 1e-9), labels=[0, 1]) * len(y))
             if use_dr:
@@ -188,9 +189,8 @@ def select(flows: Flows, catalog: Catalog, pool: list[Candidate], progress=None)
     y = np.concatenate(labels)
     calibration, cal_loss = _choose_calibration(np.concatenate(oof[chosen.name]), y,
                                                 [len(part) for part in labels])
-    versus_rules = (np.concatenate(dr_terms[chosen.name]) - np.concatenate(rules_terms)) if use_dr else None
     evidence = tuple((val, values[chosen.name], q) for val, values, q in blocks) if use_dr else ()
-    return Selection(chosen, scores, by, calibration, cal_loss, n_val, versus_rules, evidence)
+    return Selection(chosen, scores, by, calibration, cal_loss, n_val, evidence)
 
 
 def _pick(pool: list[Candidate], scores: list[CandidateScore], dr: dict[str, np.ndarray] | None
@@ -225,7 +225,7 @@ def _choose_calibration(p: np.ndarray, y: np.ndarray, blocks: list[int]) -> tupl
         rest = np.r_[0:lo, hi:len(p)]
         if len(rest) < 50 or len(np.unique(y[rest])) < 2:
             rest = np.arange(len(p))  # a single block: calibrate in-sample (reported, rarely decisive)
-        z = np.log(np.clip(p, 1e-9, 1 - 1e-9) / (1 - np.clip(p, 1e-9, 1 - 1e-9)))
+        z = logit(p)
         sig = LogisticRegression(C=1e6, max_iter=1000).fit(z[rest, None], y[rest])
         iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(p[rest], y[rest])
         for method, q in (("none", p[lo:hi]), ("sigmoid", sig.predict_proba(z[lo:hi, None])[:, 1]),
@@ -247,7 +247,7 @@ def allowed_offers(parts: list[tuple[Flows, np.ndarray, np.ndarray]]) -> tuple[n
     allowed = np.ones(len(offers), dtype=bool)
 
     def terms(mask):
-        return np.concatenate([f.log().dr_terms(one_hot(f.greedy(v, mask), len(offers)), q) for f, v, q in parts])
+        return _pooled_terms(parts, _greedy(mask))
 
     dropped = []
     current = terms(allowed)
@@ -266,12 +266,26 @@ def allowed_offers(parts: list[tuple[Flows, np.ndarray, np.ndarray]]) -> tuple[n
     return allowed, dropped
 
 
-def gate(train: Flows, holdout: Flows, model, catalog: Catalog, earlier: np.ndarray | None = None,
-         evidence: tuple = ()) -> dict:
+def _pooled_terms(parts, choose: Callable[[Flows, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The per-flow DR terms of a policy over `parts` ((flows, the model's expected values, the reward
+    model) each); `choose(flows, values)` gives the policy's offer index per flow."""
+    if not parts:
+        return np.zeros(0)
+    return np.concatenate([f.log().dr_terms(one_hot(choose(f, v), len(f.offers)), q) for f, v, q in parts])
+
+
+def _greedy(allowed: np.ndarray | None = None):
+    return lambda f, v: f.greedy(v, allowed)
+
+
+def _rules(f: Flows, _values: np.ndarray) -> np.ndarray:
+    return f.rules
+
+
+def gate(train: Flows, holdout: Flows, model, catalog: Catalog, evidence: tuple = ()) -> dict:
     """The held-out policy comparison (see the module docstring) for `model`, fitted on `train` only.
-    `earlier`: per-flow DR differences (chosen learner minus rules) from the selection's validation blocks,
-    pooled with the held-out flows' for the verdict. `evidence`: the selection's validation blocks, pooled
-    with the held-out flows to choose the offers the model may choose (allowed_offers)."""
+    `evidence`: the selection's validation blocks (Selection.evidence): they choose the offers the model
+    may choose (allowed_offers), and are pooled with the held-out flows for the verdict."""
     p = offer_probabilities(model, holdout.rows, catalog)
     values = holdout.values(p)
     n, k = len(holdout), len(holdout.offers)
@@ -279,10 +293,8 @@ def gate(train: Flows, holdout: Flows, model, catalog: Catalog, earlier: np.ndar
     allowed, dropped = (allowed_offers(list(evidence)) if evidence and holdout.has_propensities and n
                         else (np.ones(k, dtype=bool), []))
     restricted = not allowed.all()
-    if restricted:  # the validation blocks' difference to the rules, again with the offers the model keeps
-        earlier = np.concatenate([f.log().dr_terms(one_hot(f.greedy(v, allowed), k), q)
-                                  - f.log().dr_terms(one_hot(f.rules, k), q) for f, v, q in evidence]) \
-            if evidence else earlier
+    # the validation blocks' difference between the model's policy (with the offers it keeps) and the rules
+    earlier = _pooled_terms(evidence, _greedy(allowed)) - _pooled_terms(evidence, _rules)
     choices = {"model": holdout.greedy(values, allowed), "rules": holdout.rules, "none": np.full(n, holdout.none)}
     for j, offer in enumerate(holdout.offers):
         if offer != "none":
@@ -326,13 +338,12 @@ def gate(train: Flows, holdout: Flows, model, catalog: Catalog, earlier: np.ndar
                 f"{fixed_vs_rules.low:.2f} to {fixed_vs_rules.high:.2f}) on the held-out flows: the fallback rules "
                 "of config/policy.toml may need revising")
     held_out = log.dr_terms(targets["model"], values) - log.dr_terms(targets["rules"], values)
-    pooled = Estimate.of_terms(held_out if earlier is None else np.concatenate([earlier, held_out]))
+    pooled = Estimate.of_terms(np.concatenate([earlier, held_out]))
     out["evidence"] = {"held_out": {"flows": n, **Estimate.of_terms(held_out).__dict__},
                        "validation_blocks": ({"flows": len(earlier), **Estimate.of_terms(earlier).__dict__}
-                                             if earlier is not None and len(earlier) else None),
-                       "pooled": {"flows": n + (0 if earlier is None else len(earlier)), **pooled.__dict__}}
-    where = "the held-out flows" if earlier is None or not len(earlier) else \
-        "the held-out flows and the validation blocks"
+                                             if len(earlier) else None),
+                       "pooled": {"flows": n + len(earlier), **pooled.__dict__}}
+    where = "the held-out flows and the validation blocks" if len(earlier) else "the held-out flows"
     if pooled.value > 0:
         out["verdict"], out["reason_code"] = "model", None
         out["why"] = (f"the model's policy is estimated to beat the rules by {pooled.value:.2f} per flow on {where} "
@@ -341,27 +352,21 @@ def gate(train: Flows, holdout: Flows, model, catalog: Catalog, earlier: np.ndar
         out["why"] = (f"the model's policy is not estimated to beat the rules on {where}: {pooled.value:.2f} per "
                       f"flow (doubly robust, 95% CI {pooled.low:.2f} to {pooled.high:.2f})")
     if best_fixed:
-        _fixed_fallback(out, best_fixed, holdout, log, targets, values, allowed, evidence, where)
+        _fixed_fallback(out, best_fixed, holdout, values, allowed, evidence, where)
     return out
 
 
-def _fixed_fallback(out: dict, best_fixed: str, holdout: Flows, log, targets: dict, values: np.ndarray,
-                    allowed: np.ndarray, evidence: tuple, where: str) -> None:
+def _fixed_fallback(out: dict, best_fixed: str, holdout: Flows, values: np.ndarray, allowed: np.ndarray,
+                    evidence: tuple, where: str) -> None:
     """Verdict "fixed" where the best fixed offer clearly beats the rules (the 95% interval of the difference
     above zero) and is estimated at least as good as the model's policy, on the same pooled flows as the
     verdict. Hand-written rules can be far from right for a business (on the latent-type worlds of
     docs/worlds.md they earned a fifth of what always offering a credit did), and then "otherwise the rules"
     would serve the worst of the simple policies."""
-    k, j = len(holdout.offers), holdout.offers.index(best_fixed.removeprefix("always:"))
-    fixed_terms = [log.dr_terms(targets[best_fixed], values)]
-    rules_terms = [log.dr_terms(targets["rules"], values)]
-    model_terms = [log.dr_terms(targets["model"], values)]
-    for f, v, q in evidence:
-        flog = f.log()
-        fixed_terms.append(flog.dr_terms(one_hot(f.fixed(j), k), q))
-        rules_terms.append(flog.dr_terms(one_hot(f.rules, k), q))
-        model_terms.append(flog.dr_terms(one_hot(f.greedy(v, allowed), k), q))
-    fixed, rules, model = (np.concatenate(t) for t in (fixed_terms, rules_terms, model_terms))
+    j = holdout.offers.index(best_fixed.removeprefix("always:"))
+    parts = [*evidence, (holdout, values, values)]  # the held-out flows' reward model is the model itself
+    fixed = _pooled_terms(parts, lambda f, _v: f.fixed(j))
+    rules, model = _pooled_terms(parts, _rules), _pooled_terms(parts, _greedy(allowed))
     over_rules, over_model = Estimate.of_terms(fixed - rules), Estimate.of_terms(fixed - model)
     out["evidence"]["fixed_minus_rules"] = over_rules.__dict__
     out["evidence"]["fixed_minus_model"] = over_model.__dict__

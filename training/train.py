@@ -254,8 +254,7 @@ def train_offer_response(con, cfg: TrainConfig, spec: FeatureSpec, window_end: d
         return model if calibration == "none" else learners.Calibrated(model, calibration)
 
     def fit(flows_):
-        weights = (np.nanmean(flows_.propensity) / flows_.propensity) if candidate.weighted else None
-        return learners.fit(make(), flows_.rows, flows_.rows["label"].to_numpy(), weights)
+        return learners.fit(make(), flows_.rows, flows_.rows["label"].to_numpy(), candidate.weights(flows_.propensity))
 
     step("offer-response gate")
     model_t = fit(train_flows)
@@ -267,9 +266,7 @@ def train_offer_response(con, cfg: TrainConfig, spec: FeatureSpec, window_end: d
     if bayes is not None and metrics["model"]["roc_auc"] is not None:
         metrics["bayes_optimal_auc"] = bayes
         metrics["auc_share_of_bayes"] = metrics["model"]["roc_auc"] / bayes
-    same = chosen is not None and chosen.chosen.name == candidate.name
-    gate = selection.gate(train_flows, holdout, model_t, catalog, chosen.chosen_minus_rules if same else None,
-                          chosen.evidence if same else ())
+    gate = selection.gate(train_flows, holdout, model_t, catalog, chosen.evidence if chosen else ())
 
     step("offer-response model")
     final = fit(flows)
