@@ -64,6 +64,7 @@ def test_evaluate_and_score_use_a_verified_model(trained, sim_dir, tmp_path):
     result = _run("evaluate", "--models", models, "--data", sim_dir, "--since", "2026-07-01")
     assert result.exit_code == 0, result.output
     assert '"roc_auc"' in result.output and '"auc_share_of_bayes"' in result.output
+    assert '"ece_vs_truth"' in result.output and '"ece_of_truth"' in result.output
     out = tmp_path / "scores.parquet"
     result = _run("score", "--models", models, "--data", sim_dir, "--as-of", "2026-09-01", "--out", out,
                   "--batch-size", 1000)

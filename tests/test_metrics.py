@@ -10,6 +10,7 @@ import pytest
 from training.metrics import (
     METRIC_KEYS,
     binary_metrics,
+    calibration_error_vs_truth,
     expected_calibration_error,
     lift_top_decile,
     reliability_curve,
@@ -39,6 +40,24 @@ def test_ece_matches_definition():
     # bins: [0,.1): y=.5 p=.05 n=2; [.5,.6): y=.5 p=.55 n=2; [.9,1]: y=1 p=.975 n=2
     expected = (2 * 0.45 + 2 * 0.05 + 2 * 0.025) / 6
     assert expected_calibration_error(y, p) == pytest.approx(expected)
+
+
+def test_label_ece_of_the_truth_itself_is_noise_that_ece_against_the_truth_does_not_have():
+    # 3,000 flows, as on the small worlds: the true probabilities score about 0.02 against the labels, while
+    # against themselves they score 0, and a model 0.03 too optimistic scores 0.03.
+    y, p = _calibrated(n=3_000, seed=3)
+    assert 0.008 < expected_calibration_error(y, p) < 0.04
+    assert calibration_error_vs_truth(p, p) == 0.0
+    assert calibration_error_vs_truth(p, p + 0.03) == pytest.approx(0.03)
+
+
+def test_ece_against_the_truth_uses_the_models_bins():
+    p_true = np.array([0.0, 0.2, 0.5, 0.5])
+    p = np.array([0.05, 0.05, 0.55, 0.95])
+    # bins of p: [0,.1): truth .1 vs p .05 (n=2); [.5,.6): .5 vs .55; [.9,1]: .5 vs .95
+    assert calibration_error_vs_truth(p_true, p) == pytest.approx((2 * 0.05 + 0.05 + 0.45) / 4)
+    with pytest.raises(ValueError, match="row-aligned"):
+        calibration_error_vs_truth(p_true[:3], p)
 
 
 def test_reliability_curve_counts_sum_to_n():

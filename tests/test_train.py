@@ -46,6 +46,8 @@ def test_offer_response_model_beats_the_nps_segment_baseline(trained):
     # 4,000 customers is small; the 50,000-customer figures are in the README. Floors for this size:
     assert m["auc_share_of_bayes"] > 0.93
     assert m["model"]["ece"] < 0.06
+    # against the simulator's true probabilities: what of the label ECE is miscalibration and what is noise
+    assert m["ece_vs_truth"] < 0.04 and 0 < m["ece_of_truth"] < 0.06
 
 
 def test_churn_model_ranks_better_than_the_nps_baseline(trained):

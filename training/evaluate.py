@@ -18,7 +18,7 @@ from retention.offers import Catalog
 from retention.utc import naive_utc
 from training.dataset import open_dataset, resolve_window_end
 from training.metrics import binary_metrics
-from training.train import bayes_optimal_auc, response_rows
+from training.train import response_rows, truth_metrics, with_truth
 
 
 def evaluate_on(model: dict, meta: dict, data_dir: Path, catalog: Catalog, since: datetime | None = None,
@@ -38,10 +38,7 @@ def evaluate_on(model: dict, meta: dict, data_dir: Path, catalog: Catalog, since
     p = model["offer_response"].predict_proba(rows[cols])[:, 1]
     result = {"model_version": meta["version"], "data": str(data_dir), "rows": len(rows),
               "offer_response": binary_metrics(rows["label"].to_numpy(), p)}
-    bayes = bayes_optimal_auc(data_dir, rows)
-    if bayes is not None and result["offer_response"]["roc_auc"] is not None:
-        result["bayes_optimal_auc"] = bayes
-        result["auc_share_of_bayes"] = result["offer_response"]["roc_auc"] / bayes
+    result.update(with_truth(truth_metrics(data_dir, rows, p), result["offer_response"]))
     return result
 
 

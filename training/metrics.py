@@ -40,6 +40,22 @@ def _bins(p: np.ndarray, n_bins: int) -> np.ndarray:
 def expected_calibration_error(y, p, n_bins: int = 10) -> float:
     """sum over equal-width bins of (n_b / n) * |mean(y_b) - mean(p_b)|."""
     y, p = _check(y, p)
+    return _calibration_error(y, p, n_bins)
+
+
+def calibration_error_vs_truth(p_true, p, n_bins: int = 10) -> float:
+    """The ECE of `p` with each bin's mean true probability (a simulator's truth) in place of its observed
+    rate. Label ECE is noisy: on a few thousand rows even the true probabilities score about 0.02 against
+    the labels (each bin's observed rate is off by sqrt(p(1 - p) / n_b)), so this is the figure that says
+    how well calibrated a model is, and the truth's own label ECE says how much of a label ECE is noise."""
+    p_true, p = np.asarray(p_true, dtype=float).ravel(), np.asarray(p, dtype=float).ravel()
+    if p_true.shape != p.shape or not ((p_true >= 0) & (p_true <= 1)).all():
+        raise ValueError("p_true must be probabilities row-aligned with p")
+    _check(np.zeros(p.size), p)
+    return _calibration_error(p_true, p, n_bins)
+
+
+def _calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int) -> float:
     b = _bins(p, n_bins)
     sum_y = np.bincount(b, weights=y, minlength=n_bins)
     sum_p = np.bincount(b, weights=p, minlength=n_bins)

@@ -42,7 +42,12 @@ from retention.utc import naive_utc
 from training import learners, selection
 from training.dataset import open_dataset, resolve_window_end, resolve_window_start
 from training.flows import build_flows
-from training.metrics import binary_metrics, reliability_curve
+from training.metrics import (
+    binary_metrics,
+    calibration_error_vs_truth,
+    expected_calibration_error,
+    reliability_curve,
+)
 from training.simulator.truth import TRUTH_FILE
 
 MODELS = ("offer_response", "churn_risk")
@@ -169,17 +174,37 @@ def segment_rate_baseline(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray
     return test["nps_segment"].map(rates).fillna(train["label"].mean()).to_numpy()
 
 
-def bayes_optimal_auc(data_dir: Path, rows: pd.DataFrame) -> float | None:
-    """AUC of the simulator's true save probabilities on these rows (None on real data without truth)."""
+def true_probabilities(data_dir: Path, rows: pd.DataFrame) -> np.ndarray | None:
+    """The simulator's true P(stay | the logged offer) of each row (None on real data without truth)."""
     path = Path(data_dir) / TRUTH_FILE
     if not path.exists():
         return None
     truth = pd.read_parquet(path)
-    merged = rows[["request_id", "label"]].merge(truth, on="request_id", how="inner")
-    if len(merged) != len(rows) or merged["label"].nunique() < 2:
+    merged = rows[["request_id"]].merge(truth, on="request_id", how="left")
+    if len(merged) != len(rows) or merged["logged_offer"].isna().any():
         return None
-    p_true = np.array([merged.at[i, f"p_{o}"] for i, o in enumerate(merged["logged_offer"])])
-    return float(roc_auc_score(merged["label"], p_true))
+    return np.array([merged.at[i, f"p_{o}"] for i, o in enumerate(merged["logged_offer"])], dtype=float)
+
+
+def truth_metrics(data_dir: Path, rows: pd.DataFrame, p: np.ndarray) -> dict:
+    """On simulated data, how the model's probabilities `p` compare with the truth: the Bayes-optimal AUC,
+    the model's ECE against the true probabilities, and the true probabilities' own label ECE (the part of
+    a label ECE that is noise). Empty on real data."""
+    p_true = true_probabilities(data_dir, rows)
+    if p_true is None:
+        return {}
+    y = rows["label"].to_numpy()
+    out = {"ece_vs_truth": calibration_error_vs_truth(p_true, p), "ece_of_truth": expected_calibration_error(y, p_true)}
+    if len(np.unique(y)) == 2:
+        out["bayes_optimal_auc"] = float(roc_auc_score(y, p_true))
+    return out
+
+
+def with_truth(truth: dict, model: dict) -> dict:
+    """truth_metrics, plus the model's AUC as a share of the Bayes-optimal AUC."""
+    if truth.get("bayes_optimal_auc") and model.get("roc_auc") is not None:
+        truth["auc_share_of_bayes"] = model["roc_auc"] / truth["bayes_optimal_auc"]
+    return truth
 
 
 def _holdout_metrics(y: np.ndarray, p: np.ndarray, train: pd.DataFrame, test: pd.DataFrame) -> tuple[dict, dict]:
@@ -262,10 +287,7 @@ def train_offer_response(con, cfg: TrainConfig, spec: FeatureSpec, window_end: d
     y = test["label"].to_numpy()
     p = model_t.predict_proba(test)[:, 1]
     metrics, curves = _holdout_metrics(y, p, rows[train_mask], test)
-    bayes = bayes_optimal_auc(cfg.data_dir, test)
-    if bayes is not None and metrics["model"]["roc_auc"] is not None:
-        metrics["bayes_optimal_auc"] = bayes
-        metrics["auc_share_of_bayes"] = metrics["model"]["roc_auc"] / bayes
+    metrics.update(with_truth(truth_metrics(cfg.data_dir, test, p), metrics["model"]))
     gate = selection.gate(train_flows, holdout, model_t, catalog, chosen.evidence if chosen else ())
 
     step("offer-response model")
