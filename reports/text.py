@@ -43,6 +43,9 @@ def model_summary(version_dir: Path) -> str:
         if "bayes_optimal_auc" in m:
             lines.append(f"  bayes-optimal auc={_f4(m['bayes_optimal_auc'])} "
                          f"model/bayes={_f4(m['auc_share_of_bayes'])}")
+        if "ece_vs_truth" in m:
+            lines.append(f"  ece against the true probabilities={_f4(m['ece_vs_truth'])} "
+                         f"(the true probabilities' own label ece={_f4(m['ece_of_truth'])})")
         if "gate" in info:
             lines += gate_lines(info["gate"])
     if not meta.get("models", {}).get("offer_response", {}).get("trained"):
@@ -76,7 +79,8 @@ def gate_lines(gate: dict) -> list[str]:
     if pooled and (gate.get("evidence") or {}).get("validation_blocks"):
         lines.append(f"    model - rules, held-out flows and validation blocks ({pooled['flows']:,} flows, the "
                      f"verdict's basis): {_f2(pooled['value'])} per flow, 95% CI [{_f2(pooled['low'])}, "
-                     f"{_f2(pooled['high'])}]")
+                     f"{_f2(pooled['high'])}]" + (f", reliably detects differences of {_f2(pooled['detectable'])} or more"
+                                                  if "detectable" in pooled else ""))
     return lines
 
 

@@ -23,7 +23,9 @@ from training.flows import build_flows
 from training.train import SAVE_HORIZON_DAYS, response_rows, time_split
 
 CATALOG = load_catalog()
-CONFIG = load_policy(CATALOG)
+# Without exploration: these tests check which offer the policy itself chooses (tests/test_exploration.py
+# covers the checked-in 5%).
+CONFIG = replace(load_policy(CATALOG), exploration_share=0.0)
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
@@ -87,6 +89,24 @@ def test_earlier_evidence_is_pooled_with_the_held_out_flows(split):
     assert gate["evidence"]["held_out"]["value"] > 0 > gate["evidence"]["pooled"]["value"]
     assert gate["evidence"]["pooled"]["flows"] == 21 * len(holdout)
     assert gate["verdict"] == "rules"
+
+
+def test_an_inconclusive_verdict_says_how_large_a_difference_its_flows_could_detect(split):
+    train, holdout, model = split
+    # The first held-out flows of a tiny data set, as few as it takes for the interval to span zero while
+    # the estimate is still below it: the rules stay, and the verdict says it could not tell.
+    for n in (40, 60, 80, 100, 150, 200, 300):
+        gate = selection.gate(train, holdout.subset(np.arange(len(holdout)) < n), Inverted(model), CATALOG)
+        pooled = gate["evidence"]["pooled"]
+        if pooled["value"] <= 0 < pooled["high"]:
+            break
+    else:
+        pytest.fail("no subset of the held-out flows gave an inconclusive estimate")
+    assert pooled["detectable"] == pytest.approx(2.8 * pooled["se"])
+    assert gate["verdict"] == "rules" and "inconclusive" in gate["why"]
+    assert f"{pooled['detectable']:.2f} per flow" in gate["why"]
+    clear = selection.gate(train, holdout, Inverted(model), CATALOG)
+    assert clear["evidence"]["pooled"]["high"] < 0 and "inconclusive" not in clear["why"]
 
 
 def test_the_service_lets_the_rules_decide_when_the_gate_said_so(trained):
