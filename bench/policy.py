@@ -56,7 +56,8 @@ def run_world(name: str, catalog, base_policy) -> dict:
     from training.train import TrainConfig, train_version
 
     world = WORLDS[name]
-    policy = replace(base_policy, horizon_months=world.horizon_months)
+    # The policy's own choices: what exploring costs is measured by bench.ope.
+    policy = replace(base_policy, horizon_months=world.horizon_months, exploration_share=0.0)
     base = OUT / "worlds" / name
     t0 = time.perf_counter()
     history = simulated(world, 1, base / "history")

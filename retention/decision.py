@@ -79,6 +79,21 @@ class OfferScore:
 
 
 @dataclass(frozen=True)
+class Exploration:
+    """How an exploring policy chose (retention.policy): enough to recompute the decision's propensity."""
+
+    share: float  # the exploration share of the policy version that decided
+    policy_offer: str  # the offer the policy itself chose
+    eligible: tuple[str, ...]  # the offers the uniform draw was over (after the guardrails)
+    explored: bool  # the uniform draw decided
+    expected_cost: float | None = None  # share x (policy's choice - mean eligible), model's expected values
+
+    def as_dict(self) -> dict:
+        return {"share": self.share, "policy_offer": self.policy_offer, "eligible": list(self.eligible),
+                "explored": self.explored, "expected_cost": self.expected_cost}
+
+
+@dataclass(frozen=True)
 class Decision:
     offer: Offer
     reason_codes: tuple[str, ...]
@@ -88,10 +103,11 @@ class Decision:
     model_version: str | None = None
     p_stay: float | None = None
     expected_incremental_value: float | None = None
-    propensity: float = 1.0  # the policy is deterministic given its inputs; logged for off-policy evaluation
+    propensity: float = 1.0  # the probability with which this offer was chosen (off-policy evaluation)
     scores: tuple[OfferScore, ...] = ()
     excluded: dict[str, tuple[str, ...]] = field(default_factory=dict)
     features: dict[str, object] = field(default_factory=dict)
     nps_segment: str = "none"
     close_the_loop_by: datetime | None = None  # detractors get a personal follow-up before this time
     experiment: Assignment | None = None  # the experiment arm that decided, if the customer entered one
+    exploration: Exploration | None = None  # how exploration chose, where the policy explores

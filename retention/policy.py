@@ -7,6 +7,12 @@
 3. Fail-open: with no verified model, a scoring error or a scoring time-out, the documented rules of
    config/policy.toml (NPS segment x reason) answer instead, with `fallback = True`. A decision always comes
    back; the caller is never blocked by us.
+4. Exploration ([exploration] share of config/policy.toml, epsilon-greedy): outside experiments, a share of
+   decisions gives an offer drawn uniformly from the eligible ones (guardrails first, always), with reason
+   code `explored`. Every decision logs the exact probability of its offer, (1 - share) [offer is the
+   policy's choice] + share / (eligible offers), and what recomputes it (`Decision.exploration`), so logged
+   traffic can value any other policy off-policy (retention.ope). The draw is a hash of the customer, the
+   time and the policy version: a replay of the same request explores the same way.
 """
 
 from __future__ import annotations
@@ -35,7 +41,15 @@ from retention.configfiles import (
     load_file,
 )
 from retention.contract import REASONS
-from retention.decision import CancelRequest, Decision, NpsAnswer, OfferScore, PastOffer, Snapshot
+from retention.decision import (
+    CancelRequest,
+    Decision,
+    Exploration,
+    NpsAnswer,
+    OfferScore,
+    PastOffer,
+    Snapshot,
+)
 from retention.eligibility import Guardrails, eligible_offers, exclusions
 from retention.experiments import HOLDOUT, ExperimentBook
 from retention.features import FeatureSpec
@@ -45,6 +59,8 @@ from retention.serving import live_features
 from retention.value import DEFAULT_HORIZON_MONTHS, expected_net_value
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
+DEFAULT_EXPLORATION_SHARE = 0.05
+MAX_EXPLORATION_SHARE = 0.5  # more than this is an experiment, not exploration: use config/experiments.toml
 SEGMENTS = ("detractor", "passive", "promoter", "none")
 
 
@@ -62,6 +78,8 @@ class PolicyConfig:
     fallback: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     # Months of revenue a save is worth (retention.value): offers are judged by net revenue over this horizon.
     horizon_months: int = DEFAULT_HORIZON_MONTHS
+    # The share of decisions (outside experiments) that explore: a uniformly drawn eligible offer.
+    exploration_share: float = 0.0
 
     def fallback_offers(self, segment: str, reason: str) -> tuple[str, ...]:
         return self.fallback[segment][reason]
@@ -118,8 +136,14 @@ class _ValueSchema(ConfigSchema):
         min=1, max=36, error="must be between {min} and {max} months, got {input}"))
 
 
+class _ExplorationSchema(ConfigSchema):
+    share = Number(load_default=DEFAULT_EXPLORATION_SHARE, validate=validate.Range(
+        min=0.0, max=MAX_EXPLORATION_SHARE, error="must be between {min} and {max}, got {input}"))
+
+
 class _PolicySchema(ConfigSchema):
     time_budget_ms = Number(load_default=150.0, validate=above(0))
+    exploration = Table(_ExplorationSchema, load_default=lambda: {"share": DEFAULT_EXPLORATION_SHARE})
     value = Table(_ValueSchema, load_default=lambda: {"horizon_months": DEFAULT_HORIZON_MONTHS})
     close_the_loop_hours = Number(load_default=48.0, validate=above(0))
     guardrails = Table(_GuardrailsSchema, load_default=Guardrails)
@@ -137,14 +161,15 @@ class _PolicySchema(ConfigSchema):
                     for segment in SEGMENTS}
         return PolicyConfig(version=f"policy-{digest}", time_budget_ms=data["time_budget_ms"],
                             close_the_loop_hours=data["close_the_loop_hours"], guardrails=data["guardrails"],
-                            fallback=fallback, horizon_months=data["value"]["horizon_months"])
+                            fallback=fallback, horizon_months=data["value"]["horizon_months"],
+                            exploration_share=float(data["exploration"]["share"]))
 
 
 _POLICY = _PolicySchema()
 
 
 def _label(keys: tuple, raw) -> str | None:
-    if keys in (("guardrails",), ("value",)) or (len(keys) == 2 and keys[0] == "fallback"):
+    if keys in (("guardrails",), ("value",), ("exploration",)) or (len(keys) == 2 and keys[0] == "fallback"):
         return "[" + ".".join(keys) + "]"
     return None
 
@@ -238,21 +263,22 @@ class Policy:
         """`history` None means the customer's history could not be read (see eligibility).
 
         Experiments come after the guardrails (retention.experiments): an entrant's arm decides, and a
-        "model" or "rules" arm decides exactly as the service would outside the experiment."""
+        "model" or "rules" arm decides as the service would outside the experiment, without exploring (the
+        arm's share is the entrant's propensity). Everyone else meets the exploring policy."""
         eligible, codes, common = self._prepare(request, snapshot, now, history, nps_answers)
         arm, why = self.experiments.assign(request.customer_id, now, request.reason, request.plan_id,
                                            common["nps_segment"], request.billing_channel, (o.id for o in eligible))
         if why:
             codes.append(why)
-        if arm is None or arm.kind == "model":
+        if arm is None:
+            return self._explore(self._model(request, eligible, codes, common), eligible, request.customer_id, now)
+        if arm.kind == "model":
             decision = self._model(request, eligible, codes, common)
         elif arm.kind == "rules":
             decision = self._rules(request, eligible, codes, common)
         else:  # a fixed offer (checked eligible on entry) or no offer
             offer = self.catalog[arm.offer or "none"]
             decision = Decision(offer=offer, reason_codes=tuple(codes), fallback=False, **common)
-        if arm is None:
-            return decision
         arm_code = "experiment_holdout" if arm.variant == HOLDOUT else f"experiment_{arm.kind}"
         return replace(decision, experiment=arm, propensity=arm.share,
                        reason_codes=decision.reason_codes + (arm_code,))
@@ -303,6 +329,30 @@ class Policy:
             scores=tuple(values.values()),
             **common,
         )
+
+    def _explore(self, decision: Decision, eligible: list[Offer], customer_id: str, now: datetime) -> Decision:
+        """Epsilon-greedy over the eligible offers (see the module docstring); `decision` is the policy's."""
+        share = self.config.exploration_share
+        if share <= 0 or len(eligible) < 2:
+            return decision
+        u = exploration_draw(customer_id, now, self.config.version)
+        explored = u < share
+        offer = eligible[min(int(u / share * len(eligible)), len(eligible) - 1)] if explored else decision.offer
+        propensity = (1 - share) * (offer.id == decision.offer.id) + share / len(eligible)
+        values = {s.offer_id: s.incremental_value for s in decision.scores}
+        # What exploring gives up on average, by the model's own estimate (None without model scores):
+        # share x (the policy's choice - the mean over the eligible offers), in expected incremental value.
+        cost = (share * (values[decision.offer.id] - sum(values[o.id] for o in eligible) / len(eligible))
+                if values and all(o.id in values for o in eligible) else None)
+        record = Exploration(share=share, policy_offer=decision.offer.id, eligible=tuple(o.id for o in eligible),
+                             explored=explored, expected_cost=cost)
+        if not explored:
+            return replace(decision, propensity=propensity, exploration=record)
+        chosen = next((s for s in decision.scores if s.offer_id == offer.id), None)
+        return replace(decision, offer=offer, propensity=propensity, exploration=record,
+                       reason_codes=decision.reason_codes + ("explored",),
+                       p_stay=chosen.p_stay if chosen else None,
+                       expected_incremental_value=chosen.incremental_value if chosen else None)
 
     def rules_decision(self, request: CancelRequest, snapshot: Snapshot | None, now: datetime,
                        history: list[PastOffer] = ()) -> Decision:
@@ -360,6 +410,12 @@ def _value(p_stay: list[float], offers: list[Offer], request: CancelRequest, hor
             for o, p in zip(offers, p_stay, strict=True)]
     none_net = next(n for o, n in zip(offers, nets, strict=True) if o.id == "none")
     return [OfferScore(o.id, p, n, n - none_net) for o, p, n in zip(offers, p_stay, nets, strict=True)]
+
+
+def exploration_draw(customer_id: str, now: datetime, policy_version: str) -> float:
+    """A uniform number in [0, 1) fixed by the customer, the decision time and the policy version."""
+    digest = hashlib.sha256(f"{customer_id}|{now.isoformat()}|{policy_version}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def _dedup(items) -> list[str]:

@@ -43,8 +43,9 @@ def test_the_checked_in_files_keep_their_identity():
     # Pinned on the hand-written loaders (commit e547daf): decisions are stored under these, and analysis
     # matches an experiment's decisions by its definition hash, so a loader change must not move them.
     assert CATALOG.version == "2026-11-25"
-    # policy-b9ff3fec10 until the file gained its [value] section (the value horizon as configuration).
-    assert load_policy(CATALOG, ROOT / "config" / "policy.toml").version == "policy-9321a4c343"
+    # policy-b9ff3fec10 until the file gained its [value] section (the value horizon as configuration),
+    # policy-9321a4c343 until it gained [exploration].
+    assert load_policy(CATALOG, ROOT / "config" / "policy.toml").version == "policy-7f22b37dc8"
     book = load_experiments(CATALOG, ROOT / "config" / "experiments.example.toml")
     assert book.version == "aecef65c7e"
     assert {e.name: e.definition_hash() for e in book.experiments} == {"offer-variants": "6e25e7936296"}

@@ -4,6 +4,7 @@ it, documented rules when the model cannot decide (missing, failing, too slow), 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from retention.value import expected_net_value
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 CATALOG = load_catalog()
-CONFIG = load_policy(CATALOG)
+# Without exploration: these tests check which offer the policy itself chooses (tests/test_exploration.py
+# covers the checked-in 5%).
+CONFIG = replace(load_policy(CATALOG), exploration_share=0.0)
 
 
 def request(reason="too_expensive", score=None, **kw) -> CancelRequest:
@@ -171,7 +174,7 @@ def test_the_value_horizon_comes_from_the_policy_file_and_changes_the_choice(tmp
     twelve = tmp_path / "policy.toml"
     twelve.write_text(text.replace("horizon_months = 6", "horizon_months = 12"))
     decisions = {}
-    for months, config in ((6, CONFIG), (12, load_policy(CATALOG, twelve))):
+    for months, config in ((6, CONFIG), (12, replace(load_policy(CATALOG, twelve), exploration_share=0.0))):
         assert config.horizon_months == months
         decisions[months] = Policy(CATALOG, config, scorer).decide(request("temporary"), None, NOW)
     assert decisions[6].offer.id == "none" and decisions[12].offer.id == "pause_3m"

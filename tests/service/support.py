@@ -56,19 +56,35 @@ def seed_clients(url: str) -> None:
         store.create_client("test-signed", "decide", key=SIGNED_KEY, signing_secret=SIGNING_SECRET)
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def policy_file(share: float) -> Path:
+    """config/policy.toml with the exploration share set to `share`. The service tests that check which offer
+    a request gets run without exploration (with the checked-in 5%, one decision in twenty would be a
+    random eligible offer, drawn from the time of the request); the exploration tests use the real file."""
+    text = (ROOT / "config" / "policy.toml").read_text()
+    if "\nshare = 0.05\n" not in text:
+        raise AssertionError("config/policy.toml no longer sets [exploration] share = 0.05; update this helper")
+    path = Path(tempfile.mkdtemp(prefix="policy-")) / "policy.toml"
+    path.write_text(text.replace("\nshare = 0.05\n", f"\nshare = {share}\n"))
+    return path
+
+
+NO_EXPLORATION = policy_file(0.0)
+
+
 def make_app(url: str, models_root: Path, **config):
     # Each app its own spool: a decision spooled in one test must never be replayed into another's store.
     spool = Path(tempfile.mkdtemp(prefix="spool-")) / "spool.db"
     return create_app({"TESTING": True, "DATABASE_URL": url, "MODELS_DIR": str(models_root),
-                       "MODEL_VERSION": "latest", "RATE_LIMIT": UNLIMITED, "SPOOL_PATH": str(spool), **config})
+                       "MODEL_VERSION": "latest", "RATE_LIMIT": UNLIMITED, "SPOOL_PATH": str(spool),
+                       "POLICY_PATH": str(NO_EXPLORATION), **config})
 
 
 def post(client, path: str, body, role: str = "decide", **kw):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return client.post(path, data=data, headers={**headers(role), "Content-Type": "application/json"}, **kw)
-
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -96,7 +112,8 @@ def serve(url: str, models_root: Path, tmp_path: Path, workers: int = 2, **env):
     prom.mkdir()
     env = {**os.environ, "DATABASE_URL": url, "RETENTION_MODELS_DIR": str(models_root),
            "PORT": str(port), "WEB_CONCURRENCY": str(workers), "PROMETHEUS_MULTIPROC_DIR": str(prom),
-           "RETENTION_RATE_LIMIT": UNLIMITED, "RETENTION_SPOOL": str(tmp_path / f"spool-{port}.db"), **env}
+           "RETENTION_RATE_LIMIT": UNLIMITED, "RETENTION_SPOOL": str(tmp_path / f"spool-{port}.db"),
+           "RETENTION_POLICY": str(NO_EXPLORATION), **env}
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service:create_app()"],
