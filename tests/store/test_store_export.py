@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -13,9 +14,13 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from cli import main
+from retention.features import compute_features, discover_spec
+from retention.offers import load_catalog
+from retention.utc import naive_utc
 from store.export import export_dataset
 from store.models import Decision
-from training.dataset import resolve_window_end
+from training.dataset import open_dataset, resolve_window_end
+from training.evaluate import subscribed_customers
 from training.validation import validate_dataset
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=60)
@@ -285,3 +290,66 @@ def test_a_currency_no_source_gives_must_be_stated(store, migrated_url, tmp_path
     assert row["currency"] == "GBP"
     assert json.loads(result.output)["customer_sources"]["currency"] == {"stated by the caller": 1}
 
+
+def _replay(store, data_dir, customers: int) -> pd.DataFrame:
+    """A store as the service leaves it after serving the first `customers` customers of a simulated data set:
+    the snapshot `retention load-features --data` loads (features as of the window end of those still
+    subscribed), and one decision per cancel request (the request the frontend sends, the features the model
+    saw, the logged propensity) with its accepted and cancelled outcomes. No `customer` event at all."""
+    con = open_dataset(data_dir)
+    spec = discover_spec(con)
+    offer_types = {o.id: o.type for o in load_catalog().offers}
+    window_end = resolve_window_end(data_dir, None)
+    requests = con.execute(
+        "SELECT row_number() OVER (ORDER BY r.requested_at, r.request_id) AS point_id, r.*, r.requested_at AS as_of,"
+        " c.price, c.billing_period, c.billing_channel, c.plan_id, c.currency, c.signup_at"
+        " FROM cancel_requests r JOIN customers c USING (customer_id)"
+        " WHERE r.customer_id IN (SELECT customer_id FROM customers ORDER BY customer_id LIMIT ?)"
+        " ORDER BY point_id", [customers]).df()
+    at_request = compute_features(con, requests[["point_id", "customer_id", "as_of"]], spec, offer_types)
+    subscribed = [c for c in subscribed_customers(con, window_end) if c in set(requests["customer_id"])]
+    points = pd.DataFrame({"point_id": range(len(subscribed)), "customer_id": subscribed,
+                           "as_of": pd.Timestamp(naive_utc(window_end))})
+    snapshot = compute_features(con, points, spec, offer_types)
+    store.replace_feature_snapshot(((r["customer_id"], {n: r[n] for n in spec.names})
+                                    for r in snapshot.to_dict("records")), window_end, "f1-test", "m-test",
+                                   source=str(data_dir))
+    for r, features in zip(requests.to_dict("records"), at_request.to_dict("records"), strict=True):
+        at = r["requested_at"].to_pydatetime().replace(tzinfo=UTC)
+        request = {k: r[k] for k in ("customer_id", "reason", "price", "billing_period", "billing_channel",
+                                     "plan_id", "currency")}
+        offer = r["offer_id"] if isinstance(r["offer_id"], str) and r["offer_id"] else "none"
+        d, _ = store.record_decision({**_decision(r["request_id"], r["customer_id"], at, offer, request),
+                                      "reason": r["reason"], "features": {n: features[n] for n in spec.names},
+                                      "propensity": r["propensity"]})
+        if r["accepted"]:
+            store.record_outcome(d["decision_id"], "accepted", at + timedelta(minutes=1))
+        if not pd.isna(r["ended_at"]):
+            store.record_outcome(d["decision_id"], "cancelled", r["ended_at"].to_pydatetime().replace(tzinfo=UTC))
+    con.close()
+    return requests
+
+
+@pytest.mark.slow
+def test_an_export_of_decisions_and_outcomes_validates_and_retrains(sim_dir, store, migrated_url, tmp_path):
+    requests = _replay(store, sim_dir, customers=900)
+    out, models = tmp_path / "export", tmp_path / "models"
+    result = CliRunner().invoke(main, ["export", "--out", str(out), "--database-url", migrated_url])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"]["cancel_requests"] == len(requests) > 500
+    exported = {r["request_id"]: r for r in _table(out, "cancel_requests", "parquet")}
+    assert {k: r["propensity"] for k, r in exported.items()} == dict(zip(requests["request_id"],
+                                                                          requests["propensity"], strict=True))
+    # The derived sign-up times are the data set's own, to the second.
+    signups = {r["customer_id"]: r["signup_at"] for r in _table(out, "customers", "parquet")}
+    truth = requests.drop_duplicates("customer_id").set_index("customer_id")["signup_at"]
+    assert {c: t.replace(microsecond=0) for c, t in signups.items()} == {
+        c: t.to_pydatetime().replace(microsecond=0) for c, t in truth.items()}
+    result = CliRunner().invoke(main, ["validate", "--data", str(out)])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["train", "--data", str(out), "--out", str(models)])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    (version,) = models.iterdir()
+    trained = json.loads((version / "metadata.json").read_text())["models"]
+    # 665 decisions, enough for both models: the offer-response model learns from the logged propensities.
+    assert trained["churn_risk"]["trained"] is True and trained["offer_response"]["trained"] is True, trained
