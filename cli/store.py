@@ -129,18 +129,54 @@ def keys_revoke(name: str, url: str | None) -> None:
 # ------------------------------------------------------------------------------------------- export
 
 
+class _Currency(click.ParamType):
+    name = "code"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and len(value) == 3 and value.isascii() and value.isupper() and value.isalpha():
+            return value
+        self.fail(f"{value!r} is not an ISO 4217 currency code (three capital letters, e.g. EUR)")
+
+
 @click.command()
 @click.option("--since", type=UTC_DATETIME, default=None, help="Only history from this time on [default: all].")
 @click.option("--out", "out", type=PATH, required=True, help="New output data directory.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--currency", type=_Currency(), default=None,
+              help="Currency of the customers whose currency no `customer` event or decision request gives "
+                   "(the feature snapshot has none); only for a business that bills in one currency.")
+@click.option("--allow-partial", is_flag=True,
+              help="Write what can be exported when some rows cannot (exit 0; dataset.json and stderr count "
+                   "what was left out). Without it such an export writes nothing and exits 2.")
 @database_url
-def export(since: datetime | None, out: Path, fmt: str, url: str | None) -> None:
-    """Write the store's history as a data set in the training-data contract."""
-    from store.export import export_dataset
+def export(since: datetime | None, out: Path, fmt: str, currency: str | None, allow_partial: bool,
+           url: str | None) -> None:
+    """Write the store's history as a data set in the training-data contract: every decision and outcome."""
+    from store.export import IncompleteExport, export_dataset
 
     with open_store(url) as store, failing_on(ValueError):
-        manifest = export_dataset(store, out, since=since, fmt=fmt)
+        try:
+            manifest = export_dataset(store, out, since=since, fmt=fmt, currency=currency,
+                                      allow_partial=allow_partial)
+        except IncompleteExport as exc:
+            fail(f"{exc}\n{_incomplete_hint(exc.skipped)}")
     click.echo(json.dumps(manifest, indent=2))
+    for table, reasons in manifest["skipped"].items():
+        left_out = ", ".join(f"{n:,} {reason}" for reason, n in reasons.items())
+        click.echo(f"warning: {table}: left out {left_out} (--allow-partial)", err=True)
+
+
+def _incomplete_hint(skipped: dict[str, dict[str, int]]) -> str:
+    """What the user can do about the rows an export could not write."""
+    reasons = {reason for by_reason in skipped.values() for reason in by_reason}
+    hints = []
+    if any(r.endswith(" missing") for r in reasons):
+        hints.append("a customer's missing values come from a `customer` event (POST /v1/events), the decision "
+                     "request, the loaded feature snapshot or the decision's features; none of them had these")
+    if "currency missing" in reasons:
+        hints.append("--currency CODE states the currency of customers billed in one currency")
+    hints.append("--allow-partial writes the rest and records what was left out in dataset.json")
+    return "\n".join(hints)
 
 
 # ------------------------------------------------------------------------------------ load-features
@@ -175,7 +211,8 @@ def load_features(data_dir: Path | None, from_store: bool, as_of: datetime | Non
     with open_store(url) as store, valid_data(), failing_on(NoSubscribers, DatasetError):
         result = load_feature_snapshot(
             store, meta, catalog, data_dir=data_dir, as_of=as_of, batch_size=batch_size, if_stale=if_stale,
-            export_history=(lambda out, attributes: export_dataset(store, out, customer_attributes=attributes))
+            export_history=(lambda out, attributes: export_dataset(store, out, customer_attributes=attributes,
+                                                               allow_partial=True))
             if from_store else None,
             progress=lambda it, **kw: tqdm(it, file=sys.stderr, **kw))
     for w in result.warnings:

@@ -1,21 +1,46 @@
 """Export the store's history as a data set in the training-data contract (retention.contract), so the data
 team can validate, retrain and evaluate on what the service actually saw.
 
-Mapping: decisions (+ outcomes and `cancelled` events) -> cancel_requests; `nps` / `usage` / `payment` events
--> nps_responses / usage / payments; the latest `customer` event per customer, completed field by field from
-the customer's latest decision request -> customers. Nothing is invented: a row lacking a required value is
-left out and counted in the result's "skipped", by table and reason, and so are rows of customers that could
-not be exported (the contract requires every row to reference a known customer).
+Mapping:
+- decisions -> cancel_requests, one row per decision up to the export time, with the decision's own stored
+  `propensity`. `accepted`: an `accepted` outcome; `ended_at`: the decision's `cancelled` outcome, a
+  `cancelled` event naming it, or the customer's next `cancelled` event. A decision without any reported
+  outcome is exported as the contract reads empty outcomes (not accepted, still subscribed): it is never
+  dropped; training labels only requests at least SAVE_HORIZON_DAYS older than the window end, so a decision
+  whose outcome cannot have matured yet is not read as a save.
+- `nps` / `usage` / `payment` events -> nps_responses / usage / payments.
+- customers: every customer a decision or an event refers to. Each contract column and attribute comes from
+  the first of these that has it: (1) the latest `customer` event; (2) the latest decision request giving it
+  (plan_id, price, billing_period, billing_channel, country, currency, signup_at); (3) the loaded feature
+  snapshot (customer_features: plan_id, price, billing period and channel, country, `attr_<name>` attributes);
+  (4) the features the customer's latest decision was made with (Decision.features, the same names), which
+  still know a customer a later snapshot left out (one who cancelled, say).
+- signup_at, where no event or request states it, is derived from a `tenure_days` feature, which
+  retention.features defines as (as of - signup_at) in days counted from whole seconds: signup_at =
+  snapshot as_of - tenure_days (3), or decision time - tenure_days (4: the snapshot's value aged to the
+  decision, or the request's signup_at), with tenure_days rounded to whole seconds.
+- currency is in no snapshot or features: it comes from an event or a request, else from `currency`, which
+  the caller states for the customers of a business that bills in one currency.
+
+Nothing is invented: a row lacking a required value (or holding one the contract does not allow) is counted
+in "skipped", by table and reason, and so are rows of customers that could not be exported (the contract
+requires every row to reference a known customer). Then the export raises IncompleteExport and writes
+nothing, unless the caller accepts a partial export (`allow_partial`), whose dataset.json lists what was
+left out. The files are written to a staging folder beside `out_dir` and moved into place only at the end.
+`customer_sources` in dataset.json counts, per customer column, where the exported values came from.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +66,7 @@ from retention.contract import (
     Table,
 )
 from retention.utc import naive_utc
-from store.models import NO_OFFER, Decision, Event, Outcome
+from store.models import NO_OFFER, CustomerFeatures, Decision, Event, Outcome
 from store.repository import Store
 
 _ARROW_TYPES = {STRING: pa.string(), INTEGER: pa.int64(), NUMBER: pa.float64(), TIMESTAMP: pa.timestamp("us"),
@@ -56,32 +81,76 @@ _EVENT_TABLES: dict[str, tuple[Table, dict[str, str]]] = {
 }
 
 
+# Customer columns the feature snapshot and a decision's features hold under the same name (retention.features).
+_FEATURE_COLUMNS = ("plan_id", "price", "billing_period", "billing_channel", "country")
+_ATTRIBUTE_FEATURE = "attr_"  # a customer attribute X is the feature attr_X
+_CURRENCY = re.compile(r"[A-Z]{3}")
+# Where a customer's values come from, in order of precedence (the keys of the manifest's customer_sources).
+_EVENT, _REQUEST, _SNAPSHOT, _FEATURES, _STATED = (
+    "customer event", "decision request", "feature snapshot", "decision features", "stated by the caller")
+
+
 class _Invalid(ValueError):
     """A value the contract does not allow; its message is the skip reason."""
 
 
+class IncompleteExport(ValueError):
+    """The store holds rows the export cannot write; nothing was written. `skipped`: table -> reason -> rows."""
+
+    def __init__(self, out: Path, skipped: dict[str, dict[str, int]]):
+        self.out, self.skipped = out, skipped
+        total = sum(n for reasons in skipped.values() for n in reasons.values())
+        lines = [f"{total:,} row(s) of the store cannot be exported, so nothing was written to {out}:"]
+        lines += [f"  {table}: " + ", ".join(f"{n:,} {reason}" for reason, n in reasons.items())
+                  for table, reasons in skipped.items()]
+        super().__init__("\n".join(lines))
+
+
 def export_dataset(store: Store, out_dir: str | Path, since: datetime | None = None, fmt: str = "parquet",
-                   customer_attributes: dict[str, str] | None = None) -> dict:
+                   customer_attributes: dict[str, str] | None = None, currency: str | None = None,
+                   allow_partial: bool = False) -> dict:
     """Write the store's history from `since` (default: all of it) up to now into `out_dir` (new or empty)
     as `<table>.parquet` or `.csv` files plus dataset.json; returns the manifest.
 
+    Raises IncompleteExport (and writes nothing) when some rows cannot be exported, unless `allow_partial`;
+    the manifest's "skipped" counts them by table and reason. `currency` (ISO 4217) is the currency of
+    customers whose currency no `customer` event or decision request gives.
+
     `customer_attributes` (name -> "number" or "string") are extra customer columns that must exist even if
-    no `customer` event carries them (a model trained with them needs the column; missing values are null).
+    no source carries them (a model trained with them needs the column; missing values are null).
     Customers use their latest attributes up to now whatever `since` is, as the contract has no history of
     them."""
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"format must be parquet or csv, not {fmt!r}")
+    if currency is not None and not _CURRENCY.fullmatch(currency):
+        raise ValueError(f"currency must be an ISO 4217 code such as EUR, not {currency!r}")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: exists and is not an empty directory; choose a new output directory")
     since = since.astimezone(UTC) if since is not None else None
     end = datetime.now(UTC)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        manifest = _export(store, staging, since, end, fmt, customer_attributes or {}, currency)
+        if manifest["skipped"] and not allow_partial:
+            raise IncompleteExport(out, manifest["skipped"])
+        os.replace(staging, out)  # replaces an empty directory too
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"out": str(out), **manifest}
+
+
+def _export(store: Store, out: Path, since: datetime | None, end: datetime, fmt: str,
+            customer_attributes: dict[str, str], currency: str | None) -> dict:
     skipped: dict[str, Counter] = defaultdict(Counter)
     rows: dict[str, int] = {}
     # One snapshot of the database, so that the tables agree with each other.
     with store.transaction(snapshot=True) as conn:
-        customers, attributes = _customers(conn, end, customer_attributes or {}, skipped[CUSTOMERS.name])
+        customers, attributes, sources = _customers(conn, end, customer_attributes, currency,
+                                                    skipped[CUSTOMERS.name])
         known = {c["customer_id"] for c in customers}
         attribute_columns = [Column(a, NUMBER if t == "number" else STRING, nullable=True)
                              for a, t in attributes.items()]
@@ -101,48 +170,100 @@ def export_dataset(store: Store, out_dir: str | Path, since: datetime | None = N
         "rows": rows,
         "skipped": {table: dict(reasons) for table, reasons in skipped.items() if reasons},
         "customer_attributes": attributes,
+        "customer_sources": sources,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return {"out": str(out), **manifest}
+    return manifest
 
 
 # ------------------------------------------------------------------------------------------------- tables
 
 
-def _customers(conn: Connection, end: datetime, required_attributes: dict[str, str],
-               skipped: Counter) -> tuple[list[dict], dict[str, str]]:
-    """One row per customer with every contract column known; plus the attribute columns and their types."""
-    latest_request: dict[str, dict] = {}
-    for customer_id, request in conn.execute(
-        select(Decision.customer_id, Decision.request).where(Decision.created_at <= end)
-        .order_by(Decision.customer_id, Decision.created_at)
-    ):
-        latest_request[customer_id] = request or {}
-    latest_event: dict[str, dict] = {}
+def _customers(conn: Connection, end: datetime, required_attributes: dict[str, str], currency: str | None,
+               skipped: Counter) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
+    """One row per customer the history refers to, with every contract column known (see the module
+    docstring for the sources); plus the attribute columns and their types, and where the values came from."""
+    # customer -> source -> {column or attribute: value}; attributes are kept apart, under their own names.
+    found: dict[str, dict[str, dict]] = defaultdict(dict)
+    found_attributes: dict[str, dict[str, dict]] = defaultdict(dict)
     for customer_id, payload in conn.execute(
         select(Event.customer_id, Event.payload).where(Event.type == "customer", Event.occurred_at <= end)
         .order_by(Event.customer_id, Event.occurred_at, Event.id)
     ):
-        latest_event[customer_id] = payload or {}
+        payload = payload or {}
+        found[customer_id][_EVENT] = payload
+        found_attributes[customer_id][_EVENT] = {
+            k: v for k, v in payload.items() if k not in CUSTOMERS.column_names and _ATTRIBUTE_NAME.fullmatch(k)}
+    q = (select(Decision.customer_id, Decision.created_at, Decision.request, Decision.features)
+         .where(Decision.created_at <= end).order_by(Decision.customer_id, Decision.created_at)
+         .execution_options(yield_per=_CHUNK))
+    for customer_id, created_at, request, features in conn.execute(q):
+        # The latest value of each column, so that a later request without a country keeps an earlier one's.
+        _update_known(found[customer_id].setdefault(_REQUEST, {}), request or {})
+        columns, attrs = _from_features(features or {}, created_at)
+        _update_known(found[customer_id].setdefault(_FEATURES, {}), columns)
+        _update_known(found_attributes[customer_id].setdefault(_FEATURES, {}), attrs)
+    referred = conn.execute(select(Event.customer_id).distinct().where(
+        Event.type.in_(tuple(_EVENT_TABLES)), Event.occurred_at <= end)).scalars()
+    ids = sorted(found.keys() | set(referred))
+    for batch in (ids[i:i + 1000] for i in range(0, len(ids), 1000)):
+        for customer_id, as_of, values in conn.execute(
+            select(CustomerFeatures.customer_id, CustomerFeatures.as_of, CustomerFeatures.values)
+            .where(CustomerFeatures.customer_id.in_(batch))
+        ):
+            found[customer_id][_SNAPSHOT], found_attributes[customer_id][_SNAPSHOT] = _from_features(
+                values or {}, as_of)
     attributes = dict(required_attributes)
-    for payload in latest_event.values():
-        for name, value in payload.items():
-            if name not in CUSTOMERS.column_names and _ATTRIBUTE_NAME.fullmatch(name) and name not in attributes:
-                attributes[name] = "number"
-            if name in attributes and value is not None and not _is_number(value):
-                attributes[name] = "string"  # one non-number value makes the column categorical
+    for by_source in found_attributes.values():
+        for values in by_source.values():
+            for name, value in values.items():
+                attributes.setdefault(name, "number")
+                if value is not None and not _is_number(value):
+                    attributes[name] = "string"  # one non-number value makes the column categorical
+    stated = {"currency": currency} if currency is not None else {}
+    sources: dict[str, Counter] = defaultdict(Counter)
     rows = []
-    for customer_id in sorted(latest_request.keys() | latest_event.keys()):
-        event, request = latest_event.get(customer_id, {}), latest_request.get(customer_id, {})
-        raw = {c: event[c] if event.get(c) is not None else request.get(c) for c in CUSTOMERS.column_names}
-        raw["customer_id"] = customer_id
+    for customer_id in ids:
+        by_source = found.get(customer_id, {})
+        raw, used = {"customer_id": customer_id}, {}
+        for column in CUSTOMERS.column_names[1:]:
+            for source in (_EVENT, _REQUEST, _SNAPSHOT, _FEATURES, _STATED):
+                value = (stated if source == _STATED else by_source.get(source, {})).get(column)
+                if value is not None:
+                    raw[column], used[column] = value, source
+                    break
         row = _contract_row(CUSTOMERS, raw, end, skipped)
-        if row is not None:
-            for name, kind in attributes.items():
-                value = event.get(name)
-                row[name] = None if value is None else float(value) if kind == "number" else str(value)
-            rows.append(row)
-    return rows, attributes
+        if row is None:
+            continue
+        attrs = found_attributes.get(customer_id, {})
+        for name, kind in attributes.items():
+            value = next((attrs[s][name] for s in (_EVENT, _SNAPSHOT, _FEATURES)
+                          if attrs.get(s, {}).get(name) is not None), None)
+            row[name] = None if value is None else float(value) if kind == "number" else _text(value)
+        for column, source in used.items():
+            sources[column][source] += 1
+        rows.append(row)
+    return rows, attributes, {column: dict(counts) for column, counts in sources.items()}
+
+
+def _from_features(values: dict, at: datetime) -> tuple[dict, dict]:
+    """The customer columns (signup_at derived from tenure_days) and attributes in a feature row as of `at`."""
+    columns = {c: values[c] for c in _FEATURE_COLUMNS if values.get(c) is not None}
+    tenure = values.get("tenure_days")
+    if _is_number(tenure) and math.isfinite(tenure):
+        columns["signup_at"] = at - timedelta(seconds=round(tenure * 86400))
+    attributes = {name[len(_ATTRIBUTE_FEATURE):]: v for name, v in values.items()
+                  if name.startswith(_ATTRIBUTE_FEATURE) and v is not None}
+    return columns, {name: v for name, v in attributes.items() if _ATTRIBUTE_NAME.fullmatch(name)}
+
+
+def _update_known(known: dict, values: dict) -> None:
+    known.update({k: v for k, v in values.items() if v is not None})
+
+
+def _text(v: Any) -> str:
+    """An attribute's value in a categorical column: a whole number stored as a float reads as the integer."""
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
 def _cancel_requests(conn: Connection, since: datetime | None, end: datetime, known: set[str],
