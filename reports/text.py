@@ -137,6 +137,91 @@ def policy_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def ope_table(result: dict) -> str:
+    """`retention ope`: one line per candidate (three estimators with intervals, support), the differences
+    from the first candidate, the offer mixes side by side, then the warnings."""
+    def num(x, digits: int = 2, sign: bool = False) -> str:
+        return fixed(x, digits, sign=sign, grouping=False, missing=NA)
+
+    def est(e: dict) -> str:
+        return f"{num(e['value'])} [{num(e['low'])}, {num(e['high'])}]"
+
+    logged = result["logged"]
+    lines = [f"{count(result['requests'])} logged cancel requests in {result['data']}",
+             f"value = {result['value']}",
+             f"logged: {num(logged['mean_reward'])} per request; propensities from {num(logged['propensity']['min'], 4)}"
+             f" (median {num(logged['propensity']['median'], 4)})",
+             f"reward model of DR: {result['reward_model'] or 'none (DR = IPS)'}",
+             "",
+             f"{'candidate':<22}{'DR [95% CI]':>26}{'SNIPS [95% CI]':>26}{'IPS [95% CI]':>26}{'ESS':>8}{'offered':>9}"]
+    for c in result["candidates"]:
+        lines.append(f"{c['candidate']:<22}{est(c['dr']):>26}{est(c['snips']):>26}{est(c['ips']):>26}"
+                     f"{num(c['ess'], 0):>8}{percent(c['offer_rate'], missing=NA):>9}")
+    if result["differences"]:
+        lines += ["", f"difference from {result['differences_from']} (doubly robust, paired, per request):"]
+        lines += [f"  {name:<20}{est(d):>26}" for name, d in result["differences"].items()]
+    offers = sorted({o for c in result["candidates"] for o in c["offer_mix"]} | set(logged["offer_mix"]))
+    width = max(10, *(len(c["candidate"]) + 2 for c in result["candidates"]))
+    lines += ["", "offer mix (requests; a candidate's is expected where it explores):",
+              f"{'offer':<16}{'logged':>{width}}" + "".join(f"{c['candidate']:>{width}}" for c in result["candidates"])]
+    for o in offers:
+        lines.append(f"{o:<16}{logged['offer_mix'].get(o, 0):>{width}}"
+                     + "".join(f"{num(c['offer_mix'].get(o, 0), 0):>{width}}" for c in result["candidates"]))
+    lines += [f"warning: {w}" for w in result["warnings"]]
+    return "\n".join(lines)
+
+
+def versions_table(rows: list[dict], aliases: dict[str, str]) -> str:
+    """`retention models list`: a line per version, with its alias."""
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(version, []).append(alias)
+    lines = [f"{'version':<28}{'alias':<12}{'trained':<22}{'offer model':<12}{'gate':<7}{'flows':>8}  learner"]
+    for r in rows:
+        alias = ",".join(by_version.get(r["version"], [])) or ASCII_DASH
+        if "error" in r:
+            lines.append(f"{r['version']:<28}{alias:<12}unreadable: {r['error']}")
+            continue
+        meta = r["meta"]
+        offer = (meta.get("models") or {}).get("offer_response") or {}
+        flows = (offer.get("flows") or {}).get("used")
+        lines.append(f"{r['version']:<28}{alias:<12}{str(meta.get('created_at', ''))[:19]:<22}"
+                     f"{'yes' if offer.get('trained') else 'no':<12}{(offer.get('gate') or {}).get('verdict', ASCII_DASH):<7}"
+                     f"{count(flows) if flows is not None else NA:>8}  {offer.get('learner') or ASCII_DASH}")
+    if not rows:
+        lines.append("(no versions: `retention train --data DIR` writes one)")
+    missing = [a for a, v in aliases.items() if v not in {r["version"] for r in rows}]
+    lines += [f"warning: the {a} points at {aliases[a]}, which is not in this folder" for a in missing]
+    return "\n".join(lines)
+
+
+def comparison_text(result: dict) -> str:
+    """`retention models compare A B`: two columns, then the off-policy comparison if there is one."""
+    a, b = result["versions"]
+
+    def row(label: str, get) -> str:
+        return f"{label:<34}{get(a):>28}{get(b):>28}"
+
+    def metric(model: str, key: str):
+        return lambda v: _f4(v[model].get(key))
+
+    lines = [row("", lambda v: v["ref"]), row("version", lambda v: v["version"]),
+             row("trained", lambda v: str(v["created_at"])[:19]),
+             row("data to", lambda v: str((v["data_window"] or {}).get("end", NA))[:10]),
+             row("offer response: learner", lambda v: (v["learner"] or ASCII_DASH)[:26]),
+             row("  held-out AUC", metric("offer_response", "roc_auc")),
+             row("  held-out ECE", metric("offer_response", "ece")),
+             row("  held-out Brier", metric("offer_response", "brier")),
+             row("  held-out flows", lambda v: count(v["offer_response"].get("n")) if v["offer_response"].get("n") else NA),
+             row("  gate verdict", lambda v: v["gate"]["verdict"] or NA),
+             row("  gate: model - rules", lambda v: _f2(v["gate"]["model_minus_rules"])),
+             row("churn risk: held-out AUC", metric("churn_risk", "roc_auc")),
+             "(held-out figures are each version's own held-out period: compare them only for the same data)"]
+    if result.get("ope"):
+        lines += ["", ope_table(result["ope"])]
+    return "\n".join(lines)
+
+
 def experiment_text(r: ExperimentResult) -> str:
     """A plain-text summary of an analysis result for the terminal."""
     def pct(x) -> str:
