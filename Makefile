@@ -26,12 +26,13 @@ run: demo-model
 	$(BIN)/retention load-features --data $(DATA) --if-stale
 	$(BIN)/retention keys create --name demo-frontend --role decide --key $(DEMO_KEY)
 	@echo "serving on http://127.0.0.1:$(PORT)  (API docs: http://127.0.0.1:$(PORT)/docs)"
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py "service:create_app()"
+	PORT=$(PORT) RETENTION_PIDFILE=var/gunicorn.pid $(BIN)/gunicorn -c gunicorn.conf.py "service:create_app()"
 
 # The demo data set and a model trained on it, each made only when missing.
 demo-model: install
 	@if [ ! -f $(DATA)/dataset.json ]; then $(BIN)/retention simulate --customers $(CUSTOMERS) --seed 7 --out $(DATA); fi
 	@if [ -z "$$(ls models/*/metadata.json 2>/dev/null)" ]; then $(BIN)/retention train --data $(DATA) --out models; fi
+	@if [ ! -f models/registry.json ]; then $(BIN)/retention models promote latest --reason "make run: the demo model"; fi
 
 # The decision-API benchmark (bench/run.py): the service vs a bare Flask endpoint under the same gunicorn
 # config, driven by wrk (installed from Debian's packages when missing) and an open-loop generator.

@@ -37,6 +37,10 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("RETENTION_LOG_LEVEL", "info").lower()
 
+# `retention models promote` and `rollback` signal the master (SIGHUP, see on_reload) through this pidfile;
+# unset (tests, several servers on one machine), there is none. `make run` sets var/gunicorn.pid.
+pidfile = os.environ.get("RETENTION_PIDFILE") or None
+
 # gunicorn's runtime control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which two
 # servers on one machine (tests, a second instance) would fight over. Platforms restart processes instead.
 control_socket_disable = True
@@ -64,7 +68,8 @@ def child_exit(server, worker):
 
 
 def on_reload(server):
-    # `kill -HUP <master>` deploys a new model: the master verifies it (every checksum, the feature version,
+    # `retention models promote` / `rollback` (or `kill -HUP <master>`) deploy the registry's champion: the
+    # master verifies it (every checksum, the feature version,
     # the compiled scorer's probe) and, only if it passes, serves it; then gunicorn replaces the workers,
     # which fork with whatever the master now holds. A bad artifact is refused and the last good model stays
     # (GET /readyz and /v1/model say so). `server.app.wsgi()` is the preloaded Flask app.

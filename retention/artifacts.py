@@ -298,8 +298,24 @@ def list_versions(models_root: str | Path) -> list[str]:
 
 
 def resolve_version(models_root: str | Path, ref: str = "latest") -> Path:
-    """The folder of a version: `ref` is "latest", a version id under `models_root`, or a folder path."""
+    """The folder of a version: `ref` is an alias of the registry ("champion", "challenger";
+    retention.registry), "latest" (the newest trained), a version id under `models_root`, or a folder path."""
+    from retention.registry import ALIASES, RegistryError, read_registry
+
     models_root = Path(models_root)
+    if ref in ALIASES:
+        try:
+            version = read_registry(models_root).version_of(ref)
+        except RegistryError as exc:
+            raise ArtifactError(str(exc)) from exc
+        if version is None:
+            hint = (f"promote one with `retention models promote VERSION` (the newest is {list_versions(models_root)[-1]})"
+                    if list_versions(models_root) else "train a model first, then promote it")
+            raise ArtifactError(f"{models_root}: no {ref} model version yet; {hint}")
+        if not (models_root / version).is_dir():
+            raise ArtifactError(f"{models_root}: the {ref} is {version}, which is not there any more; promote "
+                                "another version or restore it")
+        return models_root / version
     if ref == "latest":
         versions = list_versions(models_root)
         if not versions:

@@ -34,7 +34,9 @@ def settings_from_env() -> dict:
     return {
         "DATABASE_URL": env("DATABASE_URL") or default_database_url(),
         "MODELS_DIR": env("RETENTION_MODELS_DIR", str(ROOT / "models")),
-        "MODEL_VERSION": env("RETENTION_MODEL", "latest"),
+        # The registry's champion (retention.registry): `retention train` writes candidates, never served
+        # until `retention models promote`; RETENTION_MODEL may name a version, a folder or "latest" instead.
+        "MODEL_VERSION": env("RETENTION_MODEL", "champion"),
         "CATALOG_PATH": env("RETENTION_CATALOG", str(ROOT / "config" / "offers.toml")),
         "POLICY_PATH": env("RETENTION_POLICY", str(ROOT / "config" / "policy.toml")),
         "EXPERIMENTS_PATH": env("RETENTION_EXPERIMENTS", str(ROOT / "config" / "experiments.toml")),

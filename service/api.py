@@ -14,6 +14,7 @@ from webargs.flaskparser import FlaskParser, is_json_request
 
 from retention.experiments import UnknownExperiment
 from retention.jsonvalues import jsonable
+from retention.registry import RegistryError, read_registry
 from service import usecases
 from service.auth import requires
 from service.health import offers_decided_by
@@ -187,6 +188,8 @@ class Model(MethodView):
         offer = models.get("offer_response") or {}
         return {
             "model_version": rt.model_version,
+            "model_ref": rt.model_ref,  # what this service is configured to serve: "champion" by default
+            "registry": _registry_view(rt),
             "error": rt.model_error,
             "last_reload_refused": rt.reload_error,
             "policy_version": rt.policy.config.version,
@@ -201,6 +204,17 @@ class Model(MethodView):
             if offer.get("trained") else None,
             "metrics": {k: v.get("model") for k, v in meta.get("metrics", {}).items()},
         }
+
+
+def _registry_view(rt) -> dict:
+    """The registry's aliases now, and whether this process serves what the champion names (False right after
+    a promotion, until the reload it triggers has run)."""
+    try:
+        aliases = read_registry(rt.models_dir).aliases
+    except RegistryError as exc:
+        return {"error": str(exc)}
+    return {"aliases": aliases, "serving_champion": aliases.get("champion") == rt.model_version
+            if rt.model_version else False}
 
 
 @blp.route("/experiments")

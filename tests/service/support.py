@@ -113,7 +113,7 @@ def serve(url: str, models_root: Path, tmp_path: Path, workers: int = 2, **env):
     env = {**os.environ, "DATABASE_URL": url, "RETENTION_MODELS_DIR": str(models_root),
            "PORT": str(port), "WEB_CONCURRENCY": str(workers), "PROMETHEUS_MULTIPROC_DIR": str(prom),
            "RETENTION_RATE_LIMIT": UNLIMITED, "RETENTION_SPOOL": str(tmp_path / f"spool-{port}.db"),
-           "RETENTION_POLICY": str(NO_EXPLORATION), **env}
+           "RETENTION_POLICY": str(NO_EXPLORATION), "RETENTION_MODEL": "latest", **env}
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service:create_app()"],
