@@ -1,14 +1,18 @@
-"""Drift: PSI on constructed distributions with known answers, categories never seen at training, and model
-versions without a reference."""
+"""Drift: PSI on constructed distributions with known answers, categories never seen at training, the
+reference block training writes, and model versions trained before it existed."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
 
 from retention import drift
+from retention.artifacts import verify_version
+from retention.features import FEATURE_VERSION
 
 
 def _reference(values, categorical=()):
@@ -111,3 +115,50 @@ def test_the_offer_mix_is_compared_with_the_policy_the_gate_chose():
     assert report.offer_mix.live_decisions == 10 and report.offer_mix_excluded == 3
     churn_only = {"version": "v", "models": {"offer_response": {"trained": False}}}
     assert "no offer-response model" in drift.drift_report(churn_only, only_none).offer_mix_why
+
+
+def test_training_records_the_reference_of_the_offer_model_rows(trained):
+    meta = json.loads((trained / "metadata.json").read_text())
+    ref = meta["feature_reference"]
+    offer = meta["models"]["offer_response"]
+    assert ref["source"] == "offer_response training rows" and ref["rows"] == offer["flows"]["used"]
+    assert set(ref["features"]) == set(offer["columns"]) | {"reason"}
+    for name, f in ref["features"].items():
+        total = sum(f["shares"].values()) if f["kind"] == "categorical" else sum(f["shares"]) + f["missing"]
+        assert total == pytest.approx(1.0, abs=1e-4), name
+    assert ref["features"]["reason"]["kind"] == "categorical"
+    assert ref["features"]["price"]["kind"] == "numeric" and len(ref["features"]["price"]["edges"]) >= 2
+    assert len(json.dumps(ref)) < 20_000  # compact: bins, not rows
+    verify_version(trained, feature_version=FEATURE_VERSION)  # the artifact still verifies
+
+
+def test_the_training_rows_do_not_drift_from_their_own_reference(trained, sim_dir):
+    """The reference describes the rows the model was fitted on: those rows, scored as live decisions, are
+    stable on every feature (a binning or alignment bug would show here)."""
+    from retention.features import FeatureSpec
+    from retention.offers import load_catalog
+    from training.dataset import open_dataset, resolve_window_end
+    from training.train import response_rows
+
+    meta = json.loads((trained / "metadata.json").read_text())
+    rows = response_rows(open_dataset(sim_dir), load_catalog(), FeatureSpec.from_dict(meta["feature_spec"]),
+                         resolve_window_end(sim_dir, None))
+    columns = list(meta["feature_reference"]["features"])
+    sample = rows.sample(2000, random_state=0)
+    decisions = [{"features": {c: (None if isinstance(v, float) and math.isnan(v) else v)
+                               for c, v in r.items() if c != "reason"},
+                  "reason": r["reason"], "offer_id": "none", "model_version": None, "reason_codes": [],
+                  "experiment": None} for r in sample[columns].to_dict("records")]
+    report = drift.drift_report(meta, decisions)
+    assert len(report.features) == len(columns)
+    assert report.max_psi < drift.MODERATE, [(f.name, f.psi) for f in report.features[:3]]
+
+
+def test_a_version_trained_before_drift_monitoring_still_loads(trained, tmp_path):
+    old = tmp_path / trained.name
+    shutil.copytree(trained, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    del meta["feature_reference"]
+    (old / "metadata.json").write_text(json.dumps(meta))
+    meta = verify_version(old, feature_version=FEATURE_VERSION)
+    assert drift.drift_report(meta, [_decision(price=1.0)]).why == drift.NO_REFERENCE
