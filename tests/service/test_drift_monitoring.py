@@ -1,6 +1,6 @@
 """Staleness and drift as the operator sees them: /readyz names a feature snapshot older than the configured
-maximum (and decisions go on), and /metrics shows the snapshot's age and the drift gauges for decisions whose
-features were shifted on purpose."""
+maximum (and decisions go on), /metrics shows the snapshot's age and the drift gauges, and `retention drift`
+prints per-feature PSI and the offer mix for decisions whose features were shifted on purpose."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from click.testing import CliRunner
 from support import decision_body, make_app, post, seed_clients
 
+from cli import main
 from retention.configfiles import ConfigError
 from retention.features import FEATURE_VERSION, FeatureSpec
 from retention.offers import load_catalog
@@ -136,3 +138,61 @@ def test_the_drift_is_recomputed_only_when_due(app, training_rows):
     assert rt.monitor.refresh_drift(rt) is False  # 300 s have not passed
     assert rt.monitor.refresh_drift(rt, force=True) is True
     assert rt.monitor.last_drift_seconds is not None
+
+
+# ---------------------------------------------------------------------------------------- the CLI
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_retention_drift_reports_the_features_that_were_shifted(store, migrated_url, trained, training_rows):
+    version = json.loads((trained / "metadata.json").read_text())["version"]
+    record_decisions(store, training_rows, version, features=shifted)
+    record_decisions(store, training_rows[:50], version, tag="old", offer="followup",
+                     created_at=datetime.now(UTC) - timedelta(days=30))  # outside the window
+    result = run("drift", "--models", trained.parent, "--model", trained.name, "--days", 7,
+                 "--database-url", migrated_url)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"drift of {LIVE} decision(s) of the last 7 day(s) against model {version}" in out
+    verdicts = {m.group(1): m.group(3) for m in re.finditer(r"^  (\w+) +(\d+\.\d{4})  (\w+)", out, re.MULTILINE)}
+    assert verdicts["price"] == "major" and verdicts["listening_minutes_30d"] == "major"
+    unshifted = {k: v for k, v in verdicts.items() if k not in ("price", "listening_minutes_30d")}
+    assert len(unshifted) > 20 and set(unshifted.values()) == {"stable"}, out
+    assert re.search(r"^max PSI \d+\.\d{4} \((price|listening_minutes_30d)\): major$", out, re.MULTILINE)
+    assert re.search(r"^  listening_minutes_30d .* \(missing\) +0\.0% +100\.0%$", out, re.MULTILINE)
+    assert "against the served policy (model)" in out
+    assert re.search(r"^offer-mix PSI \d+\.\d{4} \(noise \d\.\d{4}\): major$", out, re.MULTILINE)
+
+
+def test_retention_drift_on_a_version_without_a_reference(store, migrated_url, trained, training_rows, tmp_path):
+    import shutil
+
+    old = tmp_path / "models" / trained.name
+    shutil.copytree(trained, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    del meta["feature_reference"]
+    (old / "metadata.json").write_text(json.dumps(meta))
+    record_decisions(store, training_rows[:20], meta["version"])
+    result = run("drift", "--models", old.parent, "--database-url", migrated_url)
+    assert result.exit_code == 0, result.output
+    assert "features: no reference in this model version" in result.output
+    assert "offer-mix PSI" in result.output  # the gate's offer mix was recorded before
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--days", "0"), "--days must be a number of days above 0"),
+    (("--days", "-3"), "--days must be a number of days above 0"),
+    (("--limit", "0"), "--limit must be at least 1"),
+    (("--model", "nope"), "unknown model version 'nope'"),
+    (("--database-url", "not a url"), "not a database url"),
+])
+def test_retention_drift_refuses_bad_arguments(trained, migrated_url, args, says):
+    base = {"--models": str(trained.parent), "--database-url": migrated_url}
+    given = dict(zip(args[::2], args[1::2], strict=True))
+    result = run("drift", *[x for k, v in {**base, **given}.items() for x in (k, v)])
+    assert result.exit_code == 2, result.output
+    assert any(line.startswith("error: ") for line in result.output.splitlines())
+    assert says.lower() in result.output.lower() and "Traceback" not in result.output
