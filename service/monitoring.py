@@ -88,6 +88,7 @@ class Monitor:
         self._drift_at = -math.inf  # monotonic time of the last drift computation started
         self._drift_thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._closed = False
         self.last_drift_seconds: float | None = None  # how long the last computation took
 
     def on_scrape(self, rt: Runtime) -> None:
@@ -107,7 +108,7 @@ class Monitor:
         with self._lock:
             running = self._drift_thread is not None and self._drift_thread.is_alive()
             due = force or time.monotonic() - self._drift_at >= self.settings.drift_refresh_seconds
-            if running or not due:
+            if running or not due or self._closed:
                 thread, started = self._drift_thread, False
             else:
                 self._drift_at = time.monotonic()
@@ -117,6 +118,13 @@ class Monitor:
         if wait and thread is not None:
             thread.join()
         return started
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait for a running drift computation (before the store it reads is closed) and start no more."""
+        with self._lock:
+            thread, self._closed = self._drift_thread, True
+        if thread is not None and thread.is_alive():
+            thread.join(timeout)
 
     def _compute_drift(self, rt: Runtime) -> None:
         started = time.perf_counter()

@@ -97,6 +97,7 @@ class Runtime:
         return {"reloaded": True, "serving": self.model_version, "previous": previous}
 
     def close(self) -> None:
+        self.monitor.close()  # a drift computation in flight reads the store closed below
         self.policy.close()
         if self._store is not None and self._store_pid == os.getpid():
             self._store.engine.dispose()
