@@ -48,6 +48,12 @@ def settings_from_env() -> dict:
         # Decisions and outcomes the store cannot take wait here, on local disk (service/spool.py).
         "SPOOL_PATH": env("RETENTION_SPOOL", str(ROOT / "var" / "spool" / "spool.db")),
         "RATE_LIMIT_STORAGE": env("RETENTION_RATE_LIMIT_STORAGE", "memory://"),
+        # Monitoring (service/monitoring.py): /readyz names a snapshot older than this ("off": never), and
+        # /metrics shows the drift of at most DRIFT_MAX_DECISIONS decisions of the last DRIFT_WINDOW_DAYS.
+        "MAX_FEATURE_AGE_HOURS": env("RETENTION_MAX_FEATURE_AGE_HOURS", "48"),
+        "DRIFT_WINDOW_DAYS": env("RETENTION_DRIFT_WINDOW_DAYS", "7"),
+        "DRIFT_MAX_DECISIONS": env("RETENTION_DRIFT_MAX_DECISIONS", "5000"),
+        "DRIFT_REFRESH_SECONDS": env("RETENTION_DRIFT_REFRESH_SECONDS", "300"),
     }
 
 

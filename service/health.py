@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app
 
 from service import metrics
+from service.monitoring import snapshot_staleness
 from store import StoreUnavailable
 
 blp = Blueprint("health", __name__)
@@ -24,6 +25,11 @@ def readyz():
 
     A degraded process still answers decisions (rules instead of the model, or without history when the
     store is down); readiness tells a deploy or load balancer that it should not be preferred.
+
+    Features (no snapshot loaded, or one older than RETENTION_MAX_FEATURE_AGE_HOURS) are listed under
+    `degraded` with the reason, but keep the 200: the snapshot is shared by every process, so a 503 for it
+    would take every replica out of the load balancer at once and block the billing frontend, which the
+    service must never do. It tells the operator; decisions go on with the old features.
     """
     rt = current_app.extensions["retention"]
     checks: dict[str, dict] = {}
@@ -43,9 +49,13 @@ def readyz():
                                   "as new (run `retention load-features`)"}
             degraded.append("features")
         else:
-            age_h = (datetime.now(UTC) - snapshot["as_of"]).total_seconds() / 3600.0
-            checks["features"] = {"ok": True, "as_of": snapshot["as_of"].isoformat(),
-                                  "age_hours": round(age_h, 1), "rows": snapshot["rows"]}
+            max_age = rt.monitor.settings.max_feature_age_hours
+            age_h, stale = snapshot_staleness(snapshot, max_age, datetime.now(UTC))
+            checks["features"] = {"ok": stale is None, "as_of": snapshot["as_of"].isoformat(),
+                                  "age_hours": round(age_h, 1), "max_age_hours": max_age, "rows": snapshot["rows"]}
+            if stale:
+                checks["features"]["error"] = stale
+                degraded.append("features")
     except StoreUnavailable as exc:
         checks["store"] = {"ok": False, "error": str(exc)}
         degraded.append("store")
@@ -78,5 +88,7 @@ def offers_decided_by(scorer) -> str:
 
 @blp.get("/metrics")
 def prometheus():
+    rt = current_app.extensions["retention"]
+    rt.monitor.on_scrape(rt)  # the snapshot's age now; drift recomputed in the background when due
     data, content_type = metrics.exposition()
     return Response(data, content_type=content_type)

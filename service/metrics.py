@@ -1,5 +1,6 @@
 """Prometheus metrics: request counts and latency by endpoint and status, decisions by offer and fallback,
-fail-open events, and the model version each process serves.
+fail-open events, the model version each process serves, the feature snapshot's age, and the drift of recent
+decisions from the served model's training data (service.monitoring).
 
 Under gunicorn each worker is a process; with PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py does), every
 worker writes its samples there and /metrics aggregates them, so a scrape sees the whole server, not the
@@ -8,7 +9,9 @@ one worker that happened to answer it.
 
 from __future__ import annotations
 
+import math
 import os
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,6 +22,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+if TYPE_CHECKING:
+    from retention.drift import DriftReport
 
 REQUESTS = Counter("retention_http_requests_total", "HTTP requests", ["endpoint", "method", "status"])
 LATENCY = Histogram(
@@ -31,6 +37,24 @@ SPOOLED = Counter("retention_spooled_total", "Writes kept in the local spool dur
 MODEL_LOADED = Gauge("retention_model_loaded", "1 for the model version this process serves", ["version"],
                      multiprocess_mode="liveall")
 
+# Set by the process a scrape reaches; "livemostrecent": the newest value of any live worker is shown.
+SNAPSHOT_AGE = Gauge("retention_feature_snapshot_age_seconds",
+                     "Age of the loaded feature snapshot (now - its as_of); absent before the first load",
+                     multiprocess_mode="livemostrecent")
+FEATURE_PSI = Gauge("retention_feature_psi", "Population Stability Index of a model feature, recent decisions "
+                    "against the served model's training rows (0.1 moderate, 0.25 major)", ["feature"],
+                    multiprocess_mode="livemostrecent")
+FEATURE_PSI_MAX = Gauge("retention_feature_psi_max", "The highest retention_feature_psi",
+                        multiprocess_mode="livemostrecent")
+OFFER_MIX_PSI = Gauge("retention_offer_mix_psi", "Population Stability Index of the offers of recent decisions "
+                      "against the served policy's offer mix on held-out flows at training",
+                      multiprocess_mode="livemostrecent")
+DRIFT_DECISIONS = Gauge("retention_drift_decisions", "Recent decisions the drift gauges were computed on",
+                        multiprocess_mode="livemostrecent")
+_psi_features: set[str] = set()
+for _gauge in (SNAPSHOT_AGE, FEATURE_PSI_MAX, OFFER_MIX_PSI, DRIFT_DECISIONS):
+    _gauge.set(math.nan)  # not measured yet, rather than a reassuring 0
+
 
 def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
     REQUESTS.labels(endpoint, method, str(status)).inc()
@@ -42,6 +66,23 @@ def set_model(version: str | None, previous: str | None = None) -> None:
     if previous is not None and previous != version:
         MODEL_LOADED.labels(previous).set(0)
     MODEL_LOADED.labels(version or "none").set(1)
+
+
+def set_snapshot_age(seconds: float | None) -> None:
+    SNAPSHOT_AGE.set(math.nan if seconds is None else seconds)
+
+
+def set_drift(report: DriftReport) -> None:
+    """The drift gauges from a report; features no longer measured (another model) are set to NaN."""
+    measured = {f.name: f.psi for f in report.features}
+    for name in _psi_features - measured.keys():
+        FEATURE_PSI.labels(name).set(math.nan)
+    for name, value in measured.items():
+        FEATURE_PSI.labels(name).set(value)
+    _psi_features.update(measured)
+    FEATURE_PSI_MAX.set(math.nan if report.max_psi is None else report.max_psi)
+    OFFER_MIX_PSI.set(report.offer_mix.psi if report.offer_mix else math.nan)
+    DRIFT_DECISIONS.set(report.decisions)
 
 
 def exposition() -> tuple[bytes, str]:

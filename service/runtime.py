@@ -21,6 +21,7 @@ from retention.offers import Catalog, load_catalog
 from retention.policy import ModelScorer, Policy, load_policy
 from retention.serving import live_features
 from service import metrics
+from service.monitoring import Monitor, MonitoringSettings
 from service.spool import Spool
 from store import Store
 
@@ -38,6 +39,7 @@ class Runtime:
     models_dir: str = ""
     model_ref: str = "latest"
     reload_error: str | None = None  # the last refused reload; the model being served is unchanged
+    monitor: Monitor = field(default_factory=lambda: Monitor(MonitoringSettings.from_config({})))
     _store: Store | None = None
     _store_pid: int = -1
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -45,6 +47,7 @@ class Runtime:
     @classmethod
     def from_config(cls, config: dict) -> Runtime:
         # An invalid file raises its ConfigError (every problem, one line each); create_app stops on it.
+        monitor = Monitor(MonitoringSettings.from_config(config))
         catalog = load_catalog(config["CATALOG_PATH"])
         policy_config = load_policy(catalog, config["POLICY_PATH"])
         experiments = load_experiments(catalog, config["EXPERIMENTS_PATH"])
@@ -58,7 +61,7 @@ class Runtime:
         return cls(catalog=catalog, policy=Policy(catalog, policy_config, scorer, experiments),
                    database_url=config["DATABASE_URL"], model_error=error, model_meta=meta,
                    spool=Spool(config["SPOOL_PATH"]) if config.get("SPOOL_PATH") else None,
-                   models_dir=config["MODELS_DIR"], model_ref=config["MODEL_VERSION"])
+                   models_dir=config["MODELS_DIR"], model_ref=config["MODEL_VERSION"], monitor=monitor)
 
     @property
     def model_version(self) -> str | None:
@@ -92,6 +95,7 @@ class Runtime:
         return {"reloaded": True, "serving": self.model_version, "previous": previous}
 
     def close(self) -> None:
+        self.monitor.close()  # a drift computation in flight reads the store closed below
         self.policy.close()
         if self._store is not None and self._store_pid == os.getpid():
             self._store.engine.dispose()

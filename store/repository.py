@@ -171,6 +171,13 @@ _NPS_SINCE = (
            Event.__table__.c.occurred_at >= bindparam("since"))
     .order_by(Event.__table__.c.occurred_at, Event.__table__.c.id)
 )
+_RECENT_DECISIONS = (
+    select(_D.c.created_at, _D.c.model_version, _D.c.reason, _D.c.features, _D.c.offer_id, _D.c.reason_codes,
+           _D.c.experiment)
+    .where(_D.c.created_at >= bindparam("since"))
+    .order_by(_D.c.created_at.desc(), _D.c.decision_id)
+    .limit(bindparam("limit"))
+)
 _INSERT_DECISION = {
     name: dialect.insert(_D).on_conflict_do_nothing(index_elements=["request_id"]).returning(_D.c.decision_id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
@@ -424,6 +431,16 @@ class Store:
                         cancelled.append({"customer_id": e.customer_id, "occurred_at": e.occurred_at})
         return {"decisions": decisions, "outcomes": outcomes, "still_active": still_active,
                 "payments": payments, "cancelled": cancelled}
+
+    def recent_decisions(self, since: datetime, limit: int) -> list[dict]:
+        """For drift monitoring (retention.drift): the newest decisions made at or after `since`, at most
+        `limit` of them, newest first, each with created_at, model_version, reason, features, offer_id,
+        reason_codes and experiment. Bounded by `limit` so that a busy store costs the same to read."""
+        if limit < 1:
+            raise InvalidRecord(f"limit must be at least 1, got {limit}")
+        with self.transaction() as conn:
+            rows = conn.execute(_RECENT_DECISIONS, {"since": _aware("since", since), "limit": int(limit)}).all()
+        return [dict(r._mapping) for r in rows]
 
     # ------------------------------------------------------------------------------------------- privacy
 

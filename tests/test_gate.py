@@ -168,6 +168,9 @@ def test_a_fixed_offer_clearly_better_than_bad_rules_and_the_model_is_served(spl
     assert gate["verdict"] == "fixed" and gate["reason_code"] == "fixed_offer_better_than_rules"
     assert f"always:{gate['fixed_offer']}" == gate["best_fixed"]
     assert gate["evidence"]["fixed_minus_rules"]["low"] > 0 and gate["evidence"]["fixed_minus_model"]["value"] >= 0
+    # the offer mix of what is served (the fixed offer where allowed, else the rules), for drift monitoring
+    served, j = gate["offer_mix"]["fixed_else_rules"], holdout.offers.index(gate["fixed_offer"])
+    assert sum(served.values()) == len(holdout) and served[gate["fixed_offer"]] == holdout.eligible[:, j].sum()
     # with the real rules (better than any fixed offer here) it is not
     assert selection.gate(train, holdout, Inverted(model), CATALOG)["verdict"] == "rules"
 

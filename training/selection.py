@@ -380,6 +380,9 @@ def _fixed_fallback(out: dict, best_fixed: str, holdout: Flows, values: np.ndarr
     if over_rules.low > 0 and over_model.value >= 0:
         offer = best_fixed.removeprefix("always:")
         out["verdict"], out["fixed_offer"], out["reason_code"] = "fixed", offer, "fixed_offer_better_than_rules"
+        # The offer mix of what is served, as for the other verdicts (drift monitoring compares live with it).
+        out["offer_mix"]["fixed_else_rules"] = _mix(np.where(holdout.eligible[:, j], j, holdout.rules),
+                                                    holdout.offers)
         out["why"] = (f"always offering {offer} (where allowed) is estimated to beat the rules by "
                       f"{over_rules.value:.2f} per flow (95% CI {over_rules.low:.2f} to {over_rules.high:.2f}) and the "
                       f"model's policy by {over_model.value:.2f} on {where} (doubly robust): it is served, the rules "

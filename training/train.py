@@ -32,6 +32,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from retention.artifacts import save_artifact
 from retention.contract import SAVE_HORIZON_DAYS
+from retention.drift import feature_reference
 from retention.features import FEATURE_VERSION, FeatureSpec, compute_features, discover_spec
 from retention.jsonvalues import jsonable
 from retention.model import DECISION_CATEGORICAL, DECISION_NUMERIC, decision_columns, offer_of
@@ -237,6 +238,7 @@ class Trained:
     split: dict = field(default_factory=dict)
     scorer: object | None = None
     probe: object | None = None
+    reference: dict | None = None  # the training rows' feature distribution (retention.drift)
 
 
 def train_offer_response(con, cfg: TrainConfig, spec: FeatureSpec, window_end: datetime, step) -> Trained:
@@ -308,7 +310,8 @@ def train_offer_response(con, cfg: TrainConfig, spec: FeatureSpec, window_end: d
         "compiled": {"file": COMPILED_FILE, "probe_rows": len(probe.p), "max_abs_diff": diff},
     }
     split = _split_info(rows, train_mask, test_mask, cutoff, SAVE_HORIZON_DAYS)
-    return Trained(final, None, meta, metrics, curves, split, scorer, probe)
+    reference = _reference(rows, columns + ["reason"], spec.categorical + ["reason"], "offer_response training rows")
+    return Trained(final, None, meta, metrics, curves, split, scorer, probe, reference)
 
 
 # -------------------------------------------------------------------------------------------- churn risk
@@ -386,7 +389,15 @@ def train_churn_risk(con, cfg: TrainConfig, spec: FeatureSpec, window_start: dat
     meta = {"trained": True, "learner": chosen, "columns": columns,
             "selection": {"by": "log loss on the last fifth of the training period", "log_loss": scores}}
     return Trained(final, None, meta, metrics, curves, _split_info(rows, train_mask, test_mask, cutoff,
-                                                                    CHURN_HORIZON_DAYS))
+                                                                    CHURN_HORIZON_DAYS),
+                   reference=_reference(rows, columns, spec.categorical, "churn_risk training rows"))
+
+
+def _reference(rows: pd.DataFrame, columns: list[str], categorical: list[str], source: str) -> dict:
+    """The distribution of the model's columns over the rows it was fitted on, for drift monitoring: the
+    service and `retention drift` compare live decisions' features with it (retention.drift)."""
+    values = {c: rows[c].to_numpy(dtype=object if c in categorical else "float64") for c in columns}
+    return feature_reference(values, categorical, source)
 
 
 # --------------------------------------------------------------------------------------------- a version
@@ -443,6 +454,11 @@ def train_version(cfg: TrainConfig, progress=None) -> Path:
     }
     if offer is not None and offer.estimator is not None:
         metadata["compiled"] = {"offer_response": offer.metadata["compiled"]}
+    # Drift is measured against the rows of the model that scores decisions: the offer-response model, or
+    # the churn model when there is none.
+    reference = next((r.reference for r in trained.values() if r.reference is not None), None)
+    if reference is not None:
+        metadata["feature_reference"] = reference
     extra = {}
     if offer is not None and offer.scorer is not None:
         extra[COMPILED_FILE] = lambda path: save_scorer(offer.scorer, path, offer.probe)

@@ -396,3 +396,19 @@ def test_a_key_is_stored_only_as_its_sha256(store):
     assert key_hash == hashlib.sha256(key.encode()).hexdigest()
     secret_part = key.split("_", 2)[2]  # rk_<public key id>_<secret>
     assert not any(secret_part in str(value) for row in rows for value in row)
+
+
+def test_recent_decisions_are_the_newest_in_the_window_with_their_features(store):
+    """What drift monitoring reads: bounded by time and by count, newest first, features as stored."""
+    for i in range(5):
+        store.record_decision(decision(f"recent-{i}", created_at=T0 + timedelta(hours=i)))
+    store.record_decision(decision("too-old", created_at=T0 - timedelta(days=8)))
+    rows = store.recent_decisions(T0 - timedelta(days=7), limit=3)
+    assert [r["created_at"] for r in rows] == [T0 + timedelta(hours=h) for h in (4, 3, 2)]
+    assert rows[0]["features"] == {"tenure_days": 400.0, "nps_last": None, "plan_id": "plus_monthly"}
+    assert {k: rows[0][k] for k in ("reason", "offer_id", "model_version", "reason_codes", "experiment")} == {
+        "reason": "too_expensive", "offer_id": "pause_1m", "model_version": "m1", "reason_codes": ["price"],
+        "experiment": None}
+    assert len(store.recent_decisions(T0 - timedelta(days=30), limit=100)) == 6
+    with pytest.raises(InvalidRecord, match="limit"):
+        store.recent_decisions(T0, limit=0)
