@@ -13,9 +13,11 @@ from cli.options import (
     PATH,
     catalog_from,
     catalog_path,
+    database_url,
     fail,
     failing_on,
     models_root,
+    open_store,
     policy_from,
     policy_path,
     validated,
@@ -134,14 +136,21 @@ def show(ref: str, models_root: Path) -> None:
 @click.argument("b")
 @click.option("--data", "data_dir", type=PATH, default=None,
               help="Logged decisions (a `retention export`) to value both versions on, off-policy.")
+@click.option("--traffic-days", type=click.IntRange(min=1), default=None, metavar="DAYS",
+              help="Also report, from the store, how often the challenger scored in the shadow agreed with the "
+                   "champion on live decisions of the last DAYS days.")
 @click.option("--out", "out", type=PATH, default=None, help="Also write the JSON here.")
 @models_root
 @catalog_path
 @policy_path
-def compare(a: str, b: str, data_dir: Path | None, out: Path | None, models_root: Path, catalog_path: Path,
-            policy_path: Path) -> None:
+@database_url
+def compare(a: str, b: str, data_dir: Path | None, traffic_days: int | None, out: Path | None, models_root: Path,
+            catalog_path: Path, policy_path: Path, url: str | None) -> None:
     """Two versions side by side (e.g. champion challenger): training window, held-out metrics, gate verdicts,
-    and with --data both valued on the same logged decisions with their difference."""
+    with --data both valued on the same logged decisions with their difference, and with --traffic-days the
+    shadow's agreement on live traffic."""
+    from datetime import UTC, datetime, timedelta
+
     from reports.text import comparison_text
     from training.promotion import compare as compare_versions
 
@@ -151,6 +160,13 @@ def compare(a: str, b: str, data_dir: Path | None, out: Path | None, models_root
         validated(data_dir)
     with failing_on(ArtifactError, ValueError):
         result = compare_versions(models_root, a, b, catalog, config, data_dir, progress=tqdm)
+    if traffic_days is not None:
+        since = datetime.now(UTC) - timedelta(days=traffic_days)
+        with open_store(url) as store:
+            versions = {v["version"] for v in result["versions"]}
+            result["shadow"] = [p for p in store.shadow_agreement(since)
+                                if {p["champion"], p["challenger"]} <= versions]
+            result["shadow_since"] = since.isoformat()
     click.echo(comparison_text(result))
     if out is not None:
         write_atomic(out, json.dumps(result, indent=2) + "\n")

@@ -217,6 +217,18 @@ def comparison_text(result: dict) -> str:
              row("  gate: model - rules", lambda v: _f2(v["gate"]["model_minus_rules"])),
              row("churn risk: held-out AUC", metric("churn_risk", "roc_auc")),
              "(held-out figures are each version's own held-out period: compare them only for the same data)"]
+    if "shadow" in result:
+        lines.append("")
+        if not result["shadow"]:
+            lines.append(f"shadow: no live decision since {result['shadow_since'][:10]} was scored by one of these "
+                         "versions in the shadow of the other (promote one as the challenger)")
+        for p in result["shadow"]:
+            different = ", ".join(f"{o} {n}" for o, n in sorted(p["challenger_offers_where_different"].items(),
+                                                                 key=lambda kv: -kv[1]))
+            lines.append(f"shadow since {result['shadow_since'][:10]}: challenger {p['challenger']} agreed with champion "
+                         f"{p['champion']} on {count(p['agree'])} of {count(p['decisions'])} live decisions "
+                         f"({percent(p['agree'] / p['decisions'])}); where it differed it chose {different or ASCII_DASH}"
+                         + (f"; {p['errors']} could not be scored in time" if p["errors"] else ""))
     if result.get("ope"):
         lines += ["", ope_table(result["ope"])]
     return "\n".join(lines)

@@ -94,6 +94,23 @@ class Exploration:
 
 
 @dataclass(frozen=True)
+class ShadowChoice:
+    """What the challenger model would have answered (retention.policy, step 5): recorded, never shown."""
+
+    version: str
+    offer: str
+    p_stay: float | None
+    expected_incremental_value: float | None
+    agrees: bool  # the same offer as the champion's own choice (before exploration)
+    error: str | None = None  # scoring_timeout / scoring_error: the challenger could not decide in time
+
+    def as_dict(self) -> dict:
+        return {"version": self.version, "offer": self.offer, "p_stay": self.p_stay,
+                "expected_incremental_value": self.expected_incremental_value, "agrees": self.agrees,
+                "error": self.error}
+
+
+@dataclass(frozen=True)
 class Decision:
     offer: Offer
     reason_codes: tuple[str, ...]
@@ -111,3 +128,4 @@ class Decision:
     close_the_loop_by: datetime | None = None  # detractors get a personal follow-up before this time
     experiment: Assignment | None = None  # the experiment arm that decided, if the customer entered one
     exploration: Exploration | None = None  # how exploration chose, where the policy explores
+    shadow: ShadowChoice | None = None  # the challenger's choice on the same request, never shown

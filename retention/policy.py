@@ -13,6 +13,9 @@
    policy's choice] + share / (eligible offers), and what recomputes it (`Decision.exploration`), so logged
    traffic can value any other policy off-policy (retention.ope). The draw is a hash of the customer, the
    time and the policy version: a replay of the same request explores the same way.
+5. Shadow: where a challenger model is loaded (the registry's `challenger`), it decides every request too,
+   after the champion and within the same scoring budget, without exploration; its choice is recorded with
+   the decision (`Decision.shadow`) and never shown.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from retention.decision import (
     NpsAnswer,
     OfferScore,
     PastOffer,
+    ShadowChoice,
     Snapshot,
 )
 from retention.eligibility import Guardrails, eligible_offers, exclusions
@@ -238,10 +242,11 @@ class Policy:
     """Decides offers. Thread-safe; one per process (the executor is recreated after a fork)."""
 
     def __init__(self, catalog: Catalog, config: PolicyConfig, scorer: ModelScorer | None,
-                 experiments: ExperimentBook | None = None) -> None:
+                 experiments: ExperimentBook | None = None, shadow: ModelScorer | None = None) -> None:
         self.catalog = catalog
         self.config = config
         self.scorer = scorer
+        self.shadow = shadow  # the challenger: scored beside the champion, never shown
         self.experiments = experiments or ExperimentBook((), "none")
         self._executor: ThreadPoolExecutor | None = None
         self._executor_pid = -1
@@ -271,7 +276,8 @@ class Policy:
         if why:
             codes.append(why)
         if arm is None:
-            return self._explore(self._model(request, eligible, codes, common), eligible, request.customer_id, now)
+            decision = self._explore(self._model(request, eligible, codes, common), eligible, request.customer_id, now)
+            return self._with_shadow(decision, request, eligible, codes, common)
         if arm.kind == "model":
             decision = self._model(request, eligible, codes, common)
         elif arm.kind == "rules":
@@ -283,35 +289,52 @@ class Policy:
         return replace(decision, experiment=arm, propensity=arm.share,
                        reason_codes=decision.reason_codes + (arm_code,))
 
-    def _model(self, request: CancelRequest, eligible: list[Offer], codes: list[str], common: dict) -> Decision:
-        if self.scorer is None:
+    def _with_shadow(self, decision: Decision, request: CancelRequest, eligible: list[Offer], codes: list[str],
+                     common: dict) -> Decision:
+        """`decision` with the challenger's own choice on the same request recorded beside it."""
+        shadow = self.shadow
+        if shadow is None:
+            return decision
+        theirs = self._model(request, eligible, list(codes), common, scorer=shadow)
+        mine = decision.exploration.policy_offer if decision.exploration else decision.offer.id
+        failed = next((c for c in theirs.reason_codes if c in ("scoring_timeout", "scoring_error")), None)
+        return replace(decision, shadow=ShadowChoice(
+            version=shadow.version, offer=theirs.offer.id, p_stay=theirs.p_stay,
+            expected_incremental_value=theirs.expected_incremental_value, agrees=theirs.offer.id == mine,
+            error=failed))
+
+    def _model(self, request: CancelRequest, eligible: list[Offer], codes: list[str], common: dict,
+               scorer: ModelScorer | None = None) -> Decision:
+        """The model's decision (the champion's, or `scorer`'s: the challenger in the shadow)."""
+        scorer = scorer or self.scorer
+        if scorer is None:
             return self._rules(request, eligible, codes + ["model_unavailable"], common)
-        if self.scorer.offers is None:
+        if scorer.offers is None:
             return self._rules(request, eligible, codes + ["no_offer_model"], common)
         try:
-            p_stay = self._score_within_budget(common["features"], request.reason, eligible)
+            p_stay = self._score_within_budget(scorer, common["features"], request.reason, eligible)
         except FutureTimeout:
             return self._rules(request, eligible, codes + ["scoring_timeout"], common)
         except Exception:  # noqa: BLE001 - fail open on any scoring failure; the adapter logs and counts it
             return self._rules(request, eligible, codes + ["scoring_error"], common)
 
         values = {s.offer_id: s for s in _value(p_stay, eligible, request, self.config.horizon_months)}
-        if not self.scorer.serves_policy:
+        if not scorer.serves_policy:
             # The gate found the model's choices no better than the rules': the rules choose (or, where the
             # gate found one fixed offer better than both, that offer wherever it is allowed); what the model
             # predicts for the choice is still reported.
-            fixed = self.scorer.fixed_offer
+            fixed = scorer.fixed_offer
             if fixed is not None and fixed in values:
                 chosen = values[fixed]
                 return Decision(offer=self.catalog[fixed], reason_codes=tuple(
                     codes + ["model_not_better_than_rules", "fixed_offer_better_than_rules"]), fallback=False,
-                    model_version=self.scorer.version, p_stay=chosen.p_stay,
+                    model_version=scorer.version, p_stay=chosen.p_stay,
                     expected_incremental_value=chosen.incremental_value, scores=tuple(values.values()), **common)
             ruled = self._rules(request, eligible, codes + ["model_not_better_than_rules"], common)
             chosen = values[ruled.offer.id]
-            return replace(ruled, model_version=self.scorer.version, p_stay=chosen.p_stay,
+            return replace(ruled, model_version=scorer.version, p_stay=chosen.p_stay,
                            expected_incremental_value=chosen.incremental_value, scores=tuple(values.values()))
-        allowed = self.scorer.allowed if self.scorer.allowed is not None else values
+        allowed = scorer.allowed if scorer.allowed is not None else values
         best = max((v for v in values.values() if v.offer_id in allowed or v.offer_id == "none"),
                    key=lambda s: (s.incremental_value, s.offer_id == "none"))
         if best.offer_id == "none" or best.incremental_value <= 0:
@@ -323,7 +346,7 @@ class Policy:
             offer=self.catalog[best.offer_id],
             reason_codes=tuple(codes),
             fallback=False,
-            model_version=self.scorer.version,
+            model_version=scorer.version,
             p_stay=best.p_stay,
             expected_incremental_value=best.incremental_value,
             scores=tuple(values.values()),
@@ -385,10 +408,9 @@ class Policy:
         codes = codes + ["fallback_rules", "rule_no_offer" if choice == "none" else f"rule_{choice}"]
         return Decision(offer=self.catalog[choice], reason_codes=tuple(codes), fallback=True, **common)
 
-    def _score_within_budget(self, features: dict, reason: str, offers: list[Offer]) -> list[float]:
+    def _score_within_budget(self, scorer: ModelScorer, features: dict, reason: str, offers: list[Offer]) -> list[float]:
         """Score in a worker thread so a slow model cannot hold the request past the time budget."""
-        assert self.scorer is not None
-        future = self._pool().submit(self.scorer.p_stay, features, reason, offers)
+        future = self._pool().submit(scorer.p_stay, features, reason, offers)
         return future.result(timeout=self.config.time_budget_ms / 1000.0)
 
     def _pool(self) -> ThreadPoolExecutor:

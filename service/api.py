@@ -190,6 +190,7 @@ class Model(MethodView):
             "model_version": rt.model_version,
             "model_ref": rt.model_ref,  # what this service is configured to serve: "champion" by default
             "registry": _registry_view(rt),
+            "challenger": {"version": rt.challenger_version, "error": rt.challenger_error},
             "error": rt.model_error,
             "last_reload_refused": rt.reload_error,
             "policy_version": rt.policy.config.version,

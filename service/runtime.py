@@ -19,6 +19,7 @@ from retention.experiments import load_experiments
 from retention.loading import load_served
 from retention.offers import Catalog, load_catalog
 from retention.policy import ModelScorer, Policy, load_policy
+from retention.registry import RegistryError, read_registry
 from retention.serving import live_features
 from service import metrics
 from service.monitoring import Monitor, MonitoringSettings
@@ -39,6 +40,7 @@ class Runtime:
     models_dir: str = ""
     model_ref: str = "latest"
     reload_error: str | None = None  # the last refused reload; the model being served is unchanged
+    challenger_error: str | None = None  # why the registry's challenger is not scored in the shadow
     monitor: Monitor = field(default_factory=lambda: Monitor(MonitoringSettings.from_config({})))
     _store: Store | None = None
     _store_pid: int = -1
@@ -58,14 +60,20 @@ class Runtime:
             # Fail open: the service starts and decides by the rules; /readyz reports why.
             error, meta = str(exc), {}
             log.error("model_unavailable", extra={"fields": {"error": error}})
-        return cls(catalog=catalog, policy=Policy(catalog, policy_config, scorer, experiments),
+        shadow, shadow_error = _load_challenger(Path(config["MODELS_DIR"]), config["MODEL_VERSION"], catalog)
+        return cls(catalog=catalog, policy=Policy(catalog, policy_config, scorer, experiments, shadow),
                    database_url=config["DATABASE_URL"], model_error=error, model_meta=meta,
                    spool=Spool(config["SPOOL_PATH"]) if config.get("SPOOL_PATH") else None,
-                   models_dir=config["MODELS_DIR"], model_ref=config["MODEL_VERSION"], monitor=monitor)
+                   models_dir=config["MODELS_DIR"], model_ref=config["MODEL_VERSION"], monitor=monitor,
+                   challenger_error=shadow_error)
 
     @property
     def model_version(self) -> str | None:
         return self.policy.scorer.version if self.policy.scorer else None
+
+    @property
+    def challenger_version(self) -> str | None:
+        return self.policy.shadow.version if self.policy.shadow else None
 
     @property
     def store(self) -> Store:
@@ -90,6 +98,8 @@ class Runtime:
             log.error("model_reload_refused", extra={"fields": {"error": self.reload_error, "serving": previous}})
             return {"reloaded": False, "serving": previous, "error": self.reload_error}
         self.policy.scorer, self.model_meta, self.model_error, self.reload_error = scorer, meta, None, None
+        self.policy.shadow, self.challenger_error = _load_challenger(Path(self.models_dir), self.model_ref,
+                                                                     self.catalog)
         metrics.set_model(self.model_version, previous=previous or "none")
         log.info("model_reloaded", extra={"fields": {"from": previous, "to": self.model_version}})
         return {"reloaded": True, "serving": self.model_version, "previous": previous}
@@ -108,6 +118,23 @@ def _load_scorer(models_dir: Path, ref: str, catalog: Catalog) -> tuple[ModelSco
     if scorer.offers is not None:
         _warm_up(scorer, catalog)
     return scorer, meta
+
+
+def _load_challenger(models_dir: Path, ref: str, catalog: Catalog) -> tuple[ModelScorer | None, str | None]:
+    """The registry's challenger, scored in the shadow of a service that serves the champion; (None, why)
+    where there is none or it cannot be served (the champion serves regardless)."""
+    if ref != "champion":
+        return None, None
+    try:
+        if read_registry(models_dir).version_of("challenger") is None:
+            return None, None
+        scorer, _ = _load_scorer(models_dir, "challenger", catalog)
+    except (ArtifactError, RegistryError, KeyError, OSError, ValueError) as exc:
+        log.error("challenger_unavailable", extra={"fields": {"error": str(exc)}})
+        return None, str(exc)
+    if scorer.offers is None:
+        return None, f"challenger {scorer.version} has no offer-response model: nothing to score in the shadow"
+    return scorer, None
 
 
 def _synthetic_requests(scorer: ModelScorer):

@@ -178,6 +178,12 @@ _RECENT_DECISIONS = (
     .order_by(_D.c.created_at.desc(), _D.c.decision_id)
     .limit(bindparam("limit"))
 )
+_SHADOW_CHOICES = (
+    select(_D.c.model_version, _D.c.offer_id, _D.c.scores)
+    .where(_D.c.created_at >= bindparam("since"))
+    .order_by(_D.c.created_at.desc(), _D.c.decision_id)
+    .limit(bindparam("limit"))
+)
 _INSERT_DECISION = {
     name: dialect.insert(_D).on_conflict_do_nothing(index_elements=["request_id"]).returning(_D.c.decision_id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
@@ -441,6 +447,30 @@ class Store:
         with self.transaction() as conn:
             rows = conn.execute(_RECENT_DECISIONS, {"since": _aware("since", since), "limit": int(limit)}).all()
         return [dict(r._mapping) for r in rows]
+
+    def shadow_agreement(self, since: datetime, limit: int = 200_000) -> list[dict]:
+        """How often the challenger scored in the shadow (retention.policy, step 5) chose what the champion
+        chose, among the newest `limit` decisions since `since`: one dict per (champion, challenger) pair
+        with the decisions, the agreements and the challenger's offer mix where it disagreed."""
+        if limit < 1:
+            raise InvalidRecord(f"limit must be at least 1, got {limit}")
+        with self.transaction() as conn:
+            rows = conn.execute(_SHADOW_CHOICES, {"since": _aware("since", since), "limit": int(limit)}).all()
+        pairs: dict[tuple[str, str], dict] = {}
+        for model_version, _offer, scores in rows:
+            shadow = (scores or {}).get("shadow")
+            if not shadow:
+                continue
+            pair = pairs.setdefault((model_version, shadow["version"]), {
+                "champion": model_version, "challenger": shadow["version"], "decisions": 0, "agree": 0,
+                "errors": 0, "challenger_offers_where_different": {}})
+            pair["decisions"] += 1
+            pair["agree"] += bool(shadow.get("agrees"))
+            pair["errors"] += shadow.get("error") is not None
+            if not shadow.get("agrees"):
+                mix = pair["challenger_offers_where_different"]
+                mix[shadow["offer"]] = mix.get(shadow["offer"], 0) + 1
+        return sorted(pairs.values(), key=lambda p: -p["decisions"])
 
     # ------------------------------------------------------------------------------------------- privacy
 

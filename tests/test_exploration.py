@@ -142,3 +142,26 @@ def test_experiment_entrants_keep_their_arms_propensity_and_do_not_explore(tmp_p
             outside += 1
             assert d.exploration is not None
     assert entrants > 1000 and outside > 1000
+
+
+class Other(Scores):
+    """A challenger that prefers the credit."""
+
+    version = "challenger-table"
+
+    def __init__(self):
+        super().__init__()
+        self.p = {o.id: 0.30 for o in CATALOG.offers} | {"credit_1": 0.80}
+
+
+def test_a_challenger_decides_in_the_shadow_recorded_never_shown():
+    champion_only = decide_many(Policy(CATALOG, CONFIG, Scores()), 400)
+    with_shadow = decide_many(Policy(CATALOG, CONFIG, Scores(), shadow=Other()), 400)
+    # what the customer is offered does not change
+    assert [d.offer.id for d in with_shadow] == [d.offer.id for d in champion_only]
+    assert all(d.shadow is None for d in champion_only)
+    for d in with_shadow:
+        s = d.shadow
+        assert s.version == "challenger-table" and s.offer == "credit_1" and s.error is None
+        assert s.agrees is False  # the champion's own choice is discount_50_2m, explored or not
+        assert s.p_stay == pytest.approx(0.80)
