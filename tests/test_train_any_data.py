@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,3 +119,16 @@ def test_train_one_model_alone(sim_dir, tmp_path):
     assert meta["models"]["churn_risk"]["trained"] is True
     assert meta["models"]["offer_response"] == {"trained": False, "why": "not asked for (--only churn-risk)"}
     assert "offers: decided by the rules" in output
+
+
+def test_a_history_shorter_than_the_label_gap_says_why_instead_of_a_library_error(sim_dir, tmp_path):
+    # A few weeks of cancel flows (the service's first month of its own traffic): no flow's 30-day outcome
+    # was known before the held-out part began. This used to stop with scikit-learn's "Found array with 0
+    # sample(s)".
+    data = _copy_with(sim_dir, tmp_path / "data", "SELECT * FROM r WHERE requested_at >= TIMESTAMP '2026-08-01' "
+                                                  "AND requested_at < TIMESTAMP '2026-08-26'")
+    code, output = _train("--data", str(data), "--out", str(tmp_path / "models"), "--only", "offer-response")
+    assert code == 2, output
+    assert re.search(r"labelled cancel flows span 2[45] days \(2026-08-", output), output
+    assert "a history spanning more than 30 days" in output and "offers are decided by the rules" in output
+    assert "Found array" not in output

@@ -169,6 +169,25 @@ def time_split(as_of: pd.Series, eval_fraction: float, gap_days: int) -> tuple[n
     return train.to_numpy(), test.to_numpy(), cutoff.to_pydatetime()
 
 
+MIN_SPLIT_ROWS = 100  # rows on each side of a time split below which no model is fitted or judged
+
+
+def split_too_small(rows: pd.DataFrame, train: np.ndarray, test: np.ndarray, gap_days: int, what: str) -> str | None:
+    """Why a time split of `rows` cannot fit and judge a model (too few rows before the cutoff whose label was
+    known by then, or after it, or one class only before it), or None. `what`: the rows, e.g. "cancel flows"."""
+    n_train, n_test = int(train.sum()), int(test.sum())
+    labels = rows.loc[train, "label"].nunique() if n_train else 0
+    if n_train >= MIN_SPLIT_ROWS and n_test >= 1 and labels == 2:
+        return None
+    first, last = rows["as_of"].min(), rows["as_of"].max()
+    days = (last - first).total_seconds() / 86400
+    return (f"the {len(rows):,} labelled {what} span {days:.0f} days ({first:%Y-%m-%d} to {last:%Y-%m-%d}): a model "
+            f"is fitted on those whose {gap_days}-day outcome was known before the held-out last part, which leaves "
+            f"{n_train:,} to fit on ({'both outcomes' if labels == 2 else 'one outcome only'}) and {n_test:,} to judge "
+            f"it; it needs at least {MIN_SPLIT_ROWS} with both outcomes, so a history spanning more than "
+            f"{gap_days} days")
+
+
 def segment_rate_baseline(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
     """The NPS-segment baseline: the training save rate of each NPS segment (including 'none')."""
     rates = train.groupby("nps_segment")["label"].mean()
@@ -260,6 +279,9 @@ def train_offer_response(con, cfg: TrainConfig, spec: FeatureSpec, window_end: d
         keep = np.sort(np.random.default_rng(cfg.seed).choice(labelled, cfg.max_offer_flows, replace=False))
         rows = rows.iloc[keep].reset_index(drop=True)
     train_mask, test_mask, cutoff = time_split(rows["as_of"], cfg.eval_fraction, SAVE_HORIZON_DAYS)
+    too_small = split_too_small(rows, train_mask, test_mask, SAVE_HORIZON_DAYS, "cancel flows")
+    if too_small:
+        return Trained(None, too_small + ": offers are decided by the rules")
     columns = informative_columns(rows[train_mask], spec.names)
     flows = build_flows(con, rows, catalog, policy)
     train_flows, holdout = flows.subset(train_mask), flows.subset(test_mask)
@@ -355,6 +377,9 @@ def train_churn_risk(con, cfg: TrainConfig, spec: FeatureSpec, window_start: dat
         return Trained(None, f"no customer {'left' if rows['label'].iloc[0] == 0 else 'stayed'} in any of the "
                              f"{len(rows):,} observation windows: nothing to learn churn from")
     train_mask, test_mask, cutoff = time_split(rows["as_of"], cfg.eval_fraction, CHURN_HORIZON_DAYS)
+    too_small = split_too_small(rows, train_mask, test_mask, CHURN_HORIZON_DAYS, "observation windows")
+    if too_small:
+        return Trained(None, too_small)
     train, test = rows[train_mask], rows[test_mask]
     columns = informative_columns(train, spec.names)
     # Choose among boosting, the logistic baseline and their blend (the mean of the two probabilities, which
