@@ -175,6 +175,9 @@ FILE_SUFFIXES: tuple[str, ...] = (".parquet", ".csv")
 # window (no row may be later); `window_start` where the history begins. Written by `retention simulate` and
 # `retention export`; read by validation and training (training.dataset).
 MANIFEST = "dataset.json"
+# Beside the tables, not part of the contract (validation ignores folders starting with "_"): what the service
+# logged at each decision, as a store export writes it (store.logged), for off-policy evaluation.
+LOGGED_DECISIONS = "_logged/decisions.parquet"
 
 # Horizon after which a cancel request counts as saved when the customer is still subscribed.
 SAVE_HORIZON_DAYS = 30

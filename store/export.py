@@ -55,6 +55,7 @@ from retention.contract import (
     CUSTOMERS,
     DATE,
     INTEGER,
+    LOGGED_DECISIONS,
     MANIFEST,
     NPS_RESPONSES,
     NUMBER,
@@ -66,6 +67,7 @@ from retention.contract import (
     Table,
 )
 from retention.utc import naive_utc
+from store.logged import write_logged
 from store.models import NO_OFFER, CustomerFeatures, Decision, Event, Outcome
 from store.repository import Store
 
@@ -161,6 +163,7 @@ def _export(store: Store, out: Path, since: datetime | None, end: datetime, fmt:
             batches = _event_rows(conn, event_type, table, fields, since, end, known, skipped[table.name])
             rows[table.name] = _write(out, fmt, table, batches)
         window_start = since or _first_time(conn, end) or end
+        logged = write_logged(conn, out, since, end)  # beside the tables, for `retention ope`
     manifest = {
         "source": "store",
         "exported_at": end.isoformat(),
@@ -171,6 +174,7 @@ def _export(store: Store, out: Path, since: datetime | None, end: datetime, fmt:
         "skipped": {table: dict(reasons) for table, reasons in skipped.items() if reasons},
         "customer_attributes": attributes,
         "customer_sources": sources,
+        "logged_decisions": {"file": LOGGED_DECISIONS, "rows": logged},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -25,6 +25,7 @@ and it says so.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -34,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from retention.artifacts import load_artifact, resolve_version
-from retention.contract import is_missing
+from retention.contract import LOGGED_DECISIONS, is_missing
 from retention.decision import CancelRequest, Decision, Snapshot
 from retention.features import FEATURE_VERSION, FeatureSpec, discover_spec
 from retention.offers import Catalog
@@ -96,10 +97,13 @@ class Log:
     past: dict  # training.flows.histories
     con: object  # the data set's DuckDB connection
     catalog: Catalog
+    logged: pd.DataFrame | None = None  # store.logged: per request, the features the service scored
     _rows: dict = None
 
     def rows_for(self, spec: FeatureSpec) -> pd.DataFrame:
-        """The same requests, in the same order, with the features `spec` defines (a model's own)."""
+        """The same requests, in the same order, with the features `spec` defines (a model's own): as the
+        service logged them where the log has them (an export of the store), else recomputed as of each
+        request from the data set's history."""
         key = repr(spec.to_dict())
         if self._rows is None:
             self._rows = {}
@@ -107,8 +111,12 @@ class Log:
             rows = response_rows(self.con, self.catalog, spec, resolve_window_end(self.data_dir, None))
             if not rows["request_id"].equals(self.rows["request_id"]):
                 raise ValueError(f"{self.data_dir}: the requests differ between two feature definitions")
-            self._rows[key] = rows
+            self._rows[key] = _with_logged_features(rows, spec, self.logged)
         return self._rows[key]
+
+    @property
+    def features_logged(self) -> bool:
+        return self.logged is not None
 
 
 def read_log(data_dir: Path, catalog: Catalog, config: PolicyConfig, spec: FeatureSpec | None = None) -> Log:
@@ -125,7 +133,32 @@ def read_log(data_dir: Path, catalog: Catalog, config: PolicyConfig, spec: Featu
                          "off-policy estimates need the probability with which each logged offer was chosen "
                          "(the service logs it; export the store with `retention export`)")
     flows = build_flows(con, rows, catalog, config)
-    return Log(Path(data_dir), rows, flows, histories(con, catalog), con, catalog)
+    return Log(Path(data_dir), rows, flows, histories(con, catalog), con, catalog, _logged(data_dir, rows))
+
+
+def _logged(data_dir: Path, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """The logged features of every request of `rows` (store.logged), or None where the data set has none for
+    some (a simulated history, an export from before the service logged them)."""
+    path = Path(data_dir) / LOGGED_DECISIONS
+    if not path.is_file():
+        return None
+    logged = pd.read_parquet(path, columns=["request_id", "features"]).drop_duplicates("request_id")
+    logged = logged.set_index("request_id").reindex(rows["request_id"])
+    if logged["features"].isna().any():
+        return None
+    return pd.DataFrame([json.loads(f) for f in logged["features"]], index=rows.index)
+
+
+def _with_logged_features(rows: pd.DataFrame, spec: FeatureSpec, logged: pd.DataFrame | None) -> pd.DataFrame:
+    if logged is None:
+        return rows
+    rows = rows.copy()
+    for name in spec.names:
+        if name in logged:
+            values = logged[name]
+            rows[name] = (pd.to_numeric(values, errors="coerce").astype(float) if name in spec.numeric
+                          else values.astype(object).where(values.notna(), None))
+    return rows
 
 
 def replayed_requests(rows: pd.DataFrame, spec: FeatureSpec, past: dict) -> Iterator[tuple]:
@@ -251,6 +284,8 @@ def estimate(candidates: list[Candidate], log: Log, catalog: Catalog, config: Po
             f"net revenue per cancel request over {config.horizon_months} months, against the logged outcomes "
             "(still subscribed 30 days after the request)"),
         "reward_model": reward.version if reward is not None and q.any() else None,
+        "features": ("as the service logged them (_logged/decisions.parquet)" if log.features_logged
+                     else "recomputed as of each request from the data set's history"),
         "logged": {"mean_reward": float(f.rewards.mean()),
                    "offer_mix": {o: int(n) for o, n in zip(f.offers, logged_counts, strict=True) if n},
                    "propensity": {"min": float(f.propensity.min()), "median": float(np.median(f.propensity))}},
