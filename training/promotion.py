@@ -7,7 +7,9 @@ A version may become the champion only if:
    choices no better than the rules would serve the rules;
 3. where a champion is serving, it is estimated on logged decisions (`--data`, off-policy, doubly robust,
    paired on the same requests, each decided as the service would with the policy file's exploration) to
-   beat the champion by more than the stated margin per request.
+   beat the champion by more than the stated margin per request, on an effective sample of at least
+   training.offpolicy.THIN_ESS requests (a candidate that chooses what the log rarely chose cannot be told
+   from the champion: the estimate is noise).
 Checks 2 and 3 can be overridden with --force and a reason, which the registry records. A challenger (scored
 beside the champion, never shown) needs check 1 only.
 """
@@ -67,7 +69,7 @@ def promotion_checks(models_root: Path, ref: str, alias: str, registry: Registry
         checks.refusals.append(f"{champion} is the champion: give --data with logged decisions (a `retention export` "
                                "of the store) to compare the two off-policy")
         return checks
-    from training.offpolicy import estimate, parse_candidate, read_log
+    from training.offpolicy import THIN_ESS, estimate, parse_candidate, read_log
 
     log = read_log(data_dir, catalog, config)
     result = estimate([parse_candidate(champion, catalog), parse_candidate(version, catalog)], log, catalog, config,
@@ -77,6 +79,11 @@ def promotion_checks(models_root: Path, ref: str, alias: str, registry: Registry
                              "candidate_minus_champion": diff,
                              "candidate": result["candidates"][1]["dr"], "champion": result["candidates"][0]["dr"],
                              "warnings": result["warnings"]}
+    ess = result["candidates"][1]["ess"]
+    if ess < THIN_ESS:
+        checks.refusals.append(
+            f"the log supports it on an effective {ess:.0f} of {result['requests']:,} requests (it would choose what "
+            f"the log rarely chose): fewer than {THIN_ESS} is no evidence either way; log more exploring traffic")
     if not diff["value"] > margin:
         checks.refusals.append(
             f"on {result['requests']:,} logged requests it is estimated at {diff['value']:+.2f} per request against "
