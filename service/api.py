@@ -113,7 +113,7 @@ def _store_call(fn, *args, **kwargs):
 def create_decision(request: usecases.DecisionRequest):
     """Choose the retention offer for a cancel request (idempotent on request_id)."""
     try:
-        record, created = usecases.decide(_runtime(), request, g.json_body, g.client)
+        record, created = usecases.decide(_runtime(), request, g.json_body, g.client, now=_now())
     except IdempotencyConflict as exc:
         abort(409, message=str(exc))
     g.decision_id = record["decision_id"]
@@ -134,7 +134,7 @@ def record_outcome(data, decision_id):
     """Record what the customer did with the offer: accepted, declined or cancelled (idempotent)."""
     try:
         return _store_call(usecases.record_outcome, _runtime(), decision_id, data["outcome"],
-                           data.get("occurred_at") or datetime.now(UTC))
+                           data.get("occurred_at") or _now())
     except NotFound:
         abort(404, message=f"no decision {decision_id!r}")
     except Conflict as exc:
@@ -205,6 +205,14 @@ class Model(MethodView):
             if offer.get("trained") else None,
             "metrics": {k: v.get("model") for k, v in meta.get("metrics", {}).items()},
         }
+
+
+def _now() -> datetime:
+    """The time of a decision. `CLOCK` (a function returning an aware datetime) is an app setting for tests
+    that replay weeks of traffic in seconds (tests/service/test_data_team_loop.py); no environment variable
+    sets it, so a deployed service always decides at the wall-clock time."""
+    clock = current_app.config.get("CLOCK")
+    return clock() if clock else datetime.now(UTC)
 
 
 def _registry_view(rt) -> dict:

@@ -81,26 +81,32 @@ class Customer:
     billing_period: str
     billing_channel: str
     p_true: dict[str, float]  # offer id -> true P(still subscribed at day 30), ineligible offers as "none"
+    currency: str | None = None  # what a billing frontend knows of the customer and sends along
+    country: str | None = None
 
 
-def customers(data_dir: Path, catalog: Catalog, limit: int, seed: int) -> list[Customer]:
-    """Each simulated customer's first cancel request with the truth of every offer, `limit` at random."""
+def customers(data_dir: Path, catalog: Catalog, limit: int, seed: int, among=None) -> list[Customer]:
+    """Each simulated customer's first cancel request with the truth of every offer, `limit` at random
+    (`among`: only these customer ids, e.g. those subscribed when the traffic starts)."""
     data_dir = Path(data_dir)
     flows = pd.read_parquet(data_dir / "cancel_requests.parquet", columns=["request_id", "customer_id",
                                                                            "requested_at", "reason"])
     first = flows.sort_values("requested_at").drop_duplicates("customer_id")
     people = pd.read_parquet(data_dir / "customers.parquet", columns=["customer_id", "plan_id", "billing_period",
-                                                                      "price", "billing_channel"])
+                                                                      "price", "billing_channel", "currency",
+                                                                      "country"])
     truth = pd.read_parquet(data_dir / TRUTH_FILE)
     rows = first.merge(people, on="customer_id").merge(truth.drop(columns=["reason", "price", "billing_period"]),
                                                        on="request_id")
+    if among is not None:
+        rows = rows[rows["customer_id"].isin(set(among))]
     if limit < len(rows):
         rows = rows.sample(n=limit, random_state=seed)
     out = []
     for r in rows.to_dict("records"):
         p = {o: float(r[f"p_{o}"]) if r[f"eligible_{o}"] else float(r["p_none"]) for o in catalog.ids}
         out.append(Customer(r["request_id"], r["customer_id"], r["reason"], r["plan_id"], float(r["price"]),
-                            r["billing_period"], r["billing_channel"], p))
+                            r["billing_period"], r["billing_channel"], p, r["currency"], r["country"]))
     return out
 
 
@@ -129,27 +135,32 @@ def expected(offer: Offer, c: Customer) -> dict[str, float]:
             "net_revenue_90": p * (b[0] + b[1] + STILL_THERE_AT_90 * b[2]) - accept * offer.cost}
 
 
-def run(client: Client, data_dir: Path, catalog: Catalog, limit: int = 4000, seed: int = 0, tag: str = "xp") -> dict:
+def run(client: Client, data_dir: Path, catalog: Catalog, limit: int = 4000, seed: int = 0, tag: str = "xp",
+        follow_all: bool = False, among=None) -> dict:
     """Decide for `limit` simulated customers through the API, post what followed; returns the truth per arm
-    and the last decision time. `catalog` must be the one the service runs with."""
+    and the last decision time. `catalog` must be the one the service runs with. `follow_all`: post what
+    followed every decision, not only the experiment's entrants' (the data team's loop: the service's own
+    traffic, exploration included, becomes the next training set)."""
     rng = np.random.default_rng(seed)
     truth: dict[tuple[str, str], list[dict]] = defaultdict(list)
     events, last, entered = [], None, 0
-    for c in customers(data_dir, catalog, limit, seed):
+    for c in customers(data_dir, catalog, limit, seed, among):
         status, d = client.post("/v1/decisions", {
             "request_id": f"{tag}-{c.request_id}", "customer_id": c.customer_id, "reason": c.reason,
             "plan_id": c.plan_id, "price": c.price, "billing_period": c.billing_period,
-            "billing_channel": c.billing_channel})
+            "billing_channel": c.billing_channel,
+            **{k: v for k, v in (("currency", c.currency), ("country", c.country)) if v}})
         if status not in (200, 201):
             raise RuntimeError(f"decision for {c.customer_id} failed: {status} {d}")
         arm = d.get("experiment")
-        if not arm:
+        if not arm and not follow_all:
             continue
-        entered += 1
         offer = catalog[d["offer"]["id"]]
         at = datetime.fromisoformat(d["created_at"])
         last = max(last or at, at)
-        truth[(arm["name"], arm["variant"])].append(expected(offer, c))
+        if arm:
+            entered += 1
+            truth[(arm["name"], arm["variant"])].append(expected(offer, c))
         events += _follow(client, rng, c, offer, d["decision_id"], at)
     for i in range(0, len(events), 2000):
         status, body = client.post("/v1/events", {"events": events[i:i + 2000]})
