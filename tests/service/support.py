@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -143,6 +144,18 @@ def _wait_until_up(base: str, proc: subprocess.Popen, log) -> None:
             log.seek(0)
             pytest.fail(f"gunicorn did not start:\n{log.read()}")
         time.sleep(0.2)
+
+
+def newer_copy(models_root: Path, good: Path, name: str, minutes: int) -> Path:
+    """A copy of the good version with its own id, created later ("latest" picks it): metadata.json holds
+    the other files' checksums, not its own, so the copy verifies."""
+    new = models_root / name
+    shutil.copytree(good, new)
+    meta = json.loads((new / "metadata.json").read_text())
+    meta["created_at"] = (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat()
+    meta["version"] = name
+    (new / "metadata.json").write_text(json.dumps(meta))
+    return new
 
 
 THREE_ARMS = """[

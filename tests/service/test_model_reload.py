@@ -11,27 +11,15 @@ import re
 import shutil
 import signal
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from support import decision_body, headers, seed_clients, serve
+from support import decision_body, headers, newer_copy, seed_clients, serve
 
 # Not serial: a reload is waited for (up to 60 s), never timed.
 pytestmark = pytest.mark.slow
-
-
-def _newer_copy(models_root: Path, good: Path, name: str, minutes: int) -> Path:
-    """A copy of the good version that "latest" will pick: its own id, created later."""
-    new = models_root / name
-    shutil.copytree(good, new)
-    meta = json.loads((new / "metadata.json").read_text())
-    meta["created_at"] = (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat()
-    meta["version"] = name
-    (new / "metadata.json").write_text(json.dumps(meta))
-    return new
 
 
 def _corrupt(version: Path) -> None:
@@ -90,7 +78,7 @@ def test_a_bad_model_is_refused_on_reload_and_a_good_one_is_served(backend, migr
                                               (_truncate, "model.joblib: size"),
                                               (_tamper, "offer_response.npz: s"),  # size or sha256, as it happens
                                               (_wrong_feature_version, "feature version")]):
-            bad = _newer_copy(models_root, good, f"bad-{n}", minutes=10 + n)
+            bad = newer_copy(models_root, good, f"bad-{n}", minutes=10 + n)
             break_it(bad)
             _hup_and_wait(srv)
             model = requests.get(f"{srv.base}/v1/model", headers=admin, timeout=10).json()
@@ -103,7 +91,7 @@ def test_a_bad_model_is_refused_on_reload_and_a_good_one_is_served(backend, migr
             assert d["model_version"] == served and d["fallback"] is False
             shutil.rmtree(bad)
 
-        _newer_copy(models_root, good, "good-2", minutes=30)
+        newer_copy(models_root, good, "good-2", minutes=30)
         _hup_and_wait(srv)
         model = requests.get(f"{srv.base}/v1/model", headers=admin, timeout=10).json()
         assert model["model_version"] == "good-2" and model["last_reload_refused"] is None

@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 
 from click.testing import CliRunner
-from support import decision_body, headers, make_app, seed_clients
 from sqlalchemy import select
+from support import decision_body, headers, make_app, seed_clients
 
 from cli import main
 from retention.registry import move_alias
