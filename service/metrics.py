@@ -32,6 +32,13 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
 )
 DECISIONS = Counter("retention_decisions_total", "Decisions answered", ["offer_id", "fallback"])
+EXPLORED = Counter("retention_explored_decisions_total", "Decisions whose offer the exploration draw chose")
+EXPLORATION_COST = Counter("retention_exploration_expected_cost_total",
+                           "Expected incremental value given up by exploring, by the model's own estimates "
+                           "(share x (the policy's choice - the mean eligible offer)), summed over decisions; a "
+                           "decision where exploring was expected to gain adds 0")
+SHADOW = Counter("retention_shadow_decisions_total", "Decisions the challenger also made in the shadow",
+                 ["agrees"])
 FAIL_OPEN = Counter("retention_fail_open_total", "Decisions answered despite a failure", ["cause"])
 SPOOLED = Counter("retention_spooled_total", "Writes kept in the local spool during a store outage", ["kind"])
 MODEL_LOADED = Gauge("retention_model_loaded", "1 for the model version this process serves", ["version"],

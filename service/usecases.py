@@ -97,7 +97,19 @@ def decide(runtime: Runtime, request: DecisionRequest, body: dict, client: str,
         record = _spool_decision(runtime, record)
     if created:
         metrics.DECISIONS.labels(record["offer_id"], str(record["fallback"]).lower()).inc()
+        _count_exploration(decision)
     return {**record, "recorded": store_ok}, created
+
+
+def _count_exploration(d: Decision) -> None:
+    """What exploring costs and what the shadow says, on /metrics (the per-decision figures are stored)."""
+    if d.exploration is not None:
+        if d.exploration.explored:
+            metrics.EXPLORED.inc()
+        if d.exploration.expected_cost is not None:
+            metrics.EXPLORATION_COST.inc(max(d.exploration.expected_cost, 0.0))
+    if d.shadow is not None:
+        metrics.SHADOW.labels(str(d.shadow.agrees).lower()).inc()
 
 
 def _spooled_decision(runtime: Runtime, request_id: str) -> dict | None:

@@ -16,6 +16,7 @@ def test_stored_decisions_carry_exact_propensities_and_the_exploration_record(mi
     app = make_app(migrated_url, models_root, POLICY_PATH=str(ROOT / "config" / "policy.toml"))
     try:
         client = app.test_client()
+        before = _explored_total(client)
         answers = {}
         for i in range(600):
             r = client.post("/v1/decisions", headers=headers(),
@@ -23,6 +24,7 @@ def test_stored_decisions_carry_exact_propensities_and_the_exploration_record(mi
                                                reason=("too_expensive", "temporary", "content")[i % 3]))
             assert r.status_code == 201, r.get_json()
             answers[f"x-{i}"] = r.get_json()
+        counted = _explored_total(client) - before
         store = app.extensions["retention"].store
         with store.engine.connect() as conn:
             rows = conn.execute(select(Decision.request_id, Decision.offer_id, Decision.propensity,
@@ -39,3 +41,10 @@ def test_stored_decisions_carry_exact_propensities_and_the_exploration_record(mi
         assert answers[request_id]["offer"]["id"] == offer_id
         explored += e["explored"]
     assert 8 <= explored <= 60  # Binomial(600, 0.05): 30 expected
+    assert counted == explored  # /metrics: retention_explored_decisions_total
+
+
+def _explored_total(client) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    line = next((x for x in text.splitlines() if x.startswith("retention_explored_decisions_total ")), None)
+    return float(line.split()[1]) if line else 0.0
