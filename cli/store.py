@@ -254,13 +254,14 @@ def customer_export(customer_id: str, url: str | None, out: Path | None) -> None
 @database_url
 @click.option("--yes", is_flag=True, help="Confirm: the rows are deleted for good.")
 def customer_delete(customer_id: str, url: str | None, yes: bool) -> None:
-    """Erase CUSTOMER_ID's decisions, outcomes, events and features."""
+    """Erase CUSTOMER_ID's decisions, outcomes, events, features and customer row."""
     if not yes:
         raise click.UsageError("deleting a customer's data cannot be undone: add --yes")
     with open_store(url) as store:
         counts = store.delete_customer(customer_id)
     click.echo(f"deleted {customer_id}: {counts['decisions']} decision(s), {counts['outcomes']} outcome(s), "
-               f"{counts['events']} event(s), {counts['features']} feature row(s)")
+               f"{counts['events']} event(s), {counts['features']} feature row(s), "
+               f"{counts['customer']} customer row(s)")
 
 
 commands = [db, keys, export, load_features, customer]
