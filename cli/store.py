@@ -197,7 +197,8 @@ def _incomplete_hint(skipped: dict[str, dict[str, int]]) -> str:
 @database_url
 def load_features(data_dir: Path | None, from_store: bool, as_of: datetime | None, ref: str, models_root: Path,
                   batch_size: int, if_stale: bool, catalog_path: Path, url: str | None) -> None:
-    """Replace the feature snapshot the service reads with features of every customer subscribed at T."""
+    """Replace the feature snapshot the service reads with features of every customer subscribed at T (and,
+    from a data directory, the customer rows of all its customers, subscribed or not)."""
     from tqdm import tqdm
 
     from store.export import export_dataset
@@ -221,8 +222,9 @@ def load_features(data_dir: Path | None, from_store: bool, as_of: datetime | Non
         click.echo(f"feature snapshot of {result.rows:,} customers as of {result.as_of.isoformat()} "
                    f"(model {result.model_version}) is already loaded")
         return
+    kept = "" if result.customers is None else f"; the data set's rows of all {result.customers:,} customers"
     click.echo(f"stored features of {result.rows:,} customers as of {result.as_of.isoformat()} "
-               f"(model {result.model_version}, features {result.feature_version})")
+               f"(model {result.model_version}, features {result.feature_version}){kept}")
 
 
 # ------------------------------------------------------------------------------------------ customer
