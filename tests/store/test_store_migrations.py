@@ -160,7 +160,7 @@ def test_0003_keeps_earlier_snapshots_and_marks_them_as_loaded_without_customers
                          {"t": datetime(2026, 11, 1, tzinfo=UTC)})
     finally:
         engine.dispose()
-    assert upgrade(db_url) == "0003"
+    assert upgrade(db_url, "0003") == "0003"
     with Store.from_url(db_url) as s:
         latest = s.latest_snapshot()
         assert (latest["rows"], latest["source"], latest["customers"]) == (3, "var/data/demo", None)
