@@ -143,8 +143,9 @@ class _Currency(click.ParamType):
 @click.option("--out", "out", type=PATH, required=True, help="New output data directory.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--currency", type=_Currency(), default=None,
-              help="Currency of the customers whose currency no `customer` event or decision request gives "
-                   "(the feature snapshot has none); only for a business that bills in one currency.")
+              help="Currency of the customers whose currency no `customer` event, decision request or loaded "
+                   "data set gives (the feature snapshot has none); only for a business that bills in one "
+                   "currency.")
 @click.option("--allow-partial", is_flag=True,
               help="Write what can be exported when some rows cannot (exit 0; dataset.json and stderr count "
                    "what was left out). Without it such an export writes nothing and exits 2.")
@@ -172,7 +173,8 @@ def _incomplete_hint(skipped: dict[str, dict[str, int]]) -> str:
     hints = []
     if any(r.endswith(" missing") for r in reasons):
         hints.append("a customer's missing values come from a `customer` event (POST /v1/events), the decision "
-                     "request, the loaded feature snapshot or the decision's features; none of them had these")
+                     "request, the data set `load-features --data` loaded, its feature snapshot or the "
+                     "decision's features; none of them had these")
     if "currency missing" in reasons:
         hints.append("--currency CODE states the currency of customers billed in one currency")
     hints.append("--allow-partial writes the rest and records what was left out in dataset.json")
