@@ -14,7 +14,7 @@ Mapping:
   (plan_id, price, billing_period, billing_channel, country, currency, signup_at); (3) the loaded data set's
   customer row (store.models.Customer: every column and attribute, written by `load-features --data` for
   every customer of the data set, also those who had cancelled before the snapshot, whom the service scores
-  as unknown); (4) the loaded feature snapshot (customer_features: plan_id, price, billing period and
+  as unknown; as of the data set, so a later event or request wins); (4) the loaded feature snapshot (customer_features: plan_id, price, billing period and
   channel, country, `attr_<name>` attributes; subscribed customers only); (5) the features the customer's
   latest decision was made with (Decision.features, the same names), which still know a customer a later
   snapshot left out; (6) `currency`, stated by the caller.

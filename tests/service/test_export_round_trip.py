@@ -18,7 +18,7 @@ from support import decision_body, post
 from cli import main
 from training.validation import validate_dataset
 
-# What a billing frontend sends, as in the README's curl example: no currency, no signup time.
+# The least a billing frontend sends (the README's curl example without its currency): no sign-up time.
 REQUEST_FIELDS = ("plan_id", "price", "billing_period", "billing_channel")
 CONTRACT = ("signup_at", "plan_id", "billing_period", "price", "currency", "billing_channel", "country")
 

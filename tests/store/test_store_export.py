@@ -231,7 +231,7 @@ def test_a_customer_who_cancelled_before_the_snapshot_is_exported_from_the_loade
              "country": "CA", "age_band": None, "household_size": 1, "acquisition": "organic"}]
     store.replace_feature_snapshot([("s1", SNAPSHOT["s1"])], AS_OF, "f1-test", "m-test", source="var/data/demo",
                                    customers=rows)
-    # As the README's curl: no currency, no signup time; the service scored "gone" as an unknown customer.
+    # Requests without currency or signup time; the service scored "gone" as an unknown customer.
     store.record_decision(_decision("d1", "s1", BASE, "none", _service_request("s1")))
     store.record_decision(_decision("d2", "gone", BASE, "pause_1m",
                                     _service_request("gone", plan_id="lite_monthly", price=5.95,
@@ -306,7 +306,7 @@ def test_export_of_a_customer_known_nowhere_exits_2_and_writes_nothing(snapshot_
 
 def test_a_currency_no_source_gives_must_be_stated(store, migrated_url, tmp_path):
     store.replace_feature_snapshot(SNAPSHOT.items(), AS_OF, "f1-test", "m-test", source="var/data/demo")
-    store.record_decision(_decision("c1", "s1", BASE, "none", _service_request("s1")))  # as the README's curl
+    store.record_decision(_decision("c1", "s1", BASE, "none", _service_request("s1")))  # no currency in the request
     (tmp_path / "out").mkdir()  # an empty directory is a fine target
     result = _run("export", "--out", tmp_path / "out", "--database-url", migrated_url)
     assert result.exit_code == 2 and "customers: 1 currency missing" in result.output
