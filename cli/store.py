@@ -143,8 +143,9 @@ class _Currency(click.ParamType):
 @click.option("--out", "out", type=PATH, required=True, help="New output data directory.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--currency", type=_Currency(), default=None,
-              help="Currency of the customers whose currency no `customer` event or decision request gives "
-                   "(the feature snapshot has none); only for a business that bills in one currency.")
+              help="Currency of the customers whose currency no `customer` event, decision request or loaded "
+                   "data set gives (the feature snapshot has none); only for a business that bills in one "
+                   "currency.")
 @click.option("--allow-partial", is_flag=True,
               help="Write what can be exported when some rows cannot (exit 0; dataset.json and stderr count "
                    "what was left out). Without it such an export writes nothing and exits 2.")
@@ -172,7 +173,8 @@ def _incomplete_hint(skipped: dict[str, dict[str, int]]) -> str:
     hints = []
     if any(r.endswith(" missing") for r in reasons):
         hints.append("a customer's missing values come from a `customer` event (POST /v1/events), the decision "
-                     "request, the loaded feature snapshot or the decision's features; none of them had these")
+                     "request, the data set `load-features --data` loaded, its feature snapshot or the "
+                     "decision's features; none of them had these")
     if "currency missing" in reasons:
         hints.append("--currency CODE states the currency of customers billed in one currency")
     hints.append("--allow-partial writes the rest and records what was left out in dataset.json")
@@ -197,7 +199,8 @@ def _incomplete_hint(skipped: dict[str, dict[str, int]]) -> str:
 @database_url
 def load_features(data_dir: Path | None, from_store: bool, as_of: datetime | None, ref: str, models_root: Path,
                   batch_size: int, if_stale: bool, catalog_path: Path, url: str | None) -> None:
-    """Replace the feature snapshot the service reads with features of every customer subscribed at T."""
+    """Replace the feature snapshot the service reads with features of every customer subscribed at T (and,
+    from a data directory, the customer rows of all its customers, subscribed or not)."""
     from tqdm import tqdm
 
     from store.export import export_dataset
@@ -221,8 +224,9 @@ def load_features(data_dir: Path | None, from_store: bool, as_of: datetime | Non
         click.echo(f"feature snapshot of {result.rows:,} customers as of {result.as_of.isoformat()} "
                    f"(model {result.model_version}) is already loaded")
         return
+    kept = "" if result.customers is None else f"; the data set's rows of all {result.customers:,} customers"
     click.echo(f"stored features of {result.rows:,} customers as of {result.as_of.isoformat()} "
-               f"(model {result.model_version}, features {result.feature_version})")
+               f"(model {result.model_version}, features {result.feature_version}){kept}")
 
 
 # ------------------------------------------------------------------------------------------ customer
@@ -254,13 +258,14 @@ def customer_export(customer_id: str, url: str | None, out: Path | None) -> None
 @database_url
 @click.option("--yes", is_flag=True, help="Confirm: the rows are deleted for good.")
 def customer_delete(customer_id: str, url: str | None, yes: bool) -> None:
-    """Erase CUSTOMER_ID's decisions, outcomes, events and features."""
+    """Erase CUSTOMER_ID's decisions, outcomes, events, features and customer row."""
     if not yes:
         raise click.UsageError("deleting a customer's data cannot be undone: add --yes")
     with open_store(url) as store:
         counts = store.delete_customer(customer_id)
     click.echo(f"deleted {customer_id}: {counts['decisions']} decision(s), {counts['outcomes']} outcome(s), "
-               f"{counts['events']} event(s), {counts['features']} feature row(s)")
+               f"{counts['events']} event(s), {counts['features']} feature row(s), "
+               f"{counts['customer']} customer row(s)")
 
 
 commands = [db, keys, export, load_features, customer]

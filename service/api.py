@@ -266,14 +266,15 @@ class CustomerData(MethodView):
     @blp.doc(security=SECURED)
     @blp.response(200)
     def get(self, customer_id):
-        """Everything stored about a customer: decisions with outcomes and free text, events, features (admin;
-        for a data-subject access request)."""
+        """Everything stored about a customer: decisions with outcomes and free text, events, features, the
+        loaded data set's customer row (admin; for a data-subject access request)."""
         return jsonable(_store_call(_runtime().store.customer_data, customer_id))
 
     @requires("admin")
     @blp.doc(security=SECURED)
     @blp.response(200)
     def delete(self, customer_id):
-        """Erase a customer: decisions, outcomes, events and features, in one transaction; counts what went
-        (admin; for a data-subject erasure request). Idempotent: a second call deletes nothing."""
+        """Erase a customer: decisions, outcomes, events, features and customer row, in one transaction;
+        counts what went (admin; for a data-subject erasure request). Idempotent: a second call deletes
+        nothing."""
         return _store_call(_runtime().store.delete_customer, customer_id)

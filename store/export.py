@@ -11,16 +11,20 @@ Mapping:
 - `nps` / `usage` / `payment` events -> nps_responses / usage / payments.
 - customers: every customer a decision or an event refers to. Each contract column and attribute comes from
   the first of these that has it: (1) the latest `customer` event; (2) the latest decision request giving it
-  (plan_id, price, billing_period, billing_channel, country, currency, signup_at); (3) the loaded feature
-  snapshot (customer_features: plan_id, price, billing period and channel, country, `attr_<name>` attributes);
-  (4) the features the customer's latest decision was made with (Decision.features, the same names), which
-  still know a customer a later snapshot left out (one who cancelled, say).
-- signup_at, where no event or request states it, is derived from a `tenure_days` feature, which
-  retention.features defines as (as of - signup_at) in days counted from whole seconds: signup_at =
-  snapshot as_of - tenure_days (3), or decision time - tenure_days (4: the snapshot's value aged to the
+  (plan_id, price, billing_period, billing_channel, country, currency, signup_at); (3) the loaded data set's
+  customer row (store.models.Customer: every column and attribute, written by `load-features --data` for
+  every customer of the data set, also those who had cancelled before the snapshot, whom the service scores
+  as unknown; as of the data set, so a later event or request wins); (4) the loaded feature snapshot (customer_features: plan_id, price, billing period and
+  channel, country, `attr_<name>` attributes; subscribed customers only); (5) the features the customer's
+  latest decision was made with (Decision.features, the same names), which still know a customer a later
+  snapshot left out; (6) `currency`, stated by the caller.
+- signup_at, where no event, request or data set row states it, is derived from a `tenure_days` feature,
+  which retention.features defines as (as of - signup_at) in days counted from whole seconds: signup_at =
+  snapshot as_of - tenure_days (4), or decision time - tenure_days (5: the snapshot's value aged to the
   decision, or the request's signup_at), with tenure_days rounded to whole seconds.
-- currency is in no snapshot or features: it comes from an event or a request, else from `currency`, which
-  the caller states for the customers of a business that bills in one currency.
+- currency is in no snapshot or features: it comes from an event, a request or the data set's row, else from
+  `currency`, which the caller states for the customers of a business that bills in one currency (a store
+  whose snapshot came only from its own history, say).
 
 Nothing is invented: a row lacking a required value (or holding one the contract does not allow) is counted
 in "skipped", by table and reason, and so are rows of customers that could not be exported (the contract
@@ -68,7 +72,7 @@ from retention.contract import (
 )
 from retention.utc import naive_utc
 from store.logged import write_logged
-from store.models import NO_OFFER, CustomerFeatures, Decision, Event, Outcome
+from store.models import NO_OFFER, Customer, CustomerFeatures, Decision, Event, Outcome
 from store.repository import Store
 
 _ARROW_TYPES = {STRING: pa.string(), INTEGER: pa.int64(), NUMBER: pa.float64(), TIMESTAMP: pa.timestamp("us"),
@@ -88,8 +92,9 @@ _FEATURE_COLUMNS = ("plan_id", "price", "billing_period", "billing_channel", "co
 _ATTRIBUTE_FEATURE = "attr_"  # a customer attribute X is the feature attr_X
 _CURRENCY = re.compile(r"[A-Z]{3}")
 # Where a customer's values come from, in order of precedence (the keys of the manifest's customer_sources).
-_EVENT, _REQUEST, _SNAPSHOT, _FEATURES, _STATED = (
-    "customer event", "decision request", "feature snapshot", "decision features", "stated by the caller")
+_EVENT, _REQUEST, _DATA_SET, _SNAPSHOT, _FEATURES, _STATED = (
+    "customer event", "decision request", "loaded data set", "feature snapshot", "decision features",
+    "stated by the caller")
 
 
 class _Invalid(ValueError):
@@ -116,7 +121,7 @@ def export_dataset(store: Store, out_dir: str | Path, since: datetime | None = N
 
     Raises IncompleteExport (and writes nothing) when some rows cannot be exported, unless `allow_partial`;
     the manifest's "skipped" counts them by table and reason. `currency` (ISO 4217) is the currency of
-    customers whose currency no `customer` event or decision request gives.
+    customers whose currency no `customer` event, decision request or loaded data set row gives.
 
     `customer_attributes` (name -> "number" or "string") are extra customer columns that must exist even if
     no source carries them (a model trained with them needs the column; missing values are null).
@@ -211,6 +216,10 @@ def _customers(conn: Connection, end: datetime, required_attributes: dict[str, s
         Event.type.in_(tuple(_EVENT_TABLES)), Event.occurred_at <= end)).scalars()
     ids = sorted(found.keys() | set(referred))
     for batch in (ids[i:i + 1000] for i in range(0, len(ids), 1000)):
+        for row in conn.execute(select(Customer).where(Customer.customer_id.in_(batch))):
+            found[row.customer_id][_DATA_SET] = {c: getattr(row, c) for c in CUSTOMERS.column_names[1:]}
+            found_attributes[row.customer_id][_DATA_SET] = {
+                k: v for k, v in (row.attributes or {}).items() if v is not None and _ATTRIBUTE_NAME.fullmatch(k)}
         for customer_id, as_of, values in conn.execute(
             select(CustomerFeatures.customer_id, CustomerFeatures.as_of, CustomerFeatures.values)
             .where(CustomerFeatures.customer_id.in_(batch))
@@ -231,7 +240,7 @@ def _customers(conn: Connection, end: datetime, required_attributes: dict[str, s
         by_source = found.get(customer_id, {})
         raw, used = {"customer_id": customer_id}, {}
         for column in CUSTOMERS.column_names[1:]:
-            for source in (_EVENT, _REQUEST, _SNAPSHOT, _FEATURES, _STATED):
+            for source in (_EVENT, _REQUEST, _DATA_SET, _SNAPSHOT, _FEATURES, _STATED):
                 value = (stated if source == _STATED else by_source.get(source, {})).get(column)
                 if value is not None:
                     raw[column], used[column] = value, source
@@ -241,7 +250,7 @@ def _customers(conn: Connection, end: datetime, required_attributes: dict[str, s
             continue
         attrs = found_attributes.get(customer_id, {})
         for name, kind in attributes.items():
-            value = next((attrs[s][name] for s in (_EVENT, _SNAPSHOT, _FEATURES)
+            value = next((attrs[s][name] for s in (_EVENT, _DATA_SET, _SNAPSHOT, _FEATURES)
                           if attrs.get(s, {}).get(name) is not None), None)
             row[name] = None if value is None else float(value) if kind == "number" else _text(value)
         for column, source in used.items():

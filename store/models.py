@@ -154,6 +154,27 @@ class CustomerFeatures(Base):
     loaded_at: Mapped[datetime]
 
 
+class Customer(Base):
+    """A customer of the data set the feature snapshot was last loaded from (`retention load-features --data`):
+    the contract's customer columns and attributes, for every customer in it, subscribed at the snapshot time
+    or not. The snapshot holds features only of those subscribed, and no currency or sign-up time; the export
+    needs both for any customer the store refers to, one who had cancelled before the snapshot included.
+    Replaced as a whole with the snapshot, in the same transaction."""
+
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(primary_key=True)
+    signup_at: Mapped[datetime]
+    plan_id: Mapped[str]
+    billing_period: Mapped[str]
+    price: Mapped[float]
+    currency: Mapped[str]
+    billing_channel: Mapped[str]
+    country: Mapped[str]
+    attributes: Mapped[dict] = mapped_column(JSON)  # the data set's extra columns: name -> number, text or null
+    loaded_at: Mapped[datetime]
+
+
 class FeatureSnapshot(Base):
     """One row per snapshot load, the newest describing what customer_features holds."""
 
@@ -165,4 +186,7 @@ class FeatureSnapshot(Base):
     model_version: Mapped[str]
     source: Mapped[str]  # the data directory, or "store"
     rows: Mapped[int]
+    # Rows of `customers` loaded with it; null when the load left that table as it was: a snapshot of the
+    # store's own history, or one loaded before the table existed.
+    customers: Mapped[int | None]
     loaded_at: Mapped[datetime]

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, exists, select, te
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from retention.contract import CUSTOMERS
 from retention.jsonvalues import jsonable
 from retention.utc import require_aware
 from store.db import WRITES, make_engine, unavailable_as_store_errors
@@ -34,6 +35,7 @@ from store.models import (
     OUTCOME_KINDS,
     ROLES,
     ApiClient,
+    Customer,
     CustomerFeatures,
     Decision,
     Event,
@@ -158,6 +160,7 @@ _DECISION_BY_ID = select(_D).where(_D.c.decision_id == bindparam("key"))
 _DECISION_BY_REQUEST = select(_D).where(_D.c.request_id == bindparam("key"))
 _FEATURES_BY_CUSTOMER = select(CustomerFeatures.__table__).where(
     CustomerFeatures.__table__.c.customer_id == bindparam("customer_id"))
+_CUSTOMER_COLUMNS = CUSTOMERS.column_names  # the contract's; any other key of a customer row is an attribute
 _OFFER_HISTORY = (
     select(_D.c.decision_id, _D.c.offer_id, _D.c.offer, _D.c.created_at,
            exists().where(Outcome.__table__.c.decision_id == _D.c.decision_id,
@@ -476,7 +479,8 @@ class Store:
 
     def customer_data(self, customer_id: str) -> dict:
         """Everything stored about one customer (a data-subject access request): decisions with their
-        outcomes and free text, events, and the feature snapshot row; one read transaction."""
+        outcomes and free text, events, the feature snapshot row and the loaded data set's customer row; one
+        read transaction."""
         with self.transaction(snapshot=True) as conn:
             rows = conn.execute(select(Decision).where(Decision.customer_id == customer_id)
                                 .order_by(Decision.created_at, Decision.decision_id)).all()
@@ -484,12 +488,15 @@ class Store:
             events = conn.execute(select(Event).where(Event.customer_id == customer_id)
                                   .order_by(Event.occurred_at, Event.id)).all()
             features = self._features_row(conn, customer_id)
+            customer = conn.execute(select(Customer.__table__)
+                                    .where(Customer.customer_id == customer_id)).one_or_none()
         return {"customer_id": customer_id, "decisions": [self._decision_dict(r, outcomes) for r in rows],
-                "events": [self._event_dict(e) for e in events], "features": features}
+                "events": [self._event_dict(e) for e in events], "features": features,
+                "customer": None if customer is None else dict(customer._mapping)}
 
     def delete_customer(self, customer_id: str) -> dict:
-        """Erase one customer: their decisions (with outcomes), events and feature row, in one transaction;
-        returns how many rows of each went. Deleting again deletes nothing. Billing's `still_active` events
+        """Erase one customer: their decisions (with outcomes), events, feature row and customer row, in one
+        transaction; returns how many rows of each went. Deleting again deletes nothing. Billing's `still_active` events
         about their decisions carry their customer id, so they go too."""
         with self.transaction(write=True) as conn:
             ids = [d for (d,) in conn.execute(select(Decision.decision_id)
@@ -501,8 +508,9 @@ class Store:
             events = conn.execute(delete(Event).where(Event.customer_id == customer_id)).rowcount
             features = conn.execute(delete(CustomerFeatures)
                                     .where(CustomerFeatures.customer_id == customer_id)).rowcount
+            customer = conn.execute(delete(Customer).where(Customer.customer_id == customer_id)).rowcount
         return {"customer_id": customer_id, "decisions": decisions, "outcomes": outcomes, "events": events,
-                "features": features}
+                "features": features, "customer": customer}
 
     # ------------------------------------------------------------------------------------------ outcomes
 
@@ -604,15 +612,20 @@ class Store:
     # ------------------------------------------------------------------------------------------ features
 
     def replace_feature_snapshot(self, rows: Iterable[tuple[str, dict]], as_of: datetime, feature_version: str,
-                                 model_version: str, source: str, batch_size: int = 5000) -> int:
+                                 model_version: str, source: str, batch_size: int = 5000,
+                                 customers: Iterable[dict] | None = None) -> int:
         """Replace the whole feature snapshot with `rows` of (customer_id, {feature: value}); returns the count.
 
-        One transaction: readers keep seeing the previous snapshot until it commits, and a load that fails
-        part-way (bad row, exception in `rows`, lost connection) leaves the previous snapshot in place."""
+        `customers`, the contract rows of the data set's customers (every one, subscribed or not: the
+        contract's columns, any other key an attribute), replace the customers table too; None leaves it as
+        it is. One transaction: readers keep seeing the previous snapshot until it commits, and a load that
+        fails part-way (bad row, exception in `rows`, lost connection) leaves the previous snapshot in place."""
         as_of = _aware("as_of", as_of)
         loaded_at = _now()
-        n = 0
+        n, kept = 0, None
         with self.transaction(write=True) as conn:
+            if customers is not None:
+                kept = self._replace_customers(conn, customers, loaded_at, batch_size)
             # DELETE, not TRUNCATE: TRUNCATE would lock out PostgreSQL readers until the load commits.
             conn.execute(delete(CustomerFeatures))
             for batch in _batches(rows, batch_size):
@@ -627,7 +640,28 @@ class Store:
                 n += len(batch)
             conn.execute(_insert(conn, FeatureSnapshot).values(
                 as_of=as_of, feature_version=feature_version, model_version=model_version, source=source, rows=n,
-                loaded_at=loaded_at))
+                customers=kept, loaded_at=loaded_at))
+        return n
+
+    @staticmethod
+    def _replace_customers(conn: Connection, customers: Iterable[dict], loaded_at: datetime, batch_size: int) -> int:
+        conn.execute(delete(Customer))  # not TRUNCATE, as for the snapshot
+        n = 0
+        for batch in _batches(customers, batch_size):
+            rows = []
+            for i, record in enumerate(batch, start=n + 1):
+                missing = [c for c in _CUSTOMER_COLUMNS if record.get(c) is None]
+                if missing:
+                    raise InvalidRecord(f"customer row {i}: missing {', '.join(missing)}")
+                rows.append({**{c: record[c] for c in _CUSTOMER_COLUMNS},
+                             "signup_at": _aware("signup_at", record["signup_at"]),
+                             "attributes": _json({k: v for k, v in record.items() if k not in _CUSTOMER_COLUMNS}),
+                             "loaded_at": loaded_at})
+            try:
+                conn.execute(_insert(conn, Customer), rows)
+            except IntegrityError as exc:
+                raise InvalidRecord(f"the data set lists a customer twice (rows {n + 1}-{n + len(batch)})") from exc
+            n += len(batch)
         return n
 
     def get_customer_features(self, customer_id: str) -> dict | None:

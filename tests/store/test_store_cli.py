@@ -14,8 +14,10 @@ from click.testing import CliRunner
 
 from cli import main
 from retention.artifacts import read_metadata
+from retention.contract import CUSTOMERS
 from retention.features import FeatureSpec, compute_features
 from retention.offers import load_catalog
+from store.db import head_revision
 from store.repository import Store
 from training.dataset import open_dataset
 from training.validation import validate_dataset
@@ -27,11 +29,12 @@ def _run(*args):
 
 def test_db_upgrade_and_current(db_url):
     result = _run("db", "current", "--database-url", db_url)
-    assert result.exit_code == 0 and "at revision none (head is 0002" in result.output
+    head = head_revision()  # the newest migration, whichever it is
+    assert result.exit_code == 0 and f"at revision none (head is {head}" in result.output
     result = _run("db", "upgrade", "--database-url", db_url)
     assert result.exit_code == 0, result.output
-    assert "at revision 0002 (head)" in result.output
-    assert "at revision 0002 (head)" in _run("db", "current", "--database-url", db_url).output
+    assert f"at revision {head} (head)" in result.output
+    assert f"at revision {head} (head)" in _run("db", "current", "--database-url", db_url).output
 
 
 def test_keys_create_list_and_revoke(migrated_url):
@@ -138,6 +141,27 @@ def test_load_features_stores_compute_features_of_every_active_customer(sim_dir,
             assert stored["feature_version"] == meta["feature_version"]
             assert stored["values"] == {n: _plain(expected.at[customer_id, n]) for n in spec.names}
         assert store.get_customer_features("not-a-customer") is None
+        # The data set's rows of every customer, cancelled before as_of or not, with the values features lack.
+        customers = pd.read_parquet(sim_dir / "customers.parquet").set_index("customer_id")
+        assert snapshot["customers"] == len(customers) > len(active)
+        gone = sorted(set(customers.index) - set(active))[0]
+        assert store.get_customer_features(gone) is None
+        row = store.customer_data(gone)["customer"]
+        expected_row = customers.loc[gone]
+        assert (row["signup_at"], row["currency"], row["country"]) == (
+            expected_row["signup_at"].to_pydatetime().replace(tzinfo=UTC), expected_row["currency"],
+            expected_row["country"])
+        assert row["attributes"] == {a: _plain(expected_row[a]) for a in customers.columns
+                                     if a not in CUSTOMERS.column_names}
+    again = _run("load-features", "--data", sim_dir, "--as-of", as_of.isoformat(), "--models", trained.parent,
+                 "--model", trained.name, "--if-stale", "--database-url", migrated_url)
+    assert again.exit_code == 0 and "is already loaded" in again.output, again.output
+    with Store.from_url(migrated_url) as store:  # the same snapshot as a load before the customers table left it
+        store.replace_feature_snapshot([], as_of, meta["feature_version"], meta["version"], source=str(sim_dir))
+    again = _run("load-features", "--data", sim_dir, "--as-of", as_of.isoformat(), "--models", trained.parent,
+                 "--model", trained.name, "--if-stale", "--database-url", migrated_url)
+    assert again.exit_code == 0, again.output
+    assert f"the data set's rows of all {len(customers):,} customers" in again.output
 
 
 @pytest.mark.slow

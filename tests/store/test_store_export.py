@@ -221,6 +221,35 @@ def test_a_customer_gone_from_the_snapshot_is_exported_from_the_features_of_its_
     assert manifest["customer_sources"]["billing_channel"] == {"decision request": 1}
 
 
+def test_a_customer_who_cancelled_before_the_snapshot_is_exported_from_the_loaded_data_sets_row(store, tmp_path):
+    # `load-features --data` keeps every customer's row of the data set; the snapshot only the subscribed ones.
+    rows = [{"customer_id": "s1", "signup_at": AS_OF - timedelta(days=400.25), "plan_id": "plus_monthly",
+             "billing_period": "monthly", "price": 14.95, "currency": "GBP", "billing_channel": "web", "country": "GB",
+             "age_band": "25-34", "household_size": 2, "acquisition": "promo"},
+            {"customer_id": "gone", "signup_at": datetime(2024, 2, 29, 13, 5, 7, tzinfo=UTC), "plan_id": "lite_monthly",
+             "billing_period": "monthly", "price": 7.95, "currency": "CAD", "billing_channel": "android",
+             "country": "CA", "age_band": None, "household_size": 1, "acquisition": "organic"}]
+    store.replace_feature_snapshot([("s1", SNAPSHOT["s1"])], AS_OF, "f1-test", "m-test", source="var/data/demo",
+                                   customers=rows)
+    # Requests without currency or signup time; the service scored "gone" as an unknown customer.
+    store.record_decision(_decision("d1", "s1", BASE, "none", _service_request("s1")))
+    store.record_decision(_decision("d2", "gone", BASE, "pause_1m",
+                                    _service_request("gone", plan_id="lite_monthly", price=5.95,
+                                                     billing_channel="android")))
+    manifest = export_dataset(store, tmp_path / "export")
+    assert manifest["skipped"] == {} and manifest["rows"]["cancel_requests"] == 2
+    customers = {r["customer_id"]: r for r in _table(tmp_path / "export", "customers", "parquet")}
+    assert customers["gone"] == {"customer_id": "gone", "signup_at": datetime(2024, 2, 29, 13, 5, 7),
+                                 "plan_id": "lite_monthly", "billing_period": "monthly", "price": 5.95,
+                                 "currency": "CAD", "billing_channel": "android", "country": "CA",
+                                 "age_band": None, "household_size": 1.0, "acquisition": "organic"}
+    assert (customers["s1"]["currency"], customers["s1"]["signup_at"]) == ("GBP", naive(AS_OF - timedelta(days=400.25)))
+    sources = manifest["customer_sources"]
+    assert sources["currency"] == {"loaded data set": 2} and sources["signup_at"] == {"loaded data set": 2}
+    assert sources["price"] == {"decision request": 2}  # what the frontend says now wins
+    assert validate_dataset(tmp_path / "export").errors == []
+
+
 def _count(store, table) -> int:
     with store.transaction() as conn:
         return conn.execute(select(func.count()).select_from(table)).scalar()
@@ -277,7 +306,7 @@ def test_export_of_a_customer_known_nowhere_exits_2_and_writes_nothing(snapshot_
 
 def test_a_currency_no_source_gives_must_be_stated(store, migrated_url, tmp_path):
     store.replace_feature_snapshot(SNAPSHOT.items(), AS_OF, "f1-test", "m-test", source="var/data/demo")
-    store.record_decision(_decision("c1", "s1", BASE, "none", _service_request("s1")))  # as the README's curl
+    store.record_decision(_decision("c1", "s1", BASE, "none", _service_request("s1")))  # no currency in the request
     (tmp_path / "out").mkdir()  # an empty directory is a fine target
     result = _run("export", "--out", tmp_path / "out", "--database-url", migrated_url)
     assert result.exit_code == 2 and "customers: 1 currency missing" in result.output

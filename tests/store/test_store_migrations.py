@@ -10,6 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, Table
+from sqlalchemy import inspect as sa_inspect
 
 import store.db
 from store import SchemaMissing, Store, StoreUnavailable
@@ -140,5 +141,37 @@ def test_a_sqlite_batch_migration_can_rebuild_a_referenced_table(tmp_path, monke
     try:
         with engine.connect() as conn:  # new connections enforce foreign keys again
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_0003_keeps_earlier_snapshots_and_marks_them_as_loaded_without_customers(db_url):
+    """A store migrated before the customers table: its snapshot stays readable, with `customers` null (so
+    `load-features --if-stale` loads it again); the revision can be undone."""
+    from alembic import command
+    from sqlalchemy import text
+
+    upgrade(db_url, "0002")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO feature_snapshots (as_of, feature_version, model_version, source, rows, "
+                              "loaded_at) VALUES (:t, 'f1', 'm1', 'var/data/demo', 3, :t)"),
+                         {"t": datetime(2026, 11, 1, tzinfo=UTC)})
+    finally:
+        engine.dispose()
+    assert upgrade(db_url, "0003") == "0003"
+    with Store.from_url(db_url) as s:
+        latest = s.latest_snapshot()
+        assert (latest["rows"], latest["source"], latest["customers"]) == (3, "var/data/demo", None)
+        assert s.customer_data("c1")["customer"] is None
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(store.db.alembic_config(conn), "0002")
+        with engine.connect() as conn:
+            assert "customers" not in {c["name"] for c in sa_inspect(conn).get_columns("feature_snapshots")}
+            assert not sa_inspect(conn).has_table("customers")
+            assert conn.execute(text("SELECT rows FROM feature_snapshots")).scalar() == 3
     finally:
         engine.dispose()

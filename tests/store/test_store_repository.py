@@ -13,7 +13,7 @@ from _store_workers import record_after_barrier
 from sqlalchemy import func, select
 
 from store import Conflict, IdempotencyConflict, InvalidRecord, NotFound, Store, body_hash
-from store.models import CustomerFeatures, Decision, Event, Outcome
+from store.models import Customer, CustomerFeatures, Decision, Event, Outcome
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -372,6 +372,43 @@ def test_a_failed_snapshot_load_leaves_the_previous_snapshot_intact(store):
     assert count(store, CustomerFeatures) == 10
     assert store.get_customer_features("c3")["values"] == {"x": 3.0}
     assert store.latest_snapshot()["source"] == "old"
+
+
+def _customer(customer_id: str, **extra) -> dict:
+    """A contract row of the data set's customers table, as `load-features --data` hands it over."""
+    return {"customer_id": customer_id, "signup_at": T0 - timedelta(days=400), "plan_id": "plus_monthly",
+            "billing_period": "monthly", "price": 14.95, "currency": "GBP", "billing_channel": "web",
+            "country": "GB", **extra}
+
+
+def test_the_data_sets_customers_are_replaced_with_the_snapshot_and_kept_by_a_load_without_them(store):
+    store.replace_feature_snapshot([("c1", {"x": 1.0})], T0, "f1", "m1", "data/demo",
+                                   customers=[_customer("c1", age_band="25-34"), _customer("gone", household_size=2)])
+    assert store.latest_snapshot()["customers"] == 2
+    # A customer the snapshot left out (cancelled before it) keeps its contract row.
+    gone = store.customer_data("gone")["customer"]
+    assert (gone["signup_at"], gone["currency"], gone["attributes"]) == (T0 - timedelta(days=400), "GBP",
+                                                                         {"household_size": 2})
+    store.replace_feature_snapshot([("c1", {"x": 2.0})], T0, "f1", "m2", "store")  # from the store: none given
+    assert store.latest_snapshot()["customers"] is None and count(store, Customer) == 2
+    store.replace_feature_snapshot([("c2", {"x": 2.0})], T0, "f1", "m3", "data/other", customers=[_customer("c2")])
+    assert count(store, Customer) == 1 and store.customer_data("c1")["customer"] is None
+    with pytest.raises(InvalidRecord, match="customer row 2: missing currency"):
+        store.replace_feature_snapshot([], T0, "f1", "m4", "bad", customers=[_customer("a"), _customer("b", currency=None)])
+    with pytest.raises(InvalidRecord, match="twice"):
+        store.replace_feature_snapshot([], T0, "f1", "m4", "dup", customers=[_customer("a"), _customer("a")])
+    with pytest.raises(InvalidRecord, match="signup_at"):  # a naive time: its zone is unknown
+        store.replace_feature_snapshot([], T0, "f1", "m4", "naive",
+                                       customers=[_customer("a", signup_at=datetime(2025, 1, 1))])
+    assert store.latest_snapshot()["source"] == "data/other" and count(store, Customer) == 1
+
+
+def test_a_customers_row_is_part_of_their_data_and_erased_with_it(store):
+    store.replace_feature_snapshot([], T0, "f1", "m1", "data/demo", customers=[_customer("c1"), _customer("c2")])
+    assert store.customer_data("c1")["customer"]["plan_id"] == "plus_monthly"
+    assert store.delete_customer("c1")["customer"] == 1
+    assert store.customer_data("c1")["customer"] is None and store.delete_customer("c1")["customer"] == 0
+    assert store.customer_data("c2")["customer"] is not None
 
 
 def test_outcome_rows_reference_decisions(store):
