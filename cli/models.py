@@ -100,9 +100,14 @@ def list_models(models_root: Path) -> None:
 
 @models.command("show")
 @click.argument("ref", default="champion")
+@click.option("--drift-days", type=click.FloatRange(min=0, min_open=True, max=36_500), default=None, metavar="DAYS",
+              help="Also the drift of the store's decisions of the last DAYS days from this version's training "
+                   "rows (per-feature PSI, offer mix; as `retention drift`).")
 @models_root
-def show(ref: str, models_root: Path) -> None:
-    """One version (default: the champion): its checks, aliases, metrics, gate and registry history."""
+@database_url
+def show(ref: str, drift_days: float | None, models_root: Path, url: str | None) -> None:
+    """One version (default: the champion): its checks, aliases, metrics, gate, registry history and, with
+    --drift-days, the drift of live traffic from its training data."""
     from reports.text import model_summary
     from retention.artifacts import resolve_version, verify_version
     from retention.features import FEATURE_VERSION
@@ -129,6 +134,15 @@ def show(ref: str, models_root: Path) -> None:
         if version in (h.get("version"), h.get("previous")):
             click.echo(f"history: {h['at']} {h['action']} {h['alias']}: {h.get('previous')} -> {h.get('version')} "
                        f"by {h.get('by')}{' (forced)' if h.get('forced') else ''}: {h.get('reason')}")
+    if drift_days is not None and meta:
+        from datetime import UTC, datetime, timedelta
+
+        from reports.drift import drift_text
+        from retention.drift import drift_report
+
+        with open_store(url) as store:
+            decisions = store.recent_decisions(datetime.now(UTC) - timedelta(days=drift_days), 20_000)
+        click.echo(drift_text(drift_report(meta, decisions), drift_days))
 
 
 @models.command("compare")

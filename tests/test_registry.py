@@ -149,3 +149,10 @@ def test_ope_values_candidates_on_logged_decisions_and_refuses_what_it_cannot(ro
     assert bad.exit_code == 2 and "not an offer of the catalog" in bad.output
     share = _run("ope", "--data", sim_dir, "--models", root, "--candidate", "latest@0.9")
     assert share.exit_code == 2 and "between 0 and 0.5" in share.output
+
+
+def test_show_reports_the_drift_of_live_traffic_from_the_versions_training_rows(root, trained, migrated_url):
+    _run("models", "promote", trained.name, "--models", root, "--reason", "first", *PIDFILE)
+    result = _run("models", "show", "--models", root, "--drift-days", 7, "--database-url", migrated_url)
+    assert result.exit_code == 0, result.output
+    assert "(champion)" in result.output and "PSI" in result.output
