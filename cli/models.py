@@ -215,6 +215,9 @@ def promote(ref: str, alias: str, reason: str, data_dir: Path | None, margin: fl
     with failing_on(ArtifactError, RegistryError, ValueError):
         registry = read_registry(models_root)
         checks = promotion_checks(models_root, ref, alias, registry, catalog, config, data_dir, margin, progress=tqdm)
+    if registry.version_of(alias) == checks.version:
+        click.echo(f"{checks.version} is already the {alias}: nothing changed")
+        return
     for line in _figure_lines(checks.figures):
         click.echo(line)
     if not checks.ok and not force:

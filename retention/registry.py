@@ -45,7 +45,8 @@ class Registry:
 
     def previous(self, alias: str) -> str | None:
         """The version `alias` pointed at before its current one (what a rollback returns to)."""
-        moves = [h for h in self.history if h["alias"] == alias]
+        current = self.aliases.get(alias)
+        moves = [h for h in self.history if h["alias"] == alias and h.get("previous") != current]
         return moves[-1].get("previous") if moves else None
 
     def as_dict(self) -> dict:

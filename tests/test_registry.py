@@ -76,6 +76,14 @@ def test_against_a_serving_champion_the_candidate_must_beat_it_on_logged_decisio
     assert read_registry(root).history[-1]["action"] == "rollback"
 
 
+def test_promoting_the_champion_again_changes_nothing(root, trained):
+    _run("models", "promote", trained.name, "--models", root, "--reason", "first", *PIDFILE)
+    again = _run("models", "promote", "champion", "--models", root, "--reason", "again", *PIDFILE)
+    assert again.exit_code == 0 and "is already the champion: nothing changed" in again.output
+    assert len(read_registry(root).history) == 1
+    assert "nothing to roll back to" in _run("models", "rollback", "--models", root, "--reason", "x", *PIDFILE).output
+
+
 def test_force_promotes_past_a_refusal_and_records_what_it_overrode(root, trained):
     _run("models", "promote", trained.name, "--models", root, "--reason", "first", *PIDFILE)
     forced = _run("models", "promote", "20991231T000000Z-copy0000", "--models", root, "--reason", "hotfix", "--force",
