@@ -120,6 +120,8 @@ def summary(found: list[Estimate], truth: float, size: int) -> dict:
     return {"mean": float(values.mean()), "bias": float(values.mean() - truth),
             "relative_bias": float((values.mean() - truth) / scale) if scale > 0 else None,
             "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            # the Monte Carlo error of the mean (and so of the bias) over this many logs
+            "bias_se": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
             "mean_se": float(np.mean([e.se for e in found])),
             "within_10": float(np.mean(np.abs(values - truth) <= TOLERANCE * scale)) if scale > 0 else None,
             "coverage": float(covered.mean()),
@@ -405,6 +407,19 @@ def checks(r: dict) -> list[tuple[str, bool]]:
     return out
 
 
+def targets_table(r: dict) -> str:
+    """The issue's target per candidate, estimator and scale: ok, or MISS with what was measured."""
+    def cell(s: dict) -> str:
+        ok = (s["within_10"] or 0) >= COVERAGE_TARGET and s["coverage"] >= COVERAGE_TARGET
+        return "ok" if ok else f"MISS ({_pct(s['within_10'])} within, {_pct(s['coverage'])} covered)"
+
+    lines = ["| candidate | DR, value | SNIPS, value | DR, lift | SNIPS, lift |", "|---|---|---|---|---|"]
+    for c, x in r["candidates"].items():
+        lift = ("n/a", "n/a") if c == "none" else (cell(x["lift"]["dr"]), cell(x["lift"]["snips"]))
+        lines.append(f"| {c} | {cell(x['value']['dr'])} | {cell(x['value']['snips'])} | {lift[0]} | {lift[1]} |")
+    return "\n".join(lines)
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{x * 100:.0f}%"
 
@@ -415,7 +430,7 @@ def _count(x) -> str:
 
 def accuracy_table(r: dict, what: str) -> str:
     lines = [f"| candidate | true {what} | ESS | " + " | ".join(
-        f"{e.upper()} mean (bias) | {e.upper()} within 10% | {e.upper()} coverage" for e in ("dr", "snips", "ips"))
+        f"{e.upper()} mean (bias +- its MC error) | {e.upper()} within 10% | {e.upper()} coverage" for e in ("dr", "snips", "ips"))
         + " | coverage, requests held fixed: DR / SNIPS | requests for DR within 10% in 90% of logs |",
         "|---|---|---|" + "---|" * 9 + "---|---|"]
     for c, x in r["candidates"].items():
@@ -425,7 +440,8 @@ def accuracy_table(r: dict, what: str) -> str:
         for e in ("dr", "snips", "ips"):
             s = x[what][e]
             rel = "" if s["relative_bias"] is None else f", {s['relative_bias'] * 100:+.1f}%"
-            cells.append(f"{s['mean']:.2f} ({s['bias']:+.2f}{rel}) | {_pct(s['within_10'])} | {_pct(s['coverage'])}")
+            cells.append(f"{s['mean']:.2f} ({s['bias']:+.2f} +- {s['bias_se']:.2f}{rel}) | {_pct(s['within_10'])} | "
+                         f"{_pct(s['coverage'])}")
         fx = x["fixed_requests"][what]
         lines.append(f"| {c} | {x['truth'][what]:.2f} | {x['ess']:,.0f} | " + " | ".join(cells)
                      + f" | {_pct(fx['dr']['coverage'])} / {_pct(fx['snips']['coverage'])} | "
@@ -454,7 +470,6 @@ def needed_table(r: dict) -> str:
 
 
 def world_text(r: dict) -> str:
-    cands = r["candidates"]
     p = r["power_check"]
     pairs = r["decisions_needed"][str(SHARE)]
     return "\n".join([
@@ -495,8 +510,10 @@ def world_text(r: dict) -> str:
         f"interval of the difference lay above zero in **{p['power'] * 100:.1f}%** (+-{p['power_se'] * 100:.1f}) "
         f"of them (the formula's 80%), below zero in {p['wrong_sign'] * 100:.1f}%.",
         "",
-        f"Run time: {r['seconds']}. Best fixed offer {r['best_fixed']}; candidate mean ESS: "
-        + ", ".join(f"{c} {x['ess']:,.0f}" for c, x in cands.items()) + ".",
+        "Run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items()) + ". Candidates' choices that "
+        "the simulated billing could not carry out (valued as no offer): "
+        + ", ".join(f"{c} {n}" for c, n in r["truth_ineligible_choices"].items()) + f"; requests whose features "
+        f"carry an outdated price (after a downgrade): {r['outdated_price']:,}.",
     ])
 
 
@@ -537,11 +554,16 @@ def main() -> None:
     (OUT / "ope.json").write_text(json.dumps({"seconds": round(total, 1), "worlds": results}, indent=2) + "\n")
     print(f"wrote {OUT / 'ope.json'} ({total:.0f} s)")
     if args.update_docs:
-        text = "\n\n".join(world_text(r) for r in results)
-        lines = [f"- {'ok' if ok else '**MISS**'} {c}" for r in results for c, ok in checks(r)]
-        body = (f"{MARK[0]}\nCommand: `python -m bench.ope {' '.join(sys.argv[1:])}`; {total:.0f} s.\n\n{text}\n\n"
-                "Targets (DR and SNIPS within 10% of the truth in >= 90% of the logs and covered in >= 90%):\n\n"
-                + "\n".join(lines) + f"\n{MARK[1]}")
+        import subprocess
+        from datetime import UTC, datetime
+
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=False).stdout.strip() or "unknown"
+        text = "\n\n".join(world_text(r) + "\n\nThe issue's targets (DR and SNIPS within 10% of the truth in >= 90% "
+                           "of the logs, 95% intervals covering it in >= 90%):\n\n" + targets_table(r)
+                           for r in results)
+        body = (f"{MARK[0]}\nRun of {datetime.now(UTC):%Y-%m-%d} on commit {commit}: `python -m bench.ope "
+                f"{' '.join(sys.argv[1:])}`, {total:.0f} s on this 2-core machine.\n\n{text}\n{MARK[1]}")
         doc = DOCS.read_text()
         start, end = MARK
         DOCS.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: body, doc, flags=re.S))
