@@ -286,8 +286,8 @@ def world_bandit(name: str, catalog, base_policy, progress=None) -> tuple[Bandit
     v2_models = WORLDS_DIR / PAIRS[name] / "models"
     for need in (fresh / "dataset.json", models, v2_models):
         if not need.exists():
-            sys.exit(f"{need} is missing: run `make bench-policy WORLDS={name},{PAIRS[name]}` first "
-                     "(it simulates the worlds and trains their models)")
+            sys.exit(f"{need} is missing: run `python -m bench.policy --worlds {name},{PAIRS[name]}` first (it "
+                     "simulates the worlds and trains their models as `make bench-policy` does)")
     v1, v2 = load_model(models, "latest"), load_model(v2_models, "latest")
     log = read_log(fresh, catalog, config, FeatureSpec.from_dict(v1.meta["feature_spec"]))
     f = log.flows
