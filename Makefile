@@ -61,6 +61,15 @@ outage-drill: demo-model
 bench-policy: install
 	$(BIN)/python -m bench.policy --update-docs $(if $(WORLDS),--worlds $(WORLDS))
 
+# Off-policy evaluation against the truth (bench/ope.py, ~5 minutes): 100 logs of the service's exploring
+# policy (share 0.05) on a fresh population; IPS, SNIPS and DR of six candidates against their true values,
+# what exploring costs, the logged decisions needed to tell two policies 5% apart; var/bench/ope.json and the
+# results section of docs/ope.md. Reads the worlds bench-policy caches (reference, reference-small, types-large,
+# types). WORLDS=reference for one of them.
+.PHONY: bench-ope
+bench-ope: install
+	$(BIN)/python -m bench.ope --update-docs $(if $(WORLDS),--worlds $(WORLDS))
+
 # Training at scale: simulate + train 1,000,000 customers, timed, with peak memory (bench/scale.py).
 bench-scale: install
 	$(BIN)/python -m bench.scale --customers 1000000
