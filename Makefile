@@ -65,9 +65,12 @@ bench-policy: install
 # policy (share 0.05) on a fresh population; IPS, SNIPS and DR of six candidates against their true values,
 # what exploring costs, the logged decisions needed to tell two policies 5% apart; var/bench/ope.json and the
 # results section of docs/ope.md. Reads the worlds bench-policy caches (reference, reference-small, types-large,
-# types). WORLDS=reference for one of them.
+# types; simulated and trained first where missing). WORLDS=reference for one of them.
 .PHONY: bench-ope
 bench-ope: install
+	@for w in reference reference-small types-large types; do \
+	  if [ -z "$$(ls var/bench/worlds/$$w/models/*/metadata.json 2>/dev/null)" ]; then missing=1; fi; done; \
+	  if [ -n "$$missing" ]; then $(BIN)/python -m bench.policy --worlds reference,reference-small,types-large,types; fi
 	$(BIN)/python -m bench.ope --update-docs $(if $(WORLDS),--worlds $(WORLDS))
 
 # Training at scale: simulate + train 1,000,000 customers, timed, with peak memory (bench/scale.py).
