@@ -5,6 +5,7 @@ serving champion) logged decisions; every move is recorded; rollback is one comm
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -164,3 +165,31 @@ def test_show_reports_the_drift_of_live_traffic_from_the_versions_training_rows(
     result = _run("models", "show", "--models", root, "--drift-days", 7, "--database-url", migrated_url)
     assert result.exit_code == 0, result.output
     assert "(champion)" in result.output and "PSI" in result.output
+
+
+@pytest.mark.slow
+def test_a_deliberately_worse_candidate_is_refused(root, trained, sim_dir, tmp_path):
+    import duckdb
+
+    # The same history with each customer's last cancel flow ending the other way (those who stayed left the
+    # next day, those who left stayed): a model trained on it prefers the offers that lose customers.
+    data = tmp_path / "inverted"
+    shutil.copytree(sim_dir, data, ignore=shutil.ignore_patterns("_truth"))
+    src = sim_dir / "cancel_requests.parquet"
+    duckdb.sql(f"""COPY (SELECT * EXCLUDE (last) REPLACE (CASE WHEN last AND ended_at IS NULL
+                                                          THEN greatest(requested_at, least(requested_at + INTERVAL 1 HOUR, TIMESTAMP '2026-10-31 23:59:59'))
+                                                          WHEN last THEN NULL ELSE ended_at END AS ended_at)
+                      FROM (SELECT *, requested_at = max(requested_at) OVER (PARTITION BY customer_id) AS last
+                            FROM '{src}') ORDER BY requested_at)
+                   TO '{data / "cancel_requests.parquet"}' (FORMAT parquet)""")
+    worse_root = tmp_path / "worse"
+    trained_out = _run("train", "--data", data, "--out", worse_root, "--only", "offer-response", "--learners", "logistic")
+    assert trained_out.exit_code == 0, trained_out.output
+    (worse,) = worse_root.iterdir()
+    shutil.copytree(worse, root / worse.name)
+    _run("models", "promote", trained.name, "--models", root, "--reason", "first", *PIDFILE)
+    result = _run("models", "promote", worse.name, "--models", root, "--reason", "try", "--data", sim_dir, *PIDFILE)
+    assert result.exit_code == 2 and "refused:" in result.output, result.output
+    ope = re.search(r"against the champion \S+ on [\d,]+ logged requests: ([+-][\d.]+) per request", result.output)
+    assert ope and float(ope.group(1)) < 0, result.output  # worse than the champion on the logged flows
+    assert read_registry(root).version_of("champion") == trained.name
