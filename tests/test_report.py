@@ -93,3 +93,15 @@ def test_single_class_metrics_render_as_na(tmp_path):
     }
     text = write_report(tmp_path / "r.html", meta).read_text()
     assert "<td>n/a</td>" in text
+
+
+def test_the_gate_section_says_what_its_evidence_could_detect(trained):
+    import json
+
+    from reports.model import render_report
+
+    meta = json.loads((trained / "metadata.json").read_text())
+    pooled = meta["models"]["offer_response"]["gate"]["evidence"]["pooled"]
+    html = render_report(meta)
+    assert f"(95% CI {pooled['low']:+.2f} to {pooled['high']:+.2f}). With this many flows" in html
+    assert f"only from about\n{pooled['detectable']:.2f} per flow" in html
