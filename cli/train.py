@@ -73,6 +73,9 @@ def train(data_dir: Path, out_root: Path, window_end, eval_fraction: float, excl
         write_report(version_dir / "report.html", read_metadata(version_dir))
     click.echo(f"model version {version_dir.name} written to {version_dir} in {time.perf_counter() - t0:.1f} s")
     click.echo(model_summary(version_dir))
+    click.echo(f"a candidate: the service serves the registry's champion; compare it (`retention models compare "
+               f"champion {version_dir.name} --data EXPORT`) and promote it (`retention models promote "
+               f"{version_dir.name} --reason ...`)")
 
 
 @click.command()

@@ -185,6 +185,7 @@ def test_a_deliberately_worse_candidate_is_refused(root, trained, sim_dir, tmp_p
     worse_root = tmp_path / "worse"
     trained_out = _run("train", "--data", data, "--out", worse_root, "--only", "offer-response", "--learners", "logistic")
     assert trained_out.exit_code == 0, trained_out.output
+    assert "a candidate: the service serves the registry's champion" in trained_out.output
     (worse,) = worse_root.iterdir()
     shutil.copytree(worse, root / worse.name)
     _run("models", "promote", trained.name, "--models", root, "--reason", "first", *PIDFILE)
