@@ -60,15 +60,20 @@ def seed_clients(url: str) -> None:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def policy_file(share: float) -> Path:
-    """config/policy.toml with the exploration share set to `share`. The service tests that check which offer
-    a request gets run without exploration (with the checked-in 5%, one decision in twenty would be a
-    random eligible offer, drawn from the time of the request); the exploration tests use the real file."""
+def policy_file(share: float, time_budget_ms: float | None = None) -> Path:
+    """config/policy.toml with the exploration share set to `share` (and the scoring budget to
+    `time_budget_ms`). The service tests that check which offer a request gets run without exploration (with
+    the checked-in 5%, one decision in twenty would be a random eligible offer, drawn from the time of the
+    request); the exploration tests use the real file."""
     text = (ROOT / "config" / "policy.toml").read_text()
-    if "\nshare = 0.05\n" not in text:
-        raise AssertionError("config/policy.toml no longer sets [exploration] share = 0.05; update this helper")
+    if "\nshare = 0.05\n" not in text or "\ntime_budget_ms = 150\n" not in text:
+        raise AssertionError("config/policy.toml no longer sets [exploration] share = 0.05 and time_budget_ms = "
+                             "150; update this helper")
+    text = text.replace("\nshare = 0.05\n", f"\nshare = {share}\n")
+    if time_budget_ms is not None:
+        text = text.replace("\ntime_budget_ms = 150\n", f"\ntime_budget_ms = {time_budget_ms}\n")
     path = Path(tempfile.mkdtemp(prefix="policy-")) / "policy.toml"
-    path.write_text(text.replace("\nshare = 0.05\n", f"\nshare = {share}\n"))
+    path.write_text(text)
     return path
 
 
