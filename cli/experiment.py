@@ -72,16 +72,23 @@ def list_(path: Path, catalog_path: Path) -> None:
 @click.option("--mde", type=click.FloatRange(-1, 1), required=True, help="Absolute difference to detect, e.g. 0.02.")
 @click.option("--alpha", type=click.FloatRange(0.0001, 0.5), default=0.05, show_default=True)
 @click.option("--power", type=click.FloatRange(0.5, 0.999), default=0.8, show_default=True)
-@click.option("--arms", type=click.IntRange(min=2), default=2, show_default=True,
-              help="Arms compared with the control (Bonferroni: alpha is split between them).")
+@click.option("--arms", type=click.IntRange(min=2), default=2, show_default=True, metavar="K",
+              help="Arms of the experiment including the control (a holdout not counted): K-1 comparisons with "
+                   "the control, each at alpha/(K-1) (Bonferroni).")
 def sample_size(baseline: float, mde: float, alpha: float, power: float, arms: int) -> None:
-    """Customers needed per arm to detect an absolute difference `--mde` in a rate."""
+    """Customers needed per arm to detect an absolute difference `--mde` in a rate.
+
+    Every arm but the control is compared with the control; sizing each comparison at alpha/(K-1) keeps the
+    chance of any false winner at or below alpha and is a little conservative for the Holm correction that
+    `experiment report` applies (Holm's first step is this Bonferroni test; its later ones are less strict)."""
     comparisons = arms - 1
+    each = alpha / comparisons
     with failing_on(ValueError):
-        n = stats.sample_size_two_proportions(baseline, mde, alpha=alpha / comparisons, power=power)
-    click.echo(f"{count(n)} exposed customers per arm ({count(n * arms)} in all) detect {percent(baseline)} -> "
-               f"{percent(baseline + mde)} with power {percent(power, 0)} at alpha {general(alpha)}"
-               + (f" split over {comparisons} comparisons" if comparisons > 1 else ""))
+        n = stats.sample_size_two_proportions(baseline, mde, alpha=each, power=power)
+    split = f" each (Bonferroni split of {general(alpha)})" if comparisons > 1 else ""
+    click.echo(f"{count(n)} exposed customers per arm, {arms} arms including the control ({count(n * arms)} in all): "
+               f"detect {percent(baseline)} -> {percent(baseline + mde)} with power {percent(power, 0)}; "
+               f"{comparisons} comparison{'s' if comparisons > 1 else ''} with the control at alpha {each:.3g}{split}")
 
 
 @experiment.command("report")

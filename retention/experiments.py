@@ -304,13 +304,18 @@ class _ExperimentSchema(ConfigSchema):
         # Only when every variant has a name: otherwise the control may be the one whose name is wrong.
         if control is not None and len(names) == len(variants) and control not in names and control != HOLDOUT:
             errors["control"] = [f"{control!r} is not one of its variants {names} (nor {HOLDOUT!r})"]
+        # A holdout control without a holdout share has no customer: every comparison would be against nothing
+        # (the analysis met it as a KeyError). Unknown while the holdout itself is refused.
+        if control == HOLDOUT and data.get("holdout") == 0:
+            errors["control"] = [f"{HOLDOUT!r} gets no customers: holdout is 0 (give a holdout share, or name one of "
+                                 f"its variants {names})"]
         if data.get("start") and data.get("stop") and data["stop"] <= data["start"]:
             errors["stop"] = [f"must be after start ({data['start'].isoformat()})"]
         if errors:
             raise ValidationError(errors)
 
-    @validates_schema(pass_collection=True, skip_on_field_errors=False)
-    def _across_experiments(self, experiments: list[dict], **_) -> None:
+    @validates_schema(pass_collection=True, skip_on_field_errors=False, pass_original=True)
+    def _across_experiments(self, experiments: list[dict], raw: list, **_) -> None:
         errors: dict = {}
         first: dict[str, int] = {}
         for i, e in enumerate(experiments):
@@ -327,7 +332,7 @@ class _ExperimentSchema(ConfigSchema):
                 if _overlap(a, b):
                     errors.setdefault(j, {}).setdefault("slice", []).append(
                         f"overlapping traffic slices: {list(b['slice'])} here and {list(a['slice'])} in "
-                        f"experiment {i + 1} ({a.get('name', '?')}), which runs at the same time")
+                        f"experiment {i + 1} ({name_of(raw[i], 'name')}), which runs at the same time")
         if errors:
             raise ValidationError(errors)
 

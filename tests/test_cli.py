@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 
 import pyarrow.parquet as pq
@@ -90,3 +91,35 @@ def test_a_tampered_model_is_refused_by_the_cli(trained, tmp_path):
 def test_offers_prints_the_validated_catalog():
     result = _run("offers")
     assert result.exit_code == 0 and "pause_3m" in result.output and "followup" in result.output
+
+
+def _per_arm(p: float, mde: float, alpha: float, power: float = 0.8) -> int:
+    """Fleiss' two-proportion formula written out (equal arms), as retention.stats documents it."""
+    from scipy.stats import norm
+
+    q, p2 = 1 - p, p + mde
+    p_bar = (p + p2) / 2
+    n = (norm.ppf(1 - alpha / 2) * math.sqrt(2 * p_bar * (1 - p_bar))
+         + norm.ppf(power) * math.sqrt(p * q + p2 * (1 - p2))) ** 2 / mde**2
+    return math.ceil(n)
+
+
+@pytest.mark.parametrize("arms, comparisons", [(2, 1), (3, 2), (5, 4)])
+def test_sample_size_arms_counts_the_control_and_splits_alpha_over_the_others(arms, comparisons):
+    """`--arms K` is every arm of the experiment, the control included (not the holdout): K - 1 comparisons with
+    the control, each at alpha / (K - 1) (Bonferroni), and K arms of the per-arm size in all."""
+    result = _run("experiment", "sample-size", "--baseline", "0.30", "--mde", "0.05", "--arms", arms)
+    assert result.exit_code == 0, result.output
+    n = _per_arm(0.30, 0.05, 0.05 / comparisons)
+    if arms == 3:
+        assert n == 1667  # alpha 0.025 per comparison; 1,377 at alpha 0.05
+    assert result.output.startswith(f"{n:,} exposed customers per arm, {arms} arms including the control "
+                                    f"({n * arms:,} in all):")
+    each = f"{0.05 / comparisons:.3g}"
+    assert (f"{comparisons} comparison{'s' if comparisons > 1 else ''} with the control at alpha {each}"
+            in result.output)
+
+
+def test_sample_size_help_says_what_arms_counts():
+    help_text = " ".join(_run("experiment", "sample-size", "--help").output.split())
+    assert "Arms of the experiment including the control" in help_text and "K-1 comparisons" in help_text

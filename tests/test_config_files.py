@@ -335,6 +335,9 @@ def _with(old: str, new: str, text: str = EXPERIMENT) -> str:
     (_with('control = "model"', 'control = "champion"'),
      "experiment 1 (three-arms): control: 'champion' is not one of its variants ['model', 'pause', 'discount'] "
      "(nor 'holdout')"),
+    (_with('variants =', 'control = "holdout"\nvariants =', OTHER),
+     "experiment 1 (other-half): control: 'holdout' gets no customers: holdout is 0 (give a holdout share, or name "
+     "one of its variants ['rules', 'nothing'])"),
     (_with("start = 2026-12-01T00:00:00Z\n", ""), "experiment 1 (three-arms): start: required"),
     (_with("start = 2026-12-01T00:00:00Z", "start = 2026-12-01T00:00:00"),
      "experiment 1 (three-arms): start: must be a date-time with a time zone, e.g. 2026-12-01T00:00:00Z, got "
@@ -405,6 +408,13 @@ def test_every_problem_of_an_experiments_file_is_reported_in_one_run(tmp_path):
     ]
 
 
+def test_an_overlap_names_the_other_experiment_even_when_its_name_is_refused(tmp_path):
+    text = _with('name = "three-arms"', 'name = "three arms"') + _with("[0.5, 1.0]", "[0.4, 1.0]", OTHER)
+    assert _experiments_refused(tmp_path, text)[1] == (
+        "experiment 2 (other-half): slice: overlapping traffic slices: [0.4, 1.0] here and [0.0, 0.5] in "
+        "experiment 1 (three arms), which runs at the same time")
+
+
 def test_a_missing_experiments_file_means_no_experiments_and_bad_toml_is_one_error(tmp_path):
     book = load_experiments(CATALOG, tmp_path / "nowhere.toml")
     assert book.experiments == () and book.version == "none"
@@ -447,6 +457,32 @@ def test_retention_experiment_check_on_a_bad_file_exits_2_with_every_error(tmp_p
     assert good.exit_code == 0 and "1 experiment(s), version aecef65c7e" in good.output
 
 
+# Four independent problems, two of them across experiments: a name, an overlap with the experiment of that name,
+# a duplicate name and a control that can get no customer (which `experiment report` once met as a KeyError).
+SEVERAL_PROBLEMS = (_with('name = "three-arms"', 'name = "three arms"')
+                    + _with("[0.5, 1.0]", "[0.4, 0.9]", OTHER)
+                    + _with("[0.5, 1.0]", "[0.9, 1.0]", _with("variants =", 'control = "holdout"\nvariants =', OTHER)))
+
+
+def _several_problems_lines(path: Path) -> list[str]:
+    return [
+        f"{path}: experiment 1 (three arms): name: must be 1-64 letters, digits, '-' or '_', got 'three arms'",
+        f"{path}: experiment 2 (other-half): slice: overlapping traffic slices: [0.4, 0.9] here and [0.0, 0.5] in "
+        "experiment 1 (three arms), which runs at the same time",
+        f"{path}: experiment 3 (other-half): name: duplicate: experiment 2 has the name 'other-half' too",
+        f"{path}: experiment 3 (other-half): control: 'holdout' gets no customers: holdout is 0 (give a holdout share, "
+        "or name one of its variants ['rules', 'nothing'])",
+    ]
+
+
+def test_experiment_check_reports_every_independent_problem_in_one_run_and_exits_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SEVERAL_PROBLEMS)
+    result = _cli("experiment", "check", "--file", bad, "--catalog", ROOT / "config" / "offers.toml")
+    assert result.exit_code == 2 and result.stdout == "" and "Traceback" not in result.output
+    assert result.stderr.splitlines() == [f"error: {line}" for line in _several_problems_lines(bad)]
+
+
 # --------------------------------------------------------------------------------------------- the service
 
 
@@ -454,6 +490,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_the_service_refuses_to_start_with_every_problem_of_the_experiments_file(tmp_path, capfd):
+    from service import CONFIG_INVALID_EXIT, create_app
+
+    bad = tmp_path / "experiments.toml"
+    bad.write_text(SEVERAL_PROBLEMS)
+    config = {"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "MODELS_DIR": str(tmp_path),
+              "SPOOL_PATH": str(tmp_path / "spool.db"), "EXPERIMENTS_PATH": str(bad)}
+    with pytest.raises(SystemExit) as stop:
+        create_app(config)
+    assert stop.value.code == CONFIG_INVALID_EXIT
+    (entry,) = [json.loads(line) for line in capfd.readouterr().err.splitlines() if '"config_invalid"' in line]
+    assert entry["level"] == "critical" and entry["errors"] == _several_problems_lines(bad)
 
 
 @pytest.mark.slow
