@@ -128,12 +128,14 @@ def register_runtime(app: Flask) -> None:
 def register_api(app: Flask) -> None:
     from service.api import blp as v1
     from service.health import blp as health
+    from service.health import document as document_health
 
     api = RetentionApi(app)
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                    "description": "An API key from `retention keys create`."})
     api.register_blueprint(v1)
     app.register_blueprint(health)
+    document_health(api, app)
 
 
 def register_hooks(app: Flask) -> None:

@@ -84,7 +84,7 @@ def test_a_bad_model_is_refused_on_reload_and_a_good_one_is_served(backend, migr
             model = requests.get(f"{srv.base}/v1/model", headers=admin, timeout=10).json()
             assert model["model_version"] == served, break_it.__name__
             assert says in (model["last_reload_refused"] or "").lower(), (break_it.__name__, model)
-            ready = requests.get(f"{srv.base}/readyz", timeout=10).json()
+            ready = requests.get(f"{srv.base}/readyz", headers=admin, timeout=10).json()
             assert ready["checks"]["model"]["ok"] and "last_reload_refused" in ready["checks"]["model"]
             d = requests.post(f"{srv.base}/v1/decisions", json=decision_body(request_id=f"after-{n}"),
                               headers=headers(), timeout=10).json()
