@@ -67,6 +67,16 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def post_fork(server, worker):
+    # retention_model_loaded is per process (multiprocess_mode="liveall", service/metrics.py): each worker
+    # marks the version it serves as soon as it exists, so a scrape sees every worker, not only those that
+    # have answered a request. The master never marks it: it serves nothing. After a reload (SIGHUP) the
+    # new workers fork with the new model and mark it here; the old ones leave through child_exit.
+    from service import metrics
+
+    metrics.mark_served(server.app.wsgi().extensions["retention"].model_version)
+
+
 def on_reload(server):
     # `retention models promote` / `rollback` (or `kill -HUP <master>`) deploy the registry's champion: the
     # master verifies it (every checksum, the feature version,

@@ -107,7 +107,8 @@ def through(proxy: Proxy, url: str) -> str:
 
 def drill(base: str, key: str, proxy: Proxy, direct_url: str, seconds: float, rate: float = 20.0) -> dict:
     """Cut the database for `seconds` while sending decisions and outcomes at `rate`/s; then restore it,
-    wait for the spool to drain and check the store. Returns figures and the verdict."""
+    wait for the spool to drain and check the store. Returns figures and the verdict. `key` is an admin
+    key: it decides, and it reads /readyz's details (the store and spool checks)."""
     auth = {"Authorization": f"Bearer {key}"}
     session = requests.Session()
 
@@ -144,7 +145,7 @@ def drill(base: str, key: str, proxy: Proxy, direct_url: str, seconds: float, ra
             again = decide("outage-0")
             if again.json().get("decision_id") != answered.get("outage-0"):
                 errors.append("a retry during the outage got another decision")
-            ready_during = session.get(f"{base}/readyz", timeout=10)
+            ready_during = session.get(f"{base}/readyz", headers=auth, timeout=10)  # the details: admin
         i += 1
         time.sleep(max(0.0, 1 / rate - (time.perf_counter() - t0)))
     outage_seconds = time.monotonic() - started
@@ -152,7 +153,7 @@ def drill(base: str, key: str, proxy: Proxy, direct_url: str, seconds: float, ra
     restored = time.monotonic()
     drained = None
     while time.monotonic() - restored < 60:
-        checks = session.get(f"{base}/readyz", timeout=10).json()["checks"]
+        checks = session.get(f"{base}/readyz", headers=auth, timeout=10).json()["checks"]
         if checks.get("store", {}).get("ok") and checks.get("spool", {}).get("waiting") == 0:
             drained = time.monotonic() - restored
             break

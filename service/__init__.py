@@ -119,7 +119,6 @@ def register_runtime(app: Flask) -> None:
             auth.prime(store.active_clients())
     except StoreError as exc:
         log.warning("auth_cache_not_primed", extra={"fields": {"error": type(exc).__name__}})
-    metrics.set_model(runtime.model_version)
     log.info("service_started", extra={"fields": {"model_version": runtime.model_version,
                                                    "policy_version": runtime.policy.config.version,
                                                    "catalog_version": runtime.catalog.version}})
@@ -128,18 +127,23 @@ def register_runtime(app: Flask) -> None:
 def register_api(app: Flask) -> None:
     from service.api import blp as v1
     from service.health import blp as health
+    from service.health import document as document_health
 
     api = RetentionApi(app)
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                    "description": "An API key from `retention keys create`."})
     api.register_blueprint(v1)
     app.register_blueprint(health)
+    document_health(api, app)
 
 
 def register_hooks(app: Flask) -> None:
+    runtime = app.extensions["retention"]
+
     @app.before_request
     def start():
         g.started = time.perf_counter()
+        metrics.mark_served(runtime.model_version)  # in the process that serves, not a preloading master
         sent = request.headers.get("X-Request-ID", "")
         g.request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
         # An id in the URL with a NUL character names nothing (PostgreSQL text cannot hold NUL, and request

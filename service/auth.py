@@ -8,6 +8,9 @@
   older or newer than the replay window is refused, so a captured request cannot be replayed later.
 - Successful look-ups are cached in the process for a short time, so a store outage does not lock out a
   frontend that was already talking to us (a revoked key stops working within that time).
+- An endpoint open to everyone that shows more to one role (/readyz: details for admin) uses `optional_role`:
+  a missing, wrong or under-privileged key is never an error there, and unknown keys are looked up in the
+  store at most once per OPTIONAL_LOOKUP_SECONDS per process, so probes cannot turn it into store load.
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ from functools import wraps
 
 from flask import current_app, g, request
 from flask_smorest import abort
+from werkzeug.exceptions import HTTPException
 
 from store import StoreUnavailable
 
 ROLES = ("decide", "events", "admin")
 AUTH_CACHE_SECONDS = 300.0  # a verified key is re-checked against the store after this long
 STALE_SECONDS = 86_400.0  # ...but while the store is down, a key verified within this long still works
+# optional_role: unknown keys are looked up at most this often per process, and a key the store refused is
+# not asked about again for AUTH_CACHE_SECONDS (a probe sending a stale key every second costs nothing).
+OPTIONAL_LOOKUP_SECONDS = 1.0
 
 
 class _AuthCache:
@@ -57,6 +64,38 @@ class _AuthCache:
 
 
 _cache = _AuthCache()
+
+
+class _Refused:
+    """Digests the store refused recently (for optional_role only), and when it was last asked."""
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+        self._last_lookup = -OPTIONAL_LOOKUP_SECONDS
+        self._lock = threading.Lock()
+
+    def recently(self, digest: str) -> bool:
+        with self._lock:
+            at = self._at.get(digest)
+            return at is not None and time.monotonic() - at < AUTH_CACHE_SECONDS
+
+    def may_look_up(self) -> bool:
+        """True at most once per OPTIONAL_LOOKUP_SECONDS (and then counts as the look-up)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_lookup < OPTIONAL_LOOKUP_SECONDS:
+                return False
+            self._last_lookup = now
+            return True
+
+    def add(self, digest: str) -> None:
+        with self._lock:
+            if len(self._at) > 10_000:
+                self._at.clear()
+            self._at[digest] = time.monotonic()
+
+
+_refused = _Refused()
 
 
 def prime(clients: dict[str, dict]) -> None:
@@ -91,6 +130,44 @@ def _authenticate(key: str) -> dict | None:
     else:
         _cache.put(digest, client)
     return client
+
+
+def optional_role(role: str) -> bool:
+    """Whether the request carries a valid key with `role` (or admin), for an endpoint everyone may call:
+    never aborts and never blocks on the store. A key verified recently (every key at start-up) is known
+    from the cache; any other key costs at most one store look-up per OPTIONAL_LOOKUP_SECONDS in this
+    process, and one the store refused is not asked about again for AUTH_CACHE_SECONDS."""
+    key = presented_key()
+    if key is None:
+        return False
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    client = _cache.get(digest)
+    if client is None:
+        if _refused.recently(digest) or not _refused.may_look_up():
+            return False
+        try:
+            client = current_app.extensions["retention"].store.authenticate(key)
+        except StoreUnavailable:
+            client = _cache.get(digest, stale=True)  # not refused: the store could not be asked
+            if client is None:
+                return False
+        else:
+            if client is None:
+                _refused.add(digest)
+                _cache.forget(digest)
+                return False
+            _cache.put(digest, client)
+    if client.get("signing_secret") and not _signature_valid(client["signing_secret"]):
+        return False
+    return client["role"] in (role, "admin")
+
+
+def _signature_valid(secret: str) -> bool:
+    try:
+        _check_signature(secret)
+    except HTTPException:
+        return False
+    return True
 
 
 def _check_signature(secret: str) -> None:

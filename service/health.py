@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics: unauthenticated, for the platform rather than for clients."""
+"""Liveness, readiness and Prometheus metrics: unauthenticated, for the platform rather than for clients
+(readiness shows its details to the admin role only)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app
 
-from service import metrics
+from service import auth, metrics
 from service.monitoring import snapshot_staleness
 from store import StoreUnavailable
 
@@ -21,7 +22,15 @@ def healthz():
 
 @blp.get("/readyz")
 def readyz():
-    """Ready = a verified model is loaded and the store answers. Otherwise 503, naming what is degraded.
+    """Ready = a verified model is loaded and the store answers. Otherwise 503 ("not ready"), naming what is
+    degraded.
+
+    Without a key (a load balancer) the answer is the status and one word per degraded check, e.g.
+    `{"status": "degraded", "degraded": ["features"]}`: the details name the database, model versions,
+    artifact paths and error texts, which are for the operator. An admin key (`Authorization: Bearer`) gets
+    them; any other key, or a wrong one, gets the short form with the same status code, never a 401 (a probe
+    with a stale key must not take a healthy replica out), and costs no store query per request
+    (auth.optional_role).
 
     A degraded process still answers decisions (rules instead of the model, or without history when the
     store is down); readiness tells a deploy or load balancer that it should not be preferred.
@@ -67,9 +76,48 @@ def readyz():
             checks["spool"] = {"ok": False, "error": str(exc)}
             degraded.append("spool")
     ready = "model" not in degraded and "store" not in degraded
-    body = {"status": "ready" if ready else "degraded", "degraded": degraded, "checks": checks,
+    status = "not ready" if not ready else "degraded" if degraded else "ready"
+    if not auth.optional_role("admin"):
+        return {"status": status, "degraded": degraded}, 200 if ready else 503
+    body = {"status": status, "degraded": degraded, "checks": checks,
             "policy_version": rt.policy.config.version, "catalog_version": rt.catalog.version}
     return body, 200 if ready else 503
+
+
+_READYZ_DOC = {
+    "get": {
+        "tags": ["health"],
+        "summary": "Readiness: the status and what is degraded; the details for the admin role",
+        "description": (
+            "200 when a verified model is loaded and the store answers (\"ready\", or \"degraded\" naming a "
+            "stale or missing feature snapshot or an unreadable spool), else 503 (\"not ready\", naming "
+            "`model` and/or `store`). No key is needed: without one, or with any key but an admin's (a wrong "
+            "key too, never a 401), the body is only `status` and `degraded`, one word per check. An admin key "
+            "adds `checks` (model version and the last refused reload, store and spool errors, the feature "
+            "snapshot's age), `policy_version` and `catalog_version`."),
+        "security": [{}, {"bearer": []}],  # optional: the key only widens the answer
+        "responses": {
+            status: {"description": why, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["status", "degraded"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["ready", "degraded", "not ready"]},
+                    "degraded": {"type": "array", "items": {"type": "string",
+                                                            "enum": ["model", "store", "features", "spool"]}},
+                    "checks": {"type": "object", "description": "admin only"},
+                    "policy_version": {"type": "string", "description": "admin only"},
+                    "catalog_version": {"type": "string", "description": "admin only"},
+                }}}}}
+            for status, why in (("200", "Ready (perhaps degraded): keep it in the load balancer."),
+                                ("503", "Not ready: the model or the store is unavailable."))
+        },
+    }
+}
+
+
+def document(api, app) -> None:
+    """Put /readyz in the OpenAPI document (a plain Flask view, so flask-smorest does not see it)."""
+    rule = next(r for r in app.url_map.iter_rules() if r.endpoint == "health.readyz")
+    api.spec.path(rule=rule, operations=_READYZ_DOC)
 
 
 def offers_decided_by(scorer) -> str:

@@ -41,8 +41,12 @@ SHADOW = Counter("retention_shadow_decisions_total", "Decisions the challenger a
                  ["agrees"])
 FAIL_OPEN = Counter("retention_fail_open_total", "Decisions answered despite a failure", ["cause"])
 SPOOLED = Counter("retention_spooled_total", "Writes kept in the local spool during a store outage", ["kind"])
+# One sample per live process (pid label): set by each process that serves requests (mark_served), never by
+# the gunicorn master, which loads and verifies the model (preload) but answers nothing. Had the master set it,
+# its 1 would stand for the workers, which fork with a fresh multiprocess file where the version reads 0.
 MODEL_LOADED = Gauge("retention_model_loaded", "1 for the model version this process serves", ["version"],
                      multiprocess_mode="liveall")
+_served: tuple[int, str] | None = None  # (pid, version) this process last marked as served
 
 # Set by the process a scrape reaches; "livemostrecent": the newest value of any live worker is shown.
 SNAPSHOT_AGE = Gauge("retention_feature_snapshot_age_seconds",
@@ -68,11 +72,19 @@ def observe_request(endpoint: str, method: str, status: int, seconds: float) -> 
     LATENCY.labels(endpoint).observe(seconds)
 
 
-def set_model(version: str | None, previous: str | None = None) -> None:
-    """Mark `version` as served (after a reload, the previous version as no longer served)."""
-    if previous is not None and previous != version:
-        MODEL_LOADED.labels(previous).set(0)
-    MODEL_LOADED.labels(version or "none").set(1)
+def mark_served(version: str | None) -> None:
+    """Mark `version` ("none": the rules) as the one this process serves, and the one it served before, if
+    another, as 0. Cheap when nothing changed: it runs before every request (service.register_hooks) and in
+    each gunicorn worker right after its fork (gunicorn.conf.py post_fork), so a worker reports before its
+    first request and a process whose model was reloaded in place reports the new one."""
+    global _served
+    label, pid = version or "none", os.getpid()
+    if _served == (pid, label):
+        return
+    if _served is not None and _served[0] == pid:
+        MODEL_LOADED.labels(_served[1]).set(0)
+    MODEL_LOADED.labels(label).set(1)
+    _served = (pid, label)
 
 
 def set_snapshot_age(seconds: float | None) -> None:

@@ -21,7 +21,6 @@ from retention.offers import Catalog, load_catalog
 from retention.policy import ModelScorer, Policy, load_policy
 from retention.registry import RegistryError, read_registry
 from retention.serving import live_features
-from service import metrics
 from service.monitoring import Monitor, MonitoringSettings
 from service.spool import Spool
 from store import Store
@@ -100,7 +99,6 @@ class Runtime:
         self.policy.scorer, self.model_meta, self.model_error, self.reload_error = scorer, meta, None, None
         self.policy.shadow, self.challenger_error = _load_challenger(Path(self.models_dir), self.model_ref,
                                                                      self.catalog)
-        metrics.set_model(self.model_version, previous=previous or "none")
         log.info("model_reloaded", extra={"fields": {"from": previous, "to": self.model_version}})
         return {"reloaded": True, "serving": self.model_version, "previous": previous}
 

@@ -258,7 +258,7 @@ def test_customer_history_is_newest_first(client):
 
 def test_health_readiness_and_metrics(client, app):
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    ready = client.get("/readyz")
+    ready = client.get("/readyz", headers=headers("admin"))
     assert ready.status_code == 200 and ready.get_json()["checks"]["model"]["ok"]
     assert ready.get_json()["degraded"] == ["features"]  # no feature snapshot loaded in this test
     decide(client)

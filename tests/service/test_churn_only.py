@@ -15,7 +15,7 @@ def test_the_service_serves_a_churn_only_version_and_the_rules_choose_offers(chu
     app = make_app(migrated_url, models)
     try:
         client = app.test_client()
-        ready = client.get("/readyz")
+        ready = client.get("/readyz", headers=headers("admin"))
         assert ready.status_code == 200
         offers = ready.get_json()["checks"]["model"]["offers"]
         assert offers.startswith("rules: ") and "none with an offer shown" in offers

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
-from support import decision_body, make_app, post, seed_clients
+from support import decision_body, headers, make_app, post, seed_clients
 
 from cli import main
 from retention.configfiles import ConfigError
@@ -63,7 +63,7 @@ def snapshot_aged(store, hours: float) -> None:
 
 def test_a_snapshot_older_than_the_maximum_is_named_and_decisions_go_on(client, app):
     snapshot_aged(app.extensions["retention"].store, hours=72)
-    ready = client.get("/readyz")
+    ready = client.get("/readyz", headers=headers("admin"))
     body = ready.get_json()
     # Listed as degraded with the reason, but no 503: every replica reads the same snapshot, and the load
     # balancer must not take them all out of service for it.
@@ -77,7 +77,7 @@ def test_a_snapshot_older_than_the_maximum_is_named_and_decisions_go_on(client, 
 
 def test_a_fresh_snapshot_is_ready(client, app):
     snapshot_aged(app.extensions["retention"].store, hours=1)
-    body = client.get("/readyz").get_json()
+    body = client.get("/readyz", headers=headers("admin")).get_json()
     assert body["status"] == "ready" and body["degraded"] == []
     assert body["checks"]["features"]["ok"] is True and body["checks"]["features"]["age_hours"] == 1.0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from support import decision_body, make_app, post
+from support import decision_body, headers, make_app, post
 
 
 def _decide(client, **kw):
@@ -50,7 +50,7 @@ def test_a_corrupt_model_is_refused_and_the_rules_decide(app_factory, models_roo
     client = app_factory().test_client()
     d = _decide(client)
     assert d["fallback"] is True and "model_unavailable" in d["reason_codes"]
-    assert "does not match" in client.get("/readyz").get_json()["checks"]["model"]["error"]
+    assert "does not match" in client.get("/readyz", headers=headers("admin")).get_json()["checks"]["model"]["error"]
 
 
 @pytest.mark.serial  # measures time: a core taken by another test would blur it
@@ -86,7 +86,7 @@ def test_a_store_outage_still_answers_without_risky_offers(app_factory, backend,
     assert d["recorded"] is False and "store_unavailable" in d["reason_codes"] and "spooled" in d["reason_codes"]
     assert d["offer"]["type"] in ("none", "followup")  # no history: no offer a guardrail could forbid
     assert "history_unavailable" in d["reason_codes"]
-    ready = client.get("/readyz")
+    ready = client.get("/readyz", headers=headers("admin"))
     assert ready.status_code == 503 and "store" in ready.get_json()["degraded"]
     out = post(client, f"/v1/decisions/{d['decision_id']}/outcome", {"outcome": "declined"})
     assert out.status_code == 202 and out.get_json()["recorded_at"] is None  # spooled, see test_store_outage
@@ -111,7 +111,7 @@ def test_a_model_that_cannot_score_is_refused_at_start(app_factory, models_root,
     client = app_factory(MODELS_DIR=str(broken_root)).test_client()
     d = _decide(client, reason="temporary")
     assert d["fallback"] is True and "model_unavailable" in d["reason_codes"]
-    assert "no served form" in client.get("/readyz").get_json()["checks"]["model"]["error"]
+    assert "no served form" in client.get("/readyz", headers=headers("admin")).get_json()["checks"]["model"]["error"]
 
 
 @pytest.mark.slow  # a fresh interpreter importing the service: ~1.6 s alone, ~3.5 s beside another worker

@@ -51,7 +51,7 @@ def test_gunicorn_serves_decisions_outcomes_and_errors(server):
     assert s.post(f"{base}/v1/decisions", json=decision_body(), timeout=10).status_code == 401
     bad = s.post(f"{base}/v1/decisions", json=decision_body(reason="bored"), headers=headers(), timeout=10)
     assert bad.status_code == 422 and "reason" in bad.json()["errors"]["json"]
-    assert s.get(f"{base}/readyz", timeout=10).json()["checks"]["model"]["ok"]
+    assert s.get(f"{base}/readyz", headers=headers("admin"), timeout=10).json()["checks"]["model"]["ok"]
     logs = log_path.read_text()
     assert '"event": "request"' in logs and d["decision_id"] in logs
     assert "jane@example.com" not in logs and "cust-1" not in logs, "no free text or customer ids in logs"

@@ -84,7 +84,7 @@ def test_a_bad_model_is_refused_on_reload_and_a_good_one_is_served(backend, migr
             model = requests.get(f"{srv.base}/v1/model", headers=admin, timeout=10).json()
             assert model["model_version"] == served, break_it.__name__
             assert says in (model["last_reload_refused"] or "").lower(), (break_it.__name__, model)
-            ready = requests.get(f"{srv.base}/readyz", timeout=10).json()
+            ready = requests.get(f"{srv.base}/readyz", headers=admin, timeout=10).json()
             assert ready["checks"]["model"]["ok"] and "last_reload_refused" in ready["checks"]["model"]
             d = requests.post(f"{srv.base}/v1/decisions", json=decision_body(request_id=f"after-{n}"),
                               headers=headers(), timeout=10).json()
@@ -102,3 +102,36 @@ def test_a_bad_model_is_refused_on_reload_and_a_good_one_is_served(backend, migr
             d = requests.post(f"{srv.base}/v1/decisions", json=decision_body(request_id=f"new-{i}"),
                               headers=headers(), timeout=10).json()
             assert d["model_version"] == "good-2"
+
+
+def _model_loaded(base: str) -> dict[tuple[str, int], float]:
+    """retention_model_loaded by (version, pid), from a scrape."""
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("retention_model_loaded{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            samples[labels["version"], int(labels["pid"])] = float(line.split()[-1])
+    return samples
+
+
+def _assert_served_by_every_worker(srv, version: str) -> None:
+    workers = set(srv.workers())
+    assert len(workers) == 2
+    for _ in range(4):  # a new connection each: the scrape reaches either worker, each must see the same
+        samples = _model_loaded(srv.base)
+        assert {pid for (v, pid), x in samples.items() if v == version and x == 1.0} == workers, samples
+        assert not [k for k, x in samples.items() if k[0] == version and x == 0.0], samples
+        assert srv.proc.pid not in {pid for _, pid in samples}, f"the master serves nothing: {samples}"
+        assert not [k for k, x in samples.items() if k[0] != version and x == 1.0], samples
+
+
+def test_every_serving_worker_reports_the_model_it_serves_after_start_and_reload(migrated_url, models_root,
+                                                                                   tmp_path):
+    seed_clients(migrated_url)
+    good = next(p.parent for p in models_root.glob("*/metadata.json"))
+    with serve(migrated_url, models_root, tmp_path) as srv:
+        _assert_served_by_every_worker(srv, json.loads((good / "metadata.json").read_text())["version"])
+        newer_copy(models_root, good, "good-3", minutes=30)
+        _hup_and_wait(srv)
+        _assert_served_by_every_worker(srv, "good-3")

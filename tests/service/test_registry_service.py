@@ -25,7 +25,7 @@ def test_the_champion_is_served_and_a_candidate_is_not(migrated_url, models_root
         # trained, never promoted: the rules decide and readiness says what to do
         d = _decide(client, 0)
         assert d["model_version"] is None and "model_unavailable" in d["reason_codes"]
-        ready = client.get("/readyz")
+        ready = client.get("/readyz", headers=headers("admin"))
         assert ready.status_code == 503
         assert "no champion model version yet" in ready.get_json()["checks"]["model"]["error"]
         assert "retention models promote" in ready.get_json()["checks"]["model"]["error"]
