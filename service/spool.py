@@ -3,7 +3,7 @@ store outage are kept on local disk and replayed into the store, exactly once, w
 
 - Durable: one SQLite file on the host (RETENTION_SPOOL, default var/spool/spool.db), WAL with
   synchronous=FULL, shared by all gunicorn workers; a write is on disk before the answer leaves.
-- Exactly once: replay goes through the store's own idempotent writes (a decision by its request_id, an
+- Exactly once: replay goes through the store's own idempotent writes (a decision by (client, request_id), an
   outcome by decision and kind), and a row leaves the spool in the same spool transaction that replayed
   it. A crash between the store's commit and the spool's delete replays the row again, which the store
   then recognises as the same write.
@@ -41,7 +41,8 @@ class Spool:
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
-            # key: a decision's request_id, an outcome's decision_id; ref: the decision_id of either
+            # key: a decision's request_id (its client is in the payload: keys are scoped per client), an
+            # outcome's decision_id; ref: the decision_id of either
             db.execute("CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
                        " key TEXT NOT NULL, ref TEXT NOT NULL, payload TEXT NOT NULL, spooled_at REAL NOT NULL)")
             db.execute("CREATE INDEX IF NOT EXISTS spool_key ON spool (kind, key)")
@@ -74,11 +75,17 @@ class Spool:
         self._local.pending = True
         self._local.checked = time.monotonic()
 
-    def decision(self, request_id: str) -> dict | None:
-        """The spooled decision for a request id, if one is waiting."""
-        row = self._db().execute("SELECT payload FROM spool WHERE kind = 'decision' AND key = ? ORDER BY id "
-                                 "LIMIT 1", (request_id,)).fetchone()
-        return _decode(row[0]) if row else None
+    def decision(self, client: str, request_id: str) -> dict | None:
+        """The spooled decision for a client's request id, if one is waiting. The key column holds the
+        request id alone (rows spooled before keys were scoped per client read the same), the client is
+        matched in the payload: another client's decision under the same request id is not this one's."""
+        rows = self._db().execute("SELECT payload FROM spool WHERE kind = 'decision' AND key = ? ORDER BY id",
+                                  (request_id,)).fetchall()
+        for (payload,) in rows:
+            item = _decode(payload)
+            if item.get("client") == client:
+                return item
+        return None
 
     def holds_decision(self, decision_id: str) -> bool:
         return self._db().execute("SELECT 1 FROM spool WHERE kind = 'decision' AND ref = ? LIMIT 1",

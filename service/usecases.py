@@ -45,6 +45,12 @@ def decide(runtime: Runtime, request: DecisionRequest, body: dict, client: str,
     `body` is the request body as decoded JSON: its hash is the idempotency fingerprint, so a retry must send
     the same body. The same request_id with another body raises store.IdempotencyConflict.
 
+    Idempotency keys are scoped per client (the API client's name), as Stripe scopes them per account: the key
+    is (client, request_id). Another client sending a request_id already used gets a decision of its own,
+    never the first client's (which would hand one integration another's customer data), and cannot block
+    the first client's key either; a global key answering 409 would do the latter and tell it that the id
+    exists. Lookups in the store and in the spool both go by the pair.
+
     The store going down never stops an answer: the policy then decides without history (offers that a
     history guardrail could forbid are left out) and the answer says `recorded: false`.
     """
@@ -56,12 +62,12 @@ def decide(runtime: Runtime, request: DecisionRequest, body: dict, client: str,
     snapshot, history, nps, store_ok = None, None, [], True
     context_codes: list[str] = []
     try:
-        known = store.decision_context(request.request_id, cancel.customer_id,
+        known = store.decision_context(client, request.request_id, cancel.customer_id,
                                        history_since=now - timedelta(days=HISTORY_DAYS),
                                        nps_lookback=timedelta(days=LOOKBACK_DAYS))
         if known["existing"] is not None:
             return _replay(known["existing"], digest)
-        spooled = _spooled_decision(runtime, request.request_id)
+        spooled = _spooled_decision(runtime, client, request.request_id)
         if spooled is not None:  # answered during an outage and not replayed yet: store it now, answer it
             stored, _ = store.record_decision(spooled)
             return _replay(stored, digest)
@@ -75,7 +81,7 @@ def decide(runtime: Runtime, request: DecisionRequest, body: dict, client: str,
         history = None
         context_codes.append("store_unavailable")
         metrics.FAIL_OPEN.labels("store").inc()
-        spooled = _spooled_decision(runtime, request.request_id)
+        spooled = _spooled_decision(runtime, client, request.request_id)
         if spooled is not None:  # a retry during the outage gets the decision it was given
             return {**_replay(spooled, digest)[0], "recorded": False}, False
 
@@ -112,10 +118,10 @@ def _count_exploration(d: Decision) -> None:
         metrics.SHADOW.labels(str(d.shadow.agrees).lower()).inc()
 
 
-def _spooled_decision(runtime: Runtime, request_id: str) -> dict | None:
+def _spooled_decision(runtime: Runtime, client: str, request_id: str) -> dict | None:
     if runtime.spool is None or not runtime.spool.pending():
         return None
-    return runtime.spool.decision(request_id)
+    return runtime.spool.decision(client, request_id)
 
 
 def _spool_decision(runtime: Runtime, record: dict) -> dict:

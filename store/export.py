@@ -71,7 +71,7 @@ from retention.contract import (
     Table,
 )
 from retention.utc import naive_utc
-from store.logged import write_logged
+from store.logged import exported_request_ids, write_logged
 from store.models import NO_OFFER, Customer, CustomerFeatures, Decision, Event, Outcome
 from store.repository import Store
 
@@ -303,6 +303,7 @@ def _cancel_requests(conn: Connection, since: datetime | None, end: datetime, kn
     q = select(Decision.decision_id, Decision.request_id, Decision.customer_id, Decision.created_at,
                Decision.reason, Decision.offer_id, Decision.propensity).where(Decision.created_at <= end)
     rows = []
+    exported = exported_request_ids(conn)  # two clients' decisions under one request_id: one id each
     for d in conn.execute(_since(q, Decision.created_at, since).order_by(Decision.created_at, Decision.request_id)):
         if d.customer_id not in known:
             skipped["customer not exported"] += 1
@@ -315,7 +316,8 @@ def _cancel_requests(conn: Connection, since: datetime | None, end: datetime, kn
         shown = d.offer_id != NO_OFFER
         propensity = d.propensity if d.propensity is not None and 0 < d.propensity <= 1 else None
         row = _contract_row(CANCEL_REQUESTS, {
-            "request_id": d.request_id, "customer_id": d.customer_id, "requested_at": requested_at,
+            "request_id": exported.get(d.decision_id, d.request_id), "customer_id": d.customer_id,
+            "requested_at": requested_at,
             "reason": d.reason, "offer_id": d.offer_id if shown else None, "propensity": propensity,
             "accepted": shown and d.decision_id in accepted, "ended_at": min(ends) if ends else None,
         }, end, skipped)

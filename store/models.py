@@ -78,13 +78,16 @@ class Decision(Base):
     """One answer of the decision endpoint, with everything needed to explain, replay and evaluate it."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index(None, "customer_id", "created_at"),  # a customer's history, newest first
+    # Idempotency keys are scoped per client, as Stripe scopes them per account: (client, request_id) is the
+    # key, so one client's request ids can neither reach nor block another's (migration 0004).
+    __table_args__ = (UniqueConstraint("client", "request_id"),
+                      Index(None, "customer_id", "created_at"),  # a customer's history, newest first
                       Index(None, "experiment_name", "created_at"))  # an experiment's decisions
 
     decision_id: Mapped[str] = mapped_column(primary_key=True)  # uuid4 hex
-    request_id: Mapped[str] = mapped_column(unique=True)  # the caller's idempotency key
+    request_id: Mapped[str]  # the caller's idempotency key, unique per client (see __table_args__)
     body_hash: Mapped[str]  # sha256 of the canonical request body: a reused request_id must match it
-    client: Mapped[str]
+    client: Mapped[str]  # the API client's name (api_clients.name): the idempotency key's scope
     customer_id: Mapped[str]
     created_at: Mapped[datetime] = mapped_column(index=True)
     reason: Mapped[str]

@@ -157,7 +157,8 @@ def _same_secret(a: str | None, b: str | None) -> bool:
 # on SQLite, so the per-request statements are prepared here with bound parameters.
 _D = Decision.__table__
 _DECISION_BY_ID = select(_D).where(_D.c.decision_id == bindparam("key"))
-_DECISION_BY_REQUEST = select(_D).where(_D.c.request_id == bindparam("key"))
+# Idempotency keys are scoped per client: a decision is found by (client, request_id), never by request_id alone.
+_DECISION_BY_REQUEST = select(_D).where(_D.c.client == bindparam("client"), _D.c.request_id == bindparam("key"))
 _FEATURES_BY_CUSTOMER = select(CustomerFeatures.__table__).where(
     CustomerFeatures.__table__.c.customer_id == bindparam("customer_id"))
 _CUSTOMER_COLUMNS = CUSTOMERS.column_names  # the contract's; any other key of a customer row is an attribute
@@ -188,7 +189,7 @@ _SHADOW_CHOICES = (
     .limit(bindparam("limit"))
 )
 _INSERT_DECISION = {
-    name: dialect.insert(_D).on_conflict_do_nothing(index_elements=["request_id"]).returning(_D.c.decision_id)
+    name: dialect.insert(_D).on_conflict_do_nothing(index_elements=["client", "request_id"]).returning(_D.c.decision_id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
 
@@ -311,8 +312,9 @@ class Store:
     def record_decision(self, record: dict) -> tuple[dict, bool]:
         """Store a decision; returns (stored record, True), or (the earlier record, False) for a replay.
 
-        A replay is the same request_id with the same body_hash and client; the same request_id with another
-        body or from another client raises IdempotencyConflict. decision_id (uuid4 hex) and created_at (now)
+        A replay is the same (client, request_id) with the same body_hash; the same pair with another body
+        raises IdempotencyConflict. Another client's request_id is another key (keys are scoped per client,
+        as Stripe scopes them per account), so it makes a decision of its own. decision_id (uuid4 hex) and created_at (now)
         are filled in when absent."""
         _check_keys("decision", record, _DECISION_REQUIRED, _DECISION_OPTIONAL)
         row = {k: record.get(k) for k in _DECISION_REQUIRED | _DECISION_OPTIONAL}
@@ -327,22 +329,19 @@ class Store:
             inserted = conn.execute(_INSERT_DECISION[conn.dialect.name], row).first()
             if inserted is not None:  # the common case: what we inserted is what is stored
                 return {**row, "outcomes": []}, True
-            stored = self._decision_where(conn, _DECISION_BY_REQUEST, row["request_id"])
-        if stored["body_hash"] != row["body_hash"] or stored["client"] != row["client"]:
-            raise IdempotencyConflict(
-                f"request_id {row['request_id']!r} was already used for "
-                f"{'another request body' if stored['client'] == row['client'] else 'a request of another client'}"
-            )
+            stored = self._decision_where(conn, _DECISION_BY_REQUEST, row["request_id"], row["client"])
+        if stored["body_hash"] != row["body_hash"]:
+            raise IdempotencyConflict(f"request_id {row['request_id']!r} was already used for another request body")
         return stored, False
 
-    def decision_context(self, request_id: str, customer_id: str, history_since: datetime,
+    def decision_context(self, client: str, request_id: str, customer_id: str, history_since: datetime,
                          nps_lookback: timedelta) -> dict:
         """Everything a decision reads, in one transaction (one connection, one snapshot of the data):
-        `existing` (the decision already made for this request_id, or None), `features` (the customer's
+        `existing` (the decision already made for this client's request_id, or None), `features` (the customer's
         snapshot row or None), `history` (as customer_offer_history) and `nps` (the customer's NPS events
         since the snapshot, or within `nps_lookback` of now without one)."""
         with self.transaction(snapshot=True) as conn:
-            existing = self._decision_where(conn, _DECISION_BY_REQUEST, request_id)
+            existing = self._decision_where(conn, _DECISION_BY_REQUEST, request_id, client)
             if existing is not None:
                 return {"existing": existing}
             features = self._features_row(conn, customer_id)
@@ -356,9 +355,10 @@ class Store:
         with self.transaction() as conn:
             return self._decision_where(conn, _DECISION_BY_ID, decision_id)
 
-    def get_decision_by_request(self, request_id: str) -> dict | None:
+    def get_decision_by_request(self, client: str, request_id: str) -> dict | None:
+        """The decision `client` was given for its `request_id` (keys are scoped per client), or None."""
         with self.transaction() as conn:
-            return self._decision_where(conn, _DECISION_BY_REQUEST, request_id)
+            return self._decision_where(conn, _DECISION_BY_REQUEST, request_id, client)
 
     def customer_decisions(self, customer_id: str, limit: int = 50) -> list[dict]:
         """A customer's decisions, newest first, each with its outcomes."""
@@ -384,9 +384,10 @@ class Store:
                  "months": int((r.offer or {}).get("months") or 0), "created_at": r.created_at,
                  "accepted": bool(r.accepted)} for r in rows]
 
-    def _decision_where(self, conn: Connection, statement, key: str) -> dict | None:
-        """The decision a prepared statement (_DECISION_BY_ID / _BY_REQUEST) finds for `key`, with outcomes."""
-        row = conn.execute(statement, {"key": key}).one_or_none()
+    def _decision_where(self, conn: Connection, statement, key: str, client: str | None = None) -> dict | None:
+        """The decision a prepared statement (_DECISION_BY_ID / _BY_REQUEST, which also needs `client`) finds
+        for `key`, with outcomes."""
+        row = conn.execute(statement, {"key": key} if client is None else {"key": key, "client": client}).one_or_none()
         if row is None:
             return None
         return self._decision_dict(row, self._outcomes(conn, [row.decision_id]))

@@ -62,6 +62,23 @@ def test_the_same_request_id_with_another_body_is_a_409(client):
     assert r.get_json()["code"] == 409 and "different body" in r.get_json()["message"]
 
 
+def test_idempotency_keys_are_scoped_per_client(client, store):
+    """Another client that sends a request_id already used (same body) gets a decision of its own, never the
+    first client's; each client still gets its own decision back on a retry, and each scope stores one row."""
+    first = decide(client)
+    other = post(client, "/v1/decisions", decision_body(), role="admin")  # test-admin: another API client
+    assert (first.status_code, other.status_code) == (201, 201), other.get_json()
+    assert other.get_json()["decision_id"] != first.get_json()["decision_id"]
+    again, other_again = decide(client), post(client, "/v1/decisions", decision_body(), role="admin")
+    assert (again.status_code, other_again.status_code) == (200, 200)
+    assert again.get_json()["decision_id"] == first.get_json()["decision_id"]
+    assert other_again.get_json()["decision_id"] == other.get_json()["decision_id"]
+    assert post(client, "/v1/decisions", decision_body(reason="too_expensive"), role="admin").status_code == 409
+    history = client.get("/v1/customers/cust-1/decisions", headers=headers()).get_json()["decisions"]
+    assert sorted(d["decision_id"] for d in history) == sorted(
+        [first.get_json()["decision_id"], other.get_json()["decision_id"]])
+
+
 @pytest.mark.parametrize("body, field", [
     (decision_body(reason="bored"), "reason"),
     (decision_body(billing_period="weekly"), "billing_period"),

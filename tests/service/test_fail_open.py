@@ -127,3 +127,35 @@ def test_the_service_serves_the_compiled_model_without_scikit_learn_or_pandas(mi
             "print(sorted(m for m in ('sklearn', 'pandas', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_during_a_store_outage_idempotency_stays_scoped_per_client(app_factory, backend, migrated_url, tmp_path):
+    """Two clients using one request_id while the store is down: each gets, and on a retry gets back, a
+    spooled decision of its own; the replay stores both, one per client, and retries afterwards get them."""
+    from support import post as post_as
+
+    from store import Store
+
+    app = app_factory()
+    client = app.test_client()
+    body = decision_body(request_id="shared-during-outage", reason="temporary")
+    for role in ("decide", "admin"):
+        assert post_as(client, "/v1/decisions", decision_body(request_id=f"warm-up-{role}"), role=role).status_code == 201
+    rt = app.extensions["retention"]
+    rt.close()
+    rt.database_url = (f"sqlite:///{tmp_path}/missing-dir/x.db" if backend == "sqlite"
+                       else "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1")
+    mine = post_as(client, "/v1/decisions", body).get_json()
+    theirs = post_as(client, "/v1/decisions", body, role="admin").get_json()
+    assert "spooled" in mine["reason_codes"] and "spooled" in theirs["reason_codes"]
+    assert mine["decision_id"] != theirs["decision_id"]
+    assert post_as(client, "/v1/decisions", body).get_json()["decision_id"] == mine["decision_id"]
+    assert post_as(client, "/v1/decisions", body, role="admin").get_json()["decision_id"] == theirs["decision_id"]
+    with Store.from_url(migrated_url) as store:
+        assert rt.spool.replay(store)["decision"] == 2
+        assert store.get_decision_by_request("test-decide", "shared-during-outage")["decision_id"] == mine["decision_id"]
+        assert store.get_decision_by_request("test-admin", "shared-during-outage")["decision_id"] == theirs["decision_id"]
+    rt.close()
+    rt.database_url = migrated_url
+    again = post_as(client, "/v1/decisions", body, role="admin")
+    assert again.status_code == 200 and again.get_json()["decision_id"] == theirs["decision_id"]

@@ -123,7 +123,7 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_write(server):
     # No corrupt rows: every stored decision reads back whole, and SQLite's own check passes.
     with Store.from_url(url) as store:
         for rid in stored:
-            d = store.get_decision_by_request(rid)
+            d = store.get_decision_by_request("test-decide", rid)
             assert d["offer"]["id"] == d["offer_id"] and isinstance(d["features"], dict)
     if url.startswith("sqlite"):
         assert _rows(url, "PRAGMA integrity_check")[0][0] == "ok"

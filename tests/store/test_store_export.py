@@ -127,6 +127,26 @@ def test_exported_rows_carry_outcomes_and_customer_attributes(filled, tmp_path):
     assert [(r["customer_id"], r["score"], r["comment"]) for r in nps] == [("c1", 9, "great"), ("c2", 3, None)]
 
 
+def test_two_clients_sharing_a_request_id_are_exported_under_distinct_ids(filled, tmp_path):
+    """Idempotency keys are scoped per client, the contract's request_id is unique: decisions of two clients
+    under one request_id are exported as <client>:<request_id> (the logged decisions under the same ids, as
+    training joins them), every other request id as it is; one that even so equals a stored request id gets
+    the decision id too."""
+    other = {**_decision("r1", "c1", BASE + timedelta(days=7), "none", {}), "client": "web"}
+    d_web, created = filled.record_decision(other)
+    assert created
+    filled.record_decision({**_decision("app:r1", "c3", BASE + timedelta(days=8), "none", {}), "client": "web"})
+    d_app = filled.get_decision_by_request("app", "r1")
+    out = tmp_path / "export"
+    export_dataset(filled, out, allow_partial=True)
+    assert validate_dataset(out).errors == []
+    ids = [r["request_id"] for r in _table(out, "cancel_requests", "parquet")]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(["r2", "r3", f"app:r1:{d_app['decision_id']}", "web:r1", "app:r1"])
+    logged = pq.read_table(out / "_logged" / "decisions.parquet").to_pylist()
+    assert {r["decision_id"]: r["request_id"] for r in logged}[d_web["decision_id"]] == "web:r1"
+
+
 def test_since_limits_history_but_keeps_customers(filled, tmp_path):
     manifest = export_dataset(filled, tmp_path / "recent", since=BASE + timedelta(days=5, hours=12), fmt="csv",
                               allow_partial=True)

@@ -175,3 +175,73 @@ def test_0003_keeps_earlier_snapshots_and_marks_them_as_loaded_without_customers
             assert conn.execute(text("SELECT rows FROM feature_snapshots")).scalar() == 3
     finally:
         engine.dispose()
+
+
+def _decision_row(request_id: str, client: str) -> dict:
+    return dict(request_id=request_id, body_hash="h", client=client, customer_id="c", reason="other", request={},
+                features={}, scores={}, offer_id="pause_1m", offer={}, propensity=1.0, reason_codes=[],
+                policy_version="p", catalog_version="c", fallback=False, nps_segment="none", latency_ms=1.0)
+
+
+def _downgrade(engine, revision: str) -> None:
+    """`alembic downgrade` as store.db.upgrade runs migrations: on SQLite with foreign keys off while batch
+    operations rebuild a referenced table."""
+    from alembic import command
+
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # outside a transaction
+        with conn.begin():
+            command.downgrade(store.db.alembic_config(conn), revision)
+    engine.dispose()  # the connection with foreign keys off is not reused
+
+
+def test_0004_scopes_request_ids_per_client_and_refuses_a_downgrade_that_would_lose_decisions(db_url):
+    """Upgrading keeps every decision and its outcomes, after which two clients may use one request_id (and
+    one client still only once); downgrading while two clients share a request_id refuses, naming it, and
+    changes nothing; without such a pair it restores the global unique request_id."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    upgrade(db_url, "0003")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO decisions (decision_id, request_id, body_hash, client, customer_id, created_at, reason, "
+                "request, features, scores, offer_id, offer, propensity, reason_codes, policy_version, "
+                "catalog_version, fallback, nps_segment, latency_ms) VALUES ('d-old', 'r-1', 'h', 'a', 'c', :t, "
+                "'other', '{}', '{}', '{}', 'pause_1m', '{}', 1.0, '[]', 'p', 'c', false, 'none', 1.0)"),
+                {"t": datetime(2026, 11, 1, tzinfo=UTC)})
+            conn.execute(text("INSERT INTO outcomes (decision_id, kind, occurred_at, recorded_at) "
+                              "VALUES ('d-old', 'declined', :t, :t)"), {"t": datetime(2026, 11, 1, tzinfo=UTC)})
+    finally:
+        engine.dispose()
+    assert upgrade(db_url, "0004") == "0004"
+    with Store.from_url(db_url) as s:
+        old = s.get_decision_by_request("a", "r-1")
+        assert old["decision_id"] == "d-old" and [o["kind"] for o in old["outcomes"]] == ["declined"]
+        other, created = s.record_decision(_decision_row("r-1", "b"))
+        assert created and other["decision_id"] != "d-old"
+        assert s.record_decision(_decision_row("r-1", "a"))[0]["decision_id"] == "d-old"
+    engine = make_engine(db_url)
+    try:
+        with pytest.raises(RuntimeError, match="cannot downgrade below 0004.*'r-1'"):
+            _downgrade(engine, "0003")
+        assert current_revision(db_url) == "0004"
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT count(*) FROM decisions")).scalar() == 2  # nothing was lost
+            conn.execute(text("DELETE FROM decisions WHERE client = 'b'"))
+        _downgrade(engine, "0003")
+        assert current_revision(db_url) == "0003"
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT count(*) FROM outcomes WHERE decision_id = 'd-old'")).scalar() == 1
+        with pytest.raises(IntegrityError), engine.begin() as conn:  # request_id is globally unique again
+            conn.execute(text(
+                "INSERT INTO decisions (decision_id, request_id, body_hash, client, customer_id, created_at, reason, "
+                "request, features, scores, offer_id, offer, propensity, reason_codes, policy_version, "
+                "catalog_version, fallback, nps_segment, latency_ms) VALUES ('d-new', 'r-1', 'h', 'b', 'c', :t, "
+                "'other', '{}', '{}', '{}', 'pause_1m', '{}', 1.0, '[]', 'p', 'c', false, 'none', 1.0)"),
+                {"t": datetime(2026, 11, 1, tzinfo=UTC)})
+    finally:
+        engine.dispose()

@@ -111,8 +111,9 @@ def test_a_decision_is_stored_as_given_and_found_by_id_and_request(store):
     assert stored["created_at"].tzinfo is not None and stored["outcomes"] == []
     assert stored["reason_text"] == "costs too much for me" and stored["experiment"] is None
     assert store.get_decision(stored["decision_id"]) == stored
-    assert store.get_decision_by_request("req-1") == stored
-    assert store.get_decision("missing") is None and store.get_decision_by_request("missing") is None
+    assert store.get_decision_by_request("app", "req-1") == stored
+    assert store.get_decision("missing") is None and store.get_decision_by_request("app", "missing") is None
+    assert store.get_decision_by_request("someone-else", "req-1") is None  # keys are scoped per client
 
 
 def test_replaying_a_request_returns_the_first_decision(store):
@@ -123,13 +124,25 @@ def test_replaying_a_request_returns_the_first_decision(store):
     assert count(store, Decision) == 1
 
 
-def test_reusing_a_request_id_for_another_body_or_client_is_a_conflict(store):
+def test_reusing_a_request_id_for_another_body_is_a_conflict(store):
     store.record_decision(decision())
     with pytest.raises(IdempotencyConflict, match="another request body"):
         store.record_decision(decision(body_hash="0" * 64))
-    with pytest.raises(IdempotencyConflict, match="another client"):
-        store.record_decision(decision(client="someone-else"))
     assert count(store, Decision) == 1
+
+
+def test_request_ids_are_scoped_per_client(store):
+    """Another client's request_id is another idempotency key: its own decision, its own replays, its own
+    conflicts; the first client's decision is neither returned to it nor changed by it."""
+    first, _ = store.record_decision(decision())
+    other, created = store.record_decision(decision(client="someone-else"))
+    assert created and other["decision_id"] != first["decision_id"]
+    again, created_again = store.record_decision(decision(client="someone-else", decision_id="third-id"))
+    assert not created_again and again["decision_id"] == other["decision_id"]
+    with pytest.raises(IdempotencyConflict, match="another request body"):
+        store.record_decision(decision(client="someone-else", body_hash="0" * 64))
+    assert store.get_decision_by_request("app", "req-1") == first
+    assert count(store, Decision) == 2
 
 
 def test_a_decision_record_with_missing_or_unknown_fields_is_refused(store):
@@ -152,7 +165,7 @@ def test_customer_decisions_are_newest_first_with_their_outcomes(store):
     for i in range(3):
         store.record_decision(decision(f"req-{i}", created_at=T0 + timedelta(days=i)))
     store.record_decision(decision("req-other", customer_id="c2", created_at=T0))
-    newest = store.get_decision_by_request("req-2")
+    newest = store.get_decision_by_request("app", "req-2")
     store.record_outcome(newest["decision_id"], "declined", T0 + timedelta(days=2, minutes=1))
     history = store.customer_decisions("c1")
     assert [d["request_id"] for d in history] == ["req-2", "req-1", "req-0"]
@@ -259,6 +272,33 @@ def test_concurrent_duplicate_decisions_from_threads_store_one_row(store):
     assert len({decision_id for decision_id, _ in results}) == 1
     assert sorted(created for _, created in results) == [False] * 7 + [True]
     assert count(store, Decision) == 1
+
+
+def test_concurrent_duplicates_from_two_clients_store_one_row_per_client(store):
+    """Two clients racing with one request_id: exactly one row in each client's scope, each client's threads
+    all get that client's decision."""
+    barrier = threading.Barrier(12)
+    results: list[tuple[str, str, bool]] = []
+    errors: list[BaseException] = []
+
+    def post(client: str) -> None:
+        barrier.wait(timeout=30)
+        try:
+            stored, created = store.record_decision(decision("shared-request", client=client))
+            results.append((client, stored["decision_id"], created))
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=post, args=("app" if i % 2 else "other-app",)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    by_client = {c: {d for k, d, _ in results if k == c} for c in ("app", "other-app")}
+    assert all(len(ids) == 1 for ids in by_client.values()) and by_client["app"] != by_client["other-app"]
+    assert sorted(created for _, _, created in results) == [False] * 10 + [True] * 2
+    assert count(store, Decision) == 2
 
 
 @pytest.mark.slow
