@@ -78,6 +78,7 @@ def test_promote_and_rollback_under_load_lose_no_request(migrated_url, models_ro
     with Store.from_url(migrated_url) as store, store.engine.connect() as conn:
         stored = conn.execute(select(func.count()).select_from(Decision)
                               .where(Decision.request_id.like("load-%"))).scalar_one()
-    assert stored == len(answers) > 200
+    # How many requests fit in depends on the machine's load (171 to 347 seen); that none is lost does not.
+    assert stored == len(answers) and versions.count(v2) >= 20
     print(f"{len(answers)} requests, all 201, all stored; answered by {v1} then {v2} then {v1}: "
           f"{versions.count(v1)} / {versions.count(v2)}")
