@@ -36,6 +36,22 @@ max_requests_jitter = 5_000
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("RETENTION_LOG_LEVEL", "info").lower()
+# One format for everything the service writes: gunicorn's own lines as the same JSON lines
+# (service.logs.JsonFormatter). Through logconfig_dict because gunicorn re-runs its logging set-up on every
+# reload (SIGHUP), which would otherwise add back its plain "[date] [pid] [INFO]" handler.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "service.logs.JsonFormatter"}},
+    "handlers": {"json_stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "root": {"level": "WARNING", "handlers": ["json_stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["json_stderr"], "propagate": False,
+                           "qualname": "gunicorn.error"},
+        "gunicorn.access": {"level": "INFO", "handlers": ["json_stderr"], "propagate": False,
+                            "qualname": "gunicorn.access"},
+    },
+}
 
 # `retention models promote` and `rollback` signal the master (SIGHUP, see on_reload) through this pidfile;
 # unset (tests, several servers on one machine), there is none. `make run` sets var/gunicorn.pid.

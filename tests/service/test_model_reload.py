@@ -102,6 +102,19 @@ def test_a_bad_model_is_refused_on_reload_and_a_good_one_is_served(backend, migr
             d = requests.post(f"{srv.base}/v1/decisions", json=decision_body(request_id=f"new-{i}"),
                               headers=headers(), timeout=10).json()
             assert d["model_version"] == "good-2"
+        # One log format for everything the service writes, gunicorn's own lines included, after five reloads
+        # too (a reload re-runs gunicorn's logging set-up, which used to add its plain "[date] [pid]" lines).
+        lines = [x for x in srv.log_path.read_text().splitlines() if x.strip()]
+        not_json = [x for x in lines if not _is_json(x)]
+        assert not not_json, not_json[:5]
+        assert any('"Handling signal: hup"' in x for x in lines)
+
+
+def _is_json(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _model_loaded(base: str) -> dict[tuple[str, int], float]:
