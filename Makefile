@@ -82,6 +82,7 @@ bench-scale: install
 # are posted back from the simulator's true response, and the report is checked against the truth.
 XP := var/experiments
 XP_KEY := xp-admin-key-not-for-production-0123
+XP_PORT ?= 8010
 experiment-demo: demo-model
 	@if [ ! -f var/data/eval-seed8/dataset.json ]; then $(BIN)/retention simulate --customers 20000 --seed 8 --out var/data/eval-seed8; fi
 	rm -rf $(XP) && mkdir -p $(XP)
@@ -89,10 +90,10 @@ experiment-demo: demo-model
 	DATABASE_URL=sqlite:///$(XP)/store.db $(BIN)/retention db upgrade
 	DATABASE_URL=sqlite:///$(XP)/store.db $(BIN)/retention keys create --name xp-admin --role admin --key $(XP_KEY)
 	DATABASE_URL=sqlite:///$(XP)/store.db $(BIN)/retention load-features --data var/data/eval-seed8
-	DATABASE_URL=sqlite:///$(XP)/store.db RETENTION_EXPERIMENTS=$(XP)/experiments.toml PORT=8010 \
+	DATABASE_URL=sqlite:///$(XP)/store.db RETENTION_EXPERIMENTS=$(XP)/experiments.toml PORT=$(XP_PORT) \
 	  RETENTION_LOG_LEVEL=WARNING RETENTION_RATE_LIMIT="100000 per second" $(BIN)/gunicorn -c gunicorn.conf.py "service:create_app()" & echo $$! > $(XP)/gunicorn.pid; \
-	  for i in $$(seq 60); do curl -sf http://127.0.0.1:8010/healthz >/dev/null && break; sleep 0.5; done; \
-	  $(BIN)/retention experiment simulate --data var/data/eval-seed8 --url http://127.0.0.1:8010 --key $(XP_KEY) \
+	  for i in $$(seq 60); do curl -sf http://127.0.0.1:$(XP_PORT)/healthz >/dev/null && break; sleep 0.5; done; \
+	  $(BIN)/retention experiment simulate --data var/data/eval-seed8 --url http://127.0.0.1:$(XP_PORT) --key $(XP_KEY) \
 	    --name offer-variants --limit 8000 --seed 1 --html $(XP)/offer-variants.html --json $(XP)/offer-variants.json; \
 	  status=$$?; kill $$(cat $(XP)/gunicorn.pid); exit $$status
 
