@@ -16,8 +16,10 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from retention.decision import CancelRequest, PastOffer
+from retention.contract import is_missing
+from retention.decision import CancelRequest, PastOffer, Snapshot
 from retention.eligibility import exclusions
+from retention.features import FeatureSpec
 from retention.model import decision_columns, offer_of
 from retention.offers import Catalog
 from retention.ope import LoggedFlows
@@ -46,6 +48,18 @@ def request_of(row: dict) -> CancelRequest:
     """The cancel request a flow's features describe (the plan and price as of the request)."""
     return CancelRequest(row["customer_id"], row["reason"], row["billing_period"], row["billing_channel"],
                          float(row["price"]), plan_id=row["plan_id"], country=row["country"])
+
+
+def replayed_requests(rows: pd.DataFrame, spec: FeatureSpec, past: dict):
+    """(request, snapshot, now, history) of each row of `rows` (features of `spec` as of each request), as the
+    service had them at the time: the request's own fields, the features as a snapshot as of then, and the
+    customer's logged flows before it (`past`: histories). Policy evaluation and off-policy replay read these."""
+    for row in rows[list(dict.fromkeys([*spec.names, "customer_id", "as_of", "reason", "billing_period",
+                                        "billing_channel", "price", "plan_id", "country"]))].to_dict("records"):
+        now = as_utc(pd.Timestamp(row["as_of"]).to_pydatetime())
+        snapshot = Snapshot({k: None if is_missing(row[k]) else row[k] for k in spec.names}, as_of=now)
+        times, offers = past.get(row["customer_id"], ((), ()))
+        yield request_of(row), snapshot, now, list(offers[:bisect.bisect_left(times, now)])
 
 
 @dataclass

@@ -27,23 +27,22 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from retention.artifacts import load_artifact, resolve_version
-from retention.contract import LOGGED_DECISIONS, is_missing
-from retention.decision import CancelRequest, Decision, Snapshot
+from retention.contract import LOGGED_DECISIONS
+from retention.decision import Decision
 from retention.features import FEATURE_VERSION, FeatureSpec, discover_spec
 from retention.offers import Catalog
 from retention.ope import Estimate, evaluate, one_hot
 from retention.policy import ModelScorer, Policy, PolicyConfig
-from retention.utc import as_utc
 from training.dataset import open_dataset, resolve_window_end
-from training.flows import Flows, build_flows, histories, offer_probabilities
+from training.flows import Flows, build_flows, histories, offer_probabilities, replayed_requests
 from training.train import response_rows
 
 REPLAY_TIME_BUDGET_MS = 5000.0
@@ -98,15 +97,13 @@ class Log:
     con: object  # the data set's DuckDB connection
     catalog: Catalog
     logged: pd.DataFrame | None = None  # store.logged: per request, the features the service scored
-    _rows: dict = None
+    _rows: dict = field(default_factory=dict)
 
     def rows_for(self, spec: FeatureSpec) -> pd.DataFrame:
         """The same requests, in the same order, with the features `spec` defines (a model's own): as the
         service logged them where the log has them (an export of the store), else recomputed as of each
         request from the data set's history."""
         key = repr(spec.to_dict())
-        if self._rows is None:
-            self._rows = {}
         if key not in self._rows:
             rows = response_rows(self.con, self.catalog, spec, resolve_window_end(self.data_dir, None))
             if not rows["request_id"].equals(self.rows["request_id"]):
@@ -159,20 +156,6 @@ def _with_logged_features(rows: pd.DataFrame, spec: FeatureSpec, logged: pd.Data
             rows[name] = (pd.to_numeric(values, errors="coerce").astype(float) if name in spec.numeric
                           else values.astype(object).where(values.notna(), None))
     return rows
-
-
-def replayed_requests(rows: pd.DataFrame, spec: FeatureSpec, past: dict) -> Iterator[tuple]:
-    """(request, snapshot, now, history) of each row, as the service would have had them at the time: the
-    features as of the request, the customer's earlier logged flows."""
-    import bisect
-
-    for row in rows[spec.names + ["customer_id", "as_of", "reason"]].to_dict("records"):
-        now = as_utc(row["as_of"].to_pydatetime())
-        request = CancelRequest(row["customer_id"], row["reason"], row["billing_period"], row["billing_channel"],
-                                float(row["price"]), plan_id=row["plan_id"], country=row["country"])
-        snapshot = Snapshot({k: None if is_missing(row[k]) else row[k] for k in spec.names}, as_of=now)
-        times, offers = past.get(row["customer_id"], ((), ()))
-        yield request, snapshot, now, list(offers[:bisect.bisect_left(times, now)])
 
 
 def target_of(decisions: list[Decision], offers: tuple[str, ...]) -> np.ndarray:

@@ -9,7 +9,6 @@ feature function), the guardrails from `retention.eligibility` and the choice fr
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections import Counter
 from dataclasses import replace
@@ -20,15 +19,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from retention.contract import is_missing
-from retention.decision import CancelRequest, Snapshot
 from retention.features import FeatureSpec
 from retention.offers import Catalog
 from retention.policy import ModelScorer, Policy, PolicyConfig
-from retention.utc import as_utc, naive_utc
+from retention.utc import naive_utc
 from retention.value import expected_net_value
 from training.dataset import open_dataset, resolve_window_end
-from training.flows import histories
+from training.flows import histories, replayed_requests
 from training.simulator.truth import TRUTH_FILE
 from training.train import response_rows
 
@@ -78,15 +75,10 @@ def evaluate_policy(model: dict, meta: dict, data_dir: Path, catalog: Catalog, c
     gated = not policy.scorer.serves_policy and policy.scorer.offers is not None
     ungated = Policy(catalog, config, ModelScorer.from_estimator(model, meta, catalog, ignore_gate=True)) if gated \
         else policy
-    records = rows[spec.names + ["customer_id", "as_of", "reason", "request_id"]].to_dict("records")
+    requests = replayed_requests(rows, spec, past_flows)
     try:
-        for i, row in enumerate(progress(records, desc="decide", unit="request") if progress else records):
-            now = as_utc(row["as_of"].to_pydatetime())
-            request = CancelRequest(row["customer_id"], row["reason"], row["billing_period"], row["billing_channel"],
-                                    float(row["price"]), plan_id=row["plan_id"], country=row["country"])
-            snapshot = Snapshot({k: None if is_missing(row[k]) else row[k] for k in spec.names}, as_of=now)
-            times, offers = past_flows.get(row["customer_id"], ((), ()))
-            past = list(offers[:bisect.bisect_left(times, now)])
+        for i, (request, snapshot, now, past) in enumerate(
+                progress(requests, total=n, desc="decide", unit="request") if progress else requests):
             t0 = time.perf_counter()
             decision = policy.decide(request, snapshot, now=now, history=past)
             latency_ms[i] = (time.perf_counter() - t0) * 1000.0
@@ -99,7 +91,7 @@ def evaluate_policy(model: dict, meta: dict, data_dir: Path, catalog: Catalog, c
                                                                    col[mine.offer.id])
             for offer_id in decision.excluded:  # retention.eligibility.exclusions, as decide applied them
                 guard_ok[i, col[offer_id]] = False
-            mismatched_price += abs(float(row["price"]) - truth["price"][i]) > 1e-6
+            mismatched_price += abs(request.price - truth["price"][i]) > 1e-6
     finally:
         policy.close()
         ungated.close()
