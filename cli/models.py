@@ -26,6 +26,21 @@ from retention.artifacts import ArtifactError
 from retention.files import write_atomic
 
 
+def _configured(catalog_path: Path, policy_path: Path, data_dir: Path | None):
+    """The catalog and policy the candidates decide with, after checking the logged data set (exit 2 if it
+    fails the contract)."""
+    catalog = catalog_from(catalog_path)
+    config = policy_from(catalog, policy_path)
+    if data_dir is not None:
+        validated(data_dir)
+    return catalog, config
+
+
+def _write_json(out: Path | None, result: dict) -> None:
+    if out is not None:
+        write_atomic(out, json.dumps(result, indent=2) + "\n")
+
+
 @click.command("ope")
 @click.option("--data", "data_dir", type=PATH, required=True,
               help="Logged decisions with their outcomes and propensities: a `retention export` of the store, or "
@@ -49,17 +64,14 @@ def ope(data_dir: Path, candidates: tuple[str, ...], reward_ref: str | None, out
     from reports.text import ope_table
     from training.offpolicy import estimate, parse_candidate, read_log
 
-    catalog = catalog_from(catalog_path)
-    config = policy_from(catalog, policy_path)
+    catalog, config = _configured(catalog_path, policy_path, data_dir)
     with failing_on(ValueError):
         parsed = [parse_candidate(c, catalog) for c in candidates]
-    validated(data_dir)
     with failing_on(ValueError, ArtifactError):
         log = read_log(data_dir, catalog, config)
         result = estimate(parsed, log, catalog, config, models_root, reward_ref, progress=tqdm)
     click.echo(ope_table(result))
-    if out is not None:
-        write_atomic(out, json.dumps(result, indent=2) + "\n")
+    _write_json(out, result)
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -168,10 +180,7 @@ def compare(a: str, b: str, data_dir: Path | None, traffic_days: int | None, out
     from reports.text import comparison_text
     from training.promotion import compare as compare_versions
 
-    catalog = catalog_from(catalog_path)
-    config = policy_from(catalog, policy_path)
-    if data_dir is not None:
-        validated(data_dir)
+    catalog, config = _configured(catalog_path, policy_path, data_dir)
     with failing_on(ArtifactError, ValueError):
         result = compare_versions(models_root, a, b, catalog, config, data_dir, progress=tqdm)
     if traffic_days is not None:
@@ -182,8 +191,7 @@ def compare(a: str, b: str, data_dir: Path | None, traffic_days: int | None, out
                                 if {p["champion"], p["challenger"]} <= versions]
             result["shadow_since"] = since.isoformat()
     click.echo(comparison_text(result))
-    if out is not None:
-        write_atomic(out, json.dumps(result, indent=2) + "\n")
+    _write_json(out, result)
 
 
 @models.command("promote")
@@ -208,10 +216,7 @@ def promote(ref: str, alias: str, reason: str, data_dir: Path | None, margin: fl
     from retention.registry import RegistryError, move_alias, read_registry
     from training.promotion import promotion_checks
 
-    catalog = catalog_from(catalog_path)
-    config = policy_from(catalog, policy_path)
-    if data_dir is not None:
-        validated(data_dir)
+    catalog, config = _configured(catalog_path, policy_path, data_dir)
     with failing_on(ArtifactError, RegistryError, ValueError):
         registry = read_registry(models_root)
         checks = promotion_checks(models_root, ref, alias, registry, catalog, config, data_dir, margin, progress=tqdm)
