@@ -68,11 +68,17 @@ def test_the_checked_in_policy_explores_five_percent_and_logs_each_offers_exact_
     assert all(d.offer.id == "discount_50_2m" for d in decisions if d not in explored)
 
 
-def test_the_probabilities_of_every_eligible_offer_sum_to_one():
-    d = decide_many(Policy(CATALOG, CONFIG, Scores()), 1)[0]
-    e = d.exploration
-    total = sum((1 - e.share) * (o == e.policy_offer) + e.share / len(e.eligible) for o in e.eligible)
-    assert total == pytest.approx(1.0)
+def test_off_policy_replay_recomputes_each_logged_propensity_from_the_exploration_record():
+    from training.offpolicy import target_of
+
+    decisions = decide_many(Policy(CATALOG, CONFIG, Scores()), 600)
+    target = target_of(decisions, tuple(CATALOG.ids))
+    assert target.sum(axis=1) == pytest.approx(np.ones(len(decisions)))  # a distribution on every request
+    logged = target[np.arange(len(decisions)), [CATALOG.ids.index(d.offer.id) for d in decisions]]
+    assert logged == pytest.approx([d.propensity for d in decisions], abs=1e-12)  # the service's own figure
+    eligible = [set(d.exploration.eligible) for d in decisions]
+    assert all(target[i, j] == 0 for i in range(len(decisions)) for j, o in enumerate(CATALOG.ids)
+               if o not in eligible[i])  # never an offer the guardrails excluded
 
 
 def test_exploration_never_gives_an_offer_the_guardrails_excluded():
