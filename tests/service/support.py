@@ -127,7 +127,9 @@ def serve(url: str, models_root: Path, tmp_path: Path, workers: int = 2, **env):
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_until_up(base, proc, log)
-            yield Server(base, log_path, proc)
+            server = Server(base, log_path, proc)
+            _wait_for_workers(server, workers, log)
+            yield server
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -149,6 +151,16 @@ def _wait_until_up(base: str, proc: subprocess.Popen, log) -> None:
             log.seek(0)
             pytest.fail(f"gunicorn did not start:\n{log.read()}")
         time.sleep(0.2)
+
+
+def _wait_for_workers(server: Server, workers: int, log) -> None:
+    """/healthz answers as soon as the first worker is up; the master forks the others one after another."""
+    deadline = time.monotonic() + 60
+    while len(server.workers()) < workers:
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            pytest.fail(f"gunicorn did not start {workers} workers:\n{log.read()}")
+        time.sleep(0.1)
 
 
 def newer_copy(models_root: Path, good: Path, name: str, minutes: int) -> Path:

@@ -131,6 +131,12 @@ def _model_loaded(base: str) -> dict[tuple[str, int], float]:
 def _assert_served_by_every_worker(srv, version: str) -> None:
     workers = set(srv.workers())
     assert len(workers) == 2
+    # A worker sets its gauge right after its fork (post_fork), which can be a moment after the fork itself.
+    deadline = time.monotonic() + 20
+    while {pid for (v, pid), x in _model_loaded(srv.base).items() if v == version and x == 1.0} != workers:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     for _ in range(4):  # a new connection each: the scrape reaches either worker, each must see the same
         samples = _model_loaded(srv.base)
         assert {pid for (v, pid), x in samples.items() if v == version and x == 1.0} == workers, samples
