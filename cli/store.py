@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import sys
@@ -87,11 +88,13 @@ def keys() -> None:
 @click.option("--name", required=True)
 @click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--key", default=None, help="Use this key (e.g. a fixed dev key) instead of a random one.")
-@click.option("--sign", is_flag=True, help="Also require HMAC-SHA256 signed requests; prints the secret.")
+@click.option("--sign", is_flag=True, help="Also require signed requests (Standard Webhooks scheme, see the "
+              "README); prints the whsec_ secret.")
 @database_url
 def keys_create(name: str, role: str, key: str | None, sign: bool, url: str | None) -> None:
     """Create a client and print its key (and signing secret) once."""
-    secret = secrets.token_urlsafe(32) if sign else None
+    # The Standard Webhooks secret format: whsec_ + base64 of 32 random bytes, which its libraries decode.
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode() if sign else None
     with open_store(url) as store:
         record, plaintext = store.create_client(name, role, key=key, signing_secret=secret)
     click.echo(f"client {record['name']} (role {record['role']}, key id {record['key_id']})")

@@ -43,8 +43,12 @@ def settings_from_env() -> dict:
         "SIGNATURE_WINDOW_SECONDS": int(env("RETENTION_SIGNATURE_WINDOW_SECONDS", "300")),
         "MAX_CONTENT_LENGTH": int(env("RETENTION_MAX_BODY_BYTES", str(1024 * 1024))),
         "LOG_LEVEL": env("RETENTION_LOG_LEVEL", "INFO"),
-        # Per API key and worker process (see service/ratelimit.py); "" turns it off.
-        "RATE_LIMIT": env("RETENTION_RATE_LIMIT", "50 per second"),
+        # Per API client and worker process, and failed authentications per source address and worker,
+        # counted in RATE_LIMIT_STORAGE (service/ratelimit.py says why these values); "" turns one off.
+        "RATE_LIMIT": env("RETENTION_RATE_LIMIT", "1000 per second"),
+        "AUTH_FAILURE_LIMIT": env("RETENTION_AUTH_FAILURE_LIMIT", "30 per minute"),
+        # Reverse proxies in front of the service whose X-Forwarded-For is trusted for the client address.
+        "TRUSTED_PROXIES": int(env("RETENTION_TRUSTED_PROXIES", "0")),
         # Decisions and outcomes the store cannot take wait here, on local disk (service/spool.py).
         "SPOOL_PATH": env("RETENTION_SPOOL", str(ROOT / "var" / "spool" / "spool.db")),
         "RATE_LIMIT_STORAGE": env("RETENTION_RATE_LIMIT_STORAGE", "memory://"),
@@ -65,9 +69,6 @@ class RetentionApi(Api):
         payload, code, headers = super().handle_http_exception(error)
         if code == 422 and "message" not in payload:
             payload["message"] = "invalid input: `errors` names each field and what is wrong with it"
-        if code == 429:  # flask-limiter's description is the limit itself, e.g. "50 per 1 second"
-            payload["message"] = f"rate limit of this API key exceeded ({error.description}); retry after " \
-                                 "the Retry-After seconds"
         payload.setdefault("message", error.description)
         # flask-smorest drops the headers werkzeug gives an error: keep them (a 405 must list the methods
         # in Allow, RFC 9110); headers passed to abort() win.
@@ -131,7 +132,10 @@ def register_api(app: Flask) -> None:
 
     api = RetentionApi(app)
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
-                                                   "description": "An API key from `retention keys create`."})
+                                                   "description": "An API key from `retention keys create`. A client "
+                                                   "created with `--sign` also sends the Standard Webhooks "
+                                                   "headers webhook-id, webhook-timestamp and webhook-signature "
+                                                   "over METHOD, path, query and body (README, Security)."})
     api.register_blueprint(v1)
     app.register_blueprint(health)
     document_health(api, app)

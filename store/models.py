@@ -74,6 +74,18 @@ class ApiClient(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class SignedRequestId(Base):
+    """A signed request's webhook-id (its nonce), kept until its signed timestamp leaves the replay window,
+    so an exact replay is refused by every worker and host. The key is (client, id): clients pick ids
+    independently."""
+
+    __tablename__ = "signed_request_ids"
+
+    client_id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Decision(Base):
     """One answer of the decision endpoint, with everything needed to explain, replay and evaluate it."""
 

@@ -41,6 +41,7 @@ from store.models import (
     Event,
     FeatureSnapshot,
     Outcome,
+    SignedRequestId,
 )
 
 KEY_PREFIX = "rk"
@@ -306,6 +307,20 @@ class Store:
         if row is None:
             raise NotFound(f"no client named {name!r}")
         return _client_dict(row, with_secret=False)
+
+    def first_use_of_request_id(self, client_id: int, request_id: str, expires_at: datetime) -> bool:
+        """Record a signed request's id; False if this client already used it (a replay). Ids whose
+        `expires_at` (signed timestamp + replay window) has passed are deleted first, in the same
+        transaction: an expired id can no longer be replayed anyway, since its timestamp is refused."""
+        now = _now()
+        with self.transaction(write=True) as conn:
+            conn.execute(delete(SignedRequestId).where(SignedRequestId.expires_at < now))
+            inserted = conn.execute(
+                _insert(conn, SignedRequestId).values(
+                    client_id=client_id, request_id=request_id, expires_at=_aware("expires_at", expires_at))
+                .on_conflict_do_nothing().returning(SignedRequestId.client_id)
+            ).first()
+        return inserted is not None
 
     # ----------------------------------------------------------------------------------------- decisions
 

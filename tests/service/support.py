@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from standardwebhooks import Webhook
 
 from service import create_app
-from service.auth import sign
 from store import Store
 
 KEYS = {
@@ -28,19 +30,29 @@ KEYS = {
     "events": "test-events-key-0123456789abcdef",
     "admin": "test-admin-key-0123456789abcdef0",
 }
-# Tests drive one key far faster than a frontend would; tests of the limiter set their own.
+# Tests drive one key far faster than a frontend would, and send many wrong keys on purpose; tests of the
+# limiters set their own.
 UNLIMITED = "100000 per second"
-SIGNED_KEY, SIGNING_SECRET = "test-signed-key-0123456789abcdef", "s3cret-signing-value"
+# A secret in the Standard Webhooks format (`retention keys create --sign` makes them): whsec_ + base64.
+SIGNED_KEY = "test-signed-key-0123456789abcdef"
+SIGNING_SECRET = "whsec_" + base64.b64encode(b"test-signing-secret-32-bytes-ok!").decode()
 
 
 def headers(role: str = "decide") -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[role]}"}
 
 
-def signed_headers(method: str, path: str, body: bytes, timestamp: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {SIGNED_KEY}", "Content-Type": "application/json",
-            "X-Retention-Timestamp": str(timestamp),
-            "X-Retention-Signature": sign(SIGNING_SECRET, str(timestamp), method, path, body)}
+def signed_headers(method: str, path: str, body: bytes, timestamp: int | None = None, query: str = "",
+                   msg_id: str | None = None, secret: str | bytes = SIGNING_SECRET,
+                   key: str = SIGNED_KEY) -> dict[str, str]:
+    """Headers of a request signed the Standard Webhooks way, by the standardwebhooks library itself (not by
+    the service's code): Webhook.sign over "<METHOD>\\n<path>\\n<query>\\n<body>"."""
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    payload = f"{method}\n{path}\n{query}\n{body.decode()}"
+    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), payload)
+    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp), "webhook-signature": signature}
 
 
 def decision_body(request_id: str = "r-1", customer_id: str = "cust-1", **overrides) -> dict:
@@ -84,7 +96,8 @@ def make_app(url: str, models_root: Path, **config):
     # Each app its own spool: a decision spooled in one test must never be replayed into another's store.
     spool = Path(tempfile.mkdtemp(prefix="spool-")) / "spool.db"
     return create_app({"TESTING": True, "DATABASE_URL": url, "MODELS_DIR": str(models_root),
-                       "MODEL_VERSION": "latest", "RATE_LIMIT": UNLIMITED, "SPOOL_PATH": str(spool),
+                       "MODEL_VERSION": "latest", "RATE_LIMIT": UNLIMITED, "AUTH_FAILURE_LIMIT": UNLIMITED,
+                       "SPOOL_PATH": str(spool),
                        "POLICY_PATH": str(NO_EXPLORATION), **config})
 
 
@@ -118,7 +131,7 @@ def serve(url: str, models_root: Path, tmp_path: Path, workers: int = 2, **env):
     prom.mkdir()
     env = {**os.environ, "DATABASE_URL": url, "RETENTION_MODELS_DIR": str(models_root),
            "PORT": str(port), "WEB_CONCURRENCY": str(workers), "PROMETHEUS_MULTIPROC_DIR": str(prom),
-           "RETENTION_RATE_LIMIT": UNLIMITED, "RETENTION_SPOOL": str(tmp_path / f"spool-{port}.db"),
+           "RETENTION_RATE_LIMIT": UNLIMITED, "RETENTION_AUTH_FAILURE_LIMIT": UNLIMITED, "RETENTION_SPOOL": str(tmp_path / f"spool-{port}.db"),
            "RETENTION_POLICY": str(NO_EXPLORATION), "RETENTION_MODEL": "latest", **env}
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "w+") as log:
