@@ -67,6 +67,7 @@ def test_a_refused_key_is_not_looked_up_again(migrated_url, models_root):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # it must run at full speed: under load a sequential client is too slow to tell
 def test_a_sequential_client_never_reaches_the_default_limit(migrated_url, models_root):
     """The outside review's case: 15 x 429 on 92 sequential outcome posts under the former default. Here in
     process, with no network in between: faster than any frontend can call a real server."""
