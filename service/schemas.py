@@ -25,8 +25,10 @@ MAX_PRICE = 1_000_000.0  # per billing period, in the currency's units
 # Text no store can keep: NUL (PostgreSQL text refuses it) and lone UTF-16 surrogates (a JSON escape such
 # as "\ud800" decodes to one; it is no character and cannot be encoded as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# ...and the same rule as the document states it, for the free-text fields (a JSON Schema pattern).
-STORABLE_TEXT = r"^[^\u0000\uD800-\uDFFF]*$"
+# ...and the rule as the document states it, for the free-text fields (a JSON Schema pattern). Lone
+# surrogates are not in it: a JSON Schema string is Unicode characters, which they are not (and a range of them
+# is no valid ECMA-262 `u` regex, so validators such as jsonschema-rs would drop the whole pattern).
+STORABLE_TEXT = r"^[^\u0000]*$"
 
 
 class AwareDateTime(fields.AwareDateTime):
