@@ -13,17 +13,21 @@ import time
 import uuid
 from pathlib import Path
 
-from flask import Flask, g, request
+import flask_swagger_ui
+from flask import Blueprint, Flask, g, request
 from flask_smorest import Api, abort
+from werkzeug.routing import PathConverter, UnicodeConverter
 
 from retention.configfiles import ConfigError
 from service import auth, logs, metrics
 from service.ratelimit import register_rate_limits
 from service.runtime import Runtime, default_database_url
+from service.schemas import STORABLE_TEXT, event_property
 from store import Store, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 DECISION_BODY_LIMIT = 32 * 1024  # a cancel request with inline context is a few KB
+SWAGGER_UI_ASSETS = "/docs/assets"  # where register_api serves Swagger UI's JavaScript and CSS
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = logging.getLogger("retention.service")
 
@@ -86,7 +90,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI's own files, served by this process from the installed flask-swagger-ui package
+        # (register_api): /docs works where the browser reaches no CDN, and shows the version pinned here.
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_ASSETS + "/",
     )
     app.json.sort_keys = False  # keep the schemas' field order: decision_id and offer first
     if test_config:
@@ -125,6 +131,13 @@ def register_runtime(app: Flask) -> None:
                                                    "catalog_version": runtime.catalog.version}})
 
 
+def _text_parameter(converter) -> dict:
+    """A path parameter as the document states it: any characters but NUL and lone surrogates (a NUL is a
+    422, register_hooks), at least one (the `string` converter's minLength, if it has one)."""
+    return {"type": "string", "minLength": max(1, int(getattr(converter, "minlength", 1) or 1)),
+            "pattern": STORABLE_TEXT}
+
+
 def register_api(app: Flask) -> None:
     from service.api import blp as v1
     from service.health import blp as health
@@ -136,6 +149,11 @@ def register_api(app: Flask) -> None:
                                                    "created with `--sign` also sends the Standard Webhooks "
                                                    "headers webhook-id, webhook-timestamp and webhook-signature "
                                                    "over METHOD, path, query and body (README, Security)."})
+    api.ma_plugin.converter.add_attribute_function(event_property)  # events: oneOf, discriminated by type
+    for converter in (UnicodeConverter, PathConverter):
+        api.register_converter(converter, _text_parameter)
+    app.register_blueprint(Blueprint("swagger_ui", flask_swagger_ui.__name__, static_folder="dist",
+                                     static_url_path=SWAGGER_UI_ASSETS))
     api.register_blueprint(v1)
     app.register_blueprint(health)
     document_health(api, app)

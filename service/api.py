@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
+from flask_smorest.error_handler import ErrorSchema
 from webargs.flaskparser import FlaskParser, is_json_request
 
 from retention.experiments import UnknownExperiment
@@ -33,6 +34,33 @@ from service.schemas import (
 from store import Conflict, IdempotencyConflict, NotFound, StoreUnavailable
 
 SECURED = [{"bearer": []}]
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
+                                "schema": {"type": "integer", "minimum": 0}}}
+# Every error answer an operation can give, in the one error body (flask-smorest's Error schema).
+_ERRORS = {
+    401: ("No API key, an unknown or revoked one, or (for a signing client) a missing or wrong signature.", None),
+    403: ("The key's role may not call this endpoint.", None),
+    413: ("The body is over the limit: 32 KiB for a decision, RETENTION_MAX_BODY_BYTES (1 MiB) otherwise.",
+          None),
+    415: ("The body is not sent as Content-Type: application/json.", None),
+    422: ("Invalid input: `errors` names each field (a path parameter with a NUL character, too).", None),
+    429: ("This API key's rate limit is exceeded (RETENTION_RATE_LIMIT).", _RETRY_AFTER),
+    503: ("The store is unavailable (to check the key, or for this endpoint's data): retry shortly.",
+           _RETRY_AFTER),
+}
+_AUTH = (401, 403, 429, 503)  # every /v1 endpoint: the key is checked (in the store), the rate limit applies
+_BODY = (413, 415)  # every endpoint that reads a JSON body (its 422 comes with blp.arguments)
+
+
+def _errors(*codes: int):
+    """Documents the error answers `codes` of an operation, with the error body."""
+    def decorator(view):
+        for code in codes:
+            description, headers = _ERRORS[code]
+            view = blp.alt_response(code, schema=ErrorSchema, description=description, headers=headers)(view)
+        return view
+    return decorator
 
 
 class _NotIJson(ValueError):
@@ -108,7 +136,8 @@ def _store_call(fn, *args, **kwargs):
 @blp.arguments(DecisionRequestSchema())  # an instance: given a class, webargs builds one per request
 @blp.response(201, DecisionSchema, description="A new decision.")
 @blp.alt_response(200, schema=DecisionSchema, description="The decision already made for this request_id.")
-@blp.alt_response(409, description="This request_id was used with a different body.")
+@blp.alt_response(409, schema=ErrorSchema, description="This request_id was used with a different body.")
+@_errors(*_AUTH, *_BODY)
 @blp.doc(security=SECURED)
 def create_decision(request: usecases.DecisionRequest):
     """Choose the retention offer for a cancel request (idempotent on request_id)."""
@@ -127,8 +156,9 @@ def create_decision(request: usecases.DecisionRequest):
 @blp.alt_response(200, schema=OutcomeSchema, description="The same outcome was already recorded.")
 @blp.alt_response(202, schema=OutcomeSchema, description="The store is down: kept in the local spool, to be "
                   "recorded when it is back.")
-@blp.alt_response(404, description="No such decision.")
-@blp.alt_response(409, description="Conflicts with an earlier outcome (accepted vs declined).")
+@blp.alt_response(404, schema=ErrorSchema, description="No such decision.")
+@blp.alt_response(409, schema=ErrorSchema, description="Conflicts with an earlier outcome (accepted vs declined).")
+@_errors(*_AUTH, *_BODY)
 @blp.doc(security=SECURED)
 def record_outcome(data, decision_id):
     """Record what the customer did with the offer: accepted, declined or cancelled (idempotent)."""
@@ -145,6 +175,7 @@ def record_outcome(data, decision_id):
 @requires("events")
 @blp.arguments(EventBatchSchema())
 @blp.response(200, EventResultSchema)
+@_errors(*_AUTH, *_BODY)
 @blp.doc(security=SECURED)
 def record_events(data):
     """Bulk events from billing and surveys (NPS answers, usage, payments, still-active checks, cancels,
@@ -157,6 +188,7 @@ def record_events(data):
 @blp.route("/customers/<path:customer_id>/decisions")
 @requires("decide", "events")
 @blp.response(200, DecisionListSchema)
+@_errors(*_AUTH, 422)
 @blp.doc(security=SECURED)
 def customer_decisions(customer_id):
     """A customer's decisions, newest first, each with its outcomes."""
@@ -168,6 +200,7 @@ def customer_decisions(customer_id):
 class Offers(MethodView):
     @requires("decide", "events")
     @blp.response(200, CatalogSchema)
+    @_errors(*_AUTH)
     @blp.doc(security=SECURED)
     def get(self):
         """The active offer catalog (switched-off offers are listed with enabled = false)."""
@@ -180,6 +213,7 @@ class Model(MethodView):
     @requires("admin")
     @blp.doc(security=SECURED)
     @blp.response(200)
+    @_errors(*_AUTH)
     def get(self):
         """The model version this process serves, its data window and held-out metrics (admin)."""
         rt = _runtime()
@@ -231,6 +265,7 @@ class Experiments(MethodView):
     @requires("admin")
     @blp.doc(security=SECURED)
     @blp.response(200)
+    @_errors(*_AUTH)
     def get(self):
         """Every configured experiment (config/experiments.toml), with whether it is running now (admin)."""
         book = _runtime().policy.experiments
@@ -245,7 +280,8 @@ class ExperimentResults(MethodView):
     @blp.arguments(ExperimentResultsQuerySchema(), location="query")
     @blp.doc(security=SECURED)
     @blp.response(200, ExperimentResultSchema)
-    @blp.alt_response(404, description="No experiment of that name.")
+    @blp.alt_response(404, schema=ErrorSchema, description="No experiment of that name.")
+    @_errors(*_AUTH)
     def get(self, query, name):
         """Per-arm results with 95% and always-valid intervals, the sample-ratio check, sample size (admin).
 
@@ -265,6 +301,7 @@ class CustomerData(MethodView):
     @requires("admin")
     @blp.doc(security=SECURED)
     @blp.response(200)
+    @_errors(*_AUTH, 422)
     def get(self, customer_id):
         """Everything stored about a customer: decisions with outcomes and free text, events, features, the
         loaded data set's customer row (admin; for a data-subject access request)."""
@@ -273,6 +310,7 @@ class CustomerData(MethodView):
     @requires("admin")
     @blp.doc(security=SECURED)
     @blp.response(200)
+    @_errors(*_AUTH, 422)
     def delete(self, customer_id):
         """Erase a customer: decisions, outcomes, events, features and customer row, in one transaction;
         counts what went (admin; for a data-subject erasure request). Idempotent: a second call deletes

@@ -25,6 +25,10 @@ MAX_PRICE = 1_000_000.0  # per billing period, in the currency's units
 # Text no store can keep: NUL (PostgreSQL text refuses it) and lone UTF-16 surrogates (a JSON escape such
 # as "\ud800" decodes to one; it is no character and cannot be encoded as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# ...and the rule as the document states it, for the free-text fields (a JSON Schema pattern). Lone
+# surrogates are not in it: a JSON Schema string is Unicode characters, which they are not (and a range of them
+# is no valid ECMA-262 `u` regex, so validators such as jsonschema-rs would drop the whole pattern).
+STORABLE_TEXT = r"^[^\u0000]*$"
 
 
 class AwareDateTime(fields.AwareDateTime):
@@ -32,6 +36,46 @@ class AwareDateTime(fields.AwareDateTime):
 
     def __init__(self, **kwargs):
         super().__init__(default_timezone=UTC, **kwargs)
+
+
+class Number(fields.Float):
+    """A JSON number, as the document says: not a numeric string ("1.5") nor a boolean, which marshmallow's
+    Float would take."""
+
+    def _validated(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class Whole(fields.Integer):
+    """A JSON integer: not 4.5, "4" nor true (a bool is an int to Python)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class Flag(fields.Boolean):
+    """A JSON true or false: not 1, "yes" or "on", which marshmallow's Boolean would take."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class Text(fields.String):
+    """A string field the document says may hold any character but NUL or a lone surrogate (which
+    Strict.refuse_unstorable_text answers with a 422 naming the field)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.metadata = {"pattern": STORABLE_TEXT, **self.metadata}
 
 
 class Strict(ma.Schema):
@@ -61,7 +105,7 @@ class Strict(ma.Schema):
 
 class NpsAnswerSchema(Strict):
     # strict integers (here and below): 4.5 is refused, as the document says, rather than truncated to 4
-    score = fields.Integer(required=True, strict=True, validate=validate.Range(NPS_MIN, NPS_MAX))
+    score = Whole(required=True, validate=validate.Range(NPS_MIN, NPS_MAX))
     responded_at = AwareDateTime(required=True)
 
     @ma.post_load
@@ -70,12 +114,16 @@ class NpsAnswerSchema(Strict):
 
 
 class UsageSummarySchema(Strict):
+
     metric = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"))
-    last_7d = fields.Float(required=True, validate=validate.Range(min=0))
-    last_30d = fields.Float(required=True, validate=validate.Range(min=0))
-    last_90d = fields.Float(required=True, validate=validate.Range(min=0))
-    active_days_30 = fields.Integer(strict=True, validate=validate.Range(0, 30))
-    days_since_last = fields.Float(validate=validate.Range(min=0), allow_none=True)
+    last_7d = Number(required=True, validate=validate.Range(min=0))
+    # JSON Schema cannot compare two fields: the document says it in words (the fuzz test's generator is told
+    # the same, tests/service/test_hostile_input.py).
+    last_30d = Number(required=True, validate=validate.Range(min=0), metadata={
+        "description": "Nested windows: last_7d <= last_30d <= last_90d, else 422."})
+    last_90d = Number(required=True, validate=validate.Range(min=0))
+    active_days_30 = Whole(validate=validate.Range(0, 30))
+    days_since_last = Number(validate=validate.Range(min=0), allow_none=True)
 
     @ma.validates_schema
     def windows_nest(self, data, **_):
@@ -89,15 +137,15 @@ class UsageSummarySchema(Strict):
 
 
 class DecisionRequestSchema(Strict):
-    request_id = fields.String(required=True, validate=ID,
-                               metadata={"description": "The caller's idempotency key for this cancel flow."})
-    customer_id = fields.String(required=True, validate=ID)
+    request_id = Text(required=True, validate=ID,
+                      metadata={"description": "The caller's idempotency key for this cancel flow."})
+    customer_id = Text(required=True, validate=ID)
     reason = fields.String(required=True, validate=validate.OneOf(REASONS))
-    reason_text = fields.String(validate=validate.Length(max=2000), allow_none=True,
-                                metadata={"description": "Free text; stored with the decision, never logged."})
-    plan_id = fields.String(validate=ID)
+    reason_text = Text(validate=validate.Length(max=2000), allow_none=True,
+                       metadata={"description": "Free text; stored with the decision, never logged."})
+    plan_id = Text(validate=ID)
     # Bounded: the value arithmetic overflows near 1e308 and the answer would carry NaN (not JSON).
-    price = fields.Float(required=True, validate=validate.Range(min=0, max=MAX_PRICE),
+    price = Number(required=True, validate=validate.Range(min=0, max=MAX_PRICE),
                          metadata={"description": "List price per billing period."})
     billing_period = fields.String(required=True, validate=validate.OneOf(BILLING_PERIODS))
     billing_channel = fields.String(required=True, validate=validate.OneOf(BILLING_CHANNELS))
@@ -317,67 +365,103 @@ class OutcomeSchema(Strict):
     recorded_at = fields.DateTime(allow_none=True, metadata={"description": "Null while it waits in the spool."})
 
 
-# Which fields each event type carries (beyond event_id, type, customer_id, occurred_at, decision_id).
-EVENT_FIELDS: dict[str, dict[str, bool]] = {  # field -> required
-    "nps": {"score": True, "comment": False},
-    "usage": {"day": True, "metric": True, "value": True},
-    "payment": {"amount": True},
-    "still_active": {"decision_id": True, "day": True, "active": True},
-    "cancelled": {},
-    "customer": {"signup_at": True, "plan_id": True, "billing_period": True, "price": True, "currency": True,
-                 "country": True, "billing_channel": True},
-}
+class EventBaseSchema(Strict):
+    """What every event carries; each type's schema below adds its own fields (and refuses any other)."""
 
-
-class EventSchema(Strict):
-    event_id = fields.String(required=True, validate=ID)
-    type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
-    customer_id = fields.String(required=True, validate=ID)
+    event_id = Text(required=True, validate=ID)
+    customer_id = Text(required=True, validate=ID)
     occurred_at = AwareDateTime(required=True)
-    decision_id = fields.String(validate=ID)
-    score = fields.Integer(strict=True, validate=validate.Range(NPS_MIN, NPS_MAX))
-    comment = fields.String(validate=validate.Length(max=2000), allow_none=True)
-    day = fields.Raw(metadata={"description": "usage: an ISO date; still_active: 30 or 90."})
-    metric = fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"))
-    value = fields.Float(validate=validate.Range(min=0))
-    amount = fields.Float(validate=validate.Range(min=0))
-    active = fields.Boolean()
-    signup_at = AwareDateTime()
-    plan_id = fields.String(validate=ID)
-    billing_period = fields.String(validate=validate.OneOf(BILLING_PERIODS))
-    price = fields.Float(validate=validate.Range(min=0))
-    currency = fields.String(validate=validate.Regexp(r"^[A-Z]{3}$"))
-    country = fields.String(validate=validate.Regexp(r"^[A-Z]{2}$"))
-    billing_channel = fields.String(validate=validate.OneOf(BILLING_CHANNELS))
+    decision_id = Text(validate=ID)
 
-    @ma.validates_schema
-    def fields_match_type(self, data, **_):
-        kind = data.get("type")
-        if kind not in EVENT_FIELDS:
-            return
-        allowed = EVENT_FIELDS[kind]
-        base = {"event_id", "type", "customer_id", "occurred_at", "decision_id"}
-        errors = {}
-        for name in data:
-            if name not in base and name not in allowed:
-                errors[name] = [f"not a field of a {kind!r} event"]
-        for name, required in allowed.items():
-            if required and data.get(name) is None:
-                errors[name] = [f"required for a {kind!r} event"]
-        if kind == "usage" and "day" in data:
-            try:
-                fields.Date().deserialize(data["day"])
-            except ma.ValidationError:
-                errors["day"] = ["must be an ISO date (YYYY-MM-DD) for a usage event"]
-        if kind == "still_active" and data.get("day") not in (30, 90, None):
-            errors["day"] = ["must be 30 or 90 for a still_active event"]
-        if errors:
-            raise ma.ValidationError(errors)
+
+def _event_type(kind: str) -> fields.String:
+    return fields.String(required=True, validate=validate.OneOf([kind]))
+
+
+def _iso_date(value: str) -> None:
+    fields.Date().deserialize(value)  # raises "Not a valid date." for anything but YYYY-MM-DD
+
+
+class NpsEventSchema(EventBaseSchema):
+    type = _event_type("nps")
+    score = Whole(required=True, validate=validate.Range(NPS_MIN, NPS_MAX))
+    comment = Text(validate=validate.Length(max=2000), allow_none=True)
+
+
+class UsageEventSchema(EventBaseSchema):
+    type = _event_type("usage")
+    day = fields.String(required=True, validate=_iso_date, metadata={"format": "date"})
+    metric = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"))
+    value = Number(required=True, validate=validate.Range(min=0))
+
+
+class PaymentEventSchema(EventBaseSchema):
+    type = _event_type("payment")
+    amount = Number(required=True, validate=validate.Range(min=0))
+
+
+class StillActiveEventSchema(EventBaseSchema):
+    type = _event_type("still_active")
+    decision_id = Text(required=True, validate=ID)
+    day = Whole(required=True, validate=validate.OneOf([30, 90]),
+                metadata={"description": "Still subscribed 30 or 90 days after the decision?"})
+    active = Flag(required=True)
+
+
+class CancelledEventSchema(EventBaseSchema):
+    type = _event_type("cancelled")
+
+
+class CustomerEventSchema(EventBaseSchema):
+    type = _event_type("customer")
+    signup_at = AwareDateTime(required=True)
+    plan_id = Text(required=True, validate=ID)
+    billing_period = fields.String(required=True, validate=validate.OneOf(BILLING_PERIODS))
+    price = Number(required=True, validate=validate.Range(min=0))
+    currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}$"))
+    country = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{2}$"))
+    billing_channel = fields.String(required=True, validate=validate.OneOf(BILLING_CHANNELS))
+
+
+EVENT_SCHEMAS: dict[str, Strict] = {
+    "nps": NpsEventSchema(), "usage": UsageEventSchema(), "payment": PaymentEventSchema(),
+    "still_active": StillActiveEventSchema(), "cancelled": CancelledEventSchema(), "customer": CustomerEventSchema(),
+}
+assert tuple(EVENT_SCHEMAS) == EVENT_TYPES
+for _kind, _schema in EVENT_SCHEMAS.items():  # "Unknown field." would not say why
+    _schema.error_messages = {**_schema.error_messages, "unknown": f"not a field of a {_kind!r} event"}
+
+
+class Event(fields.Field):
+    """One event, loaded by the schema of its `type`; the document says the same with a oneOf discriminated
+    by `type` (event_property below)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, Mapping):
+            raise ma.ValidationError({"_schema": ["must be a JSON object"]})
+        kind = value.get("type")
+        if kind is None:
+            raise ma.ValidationError({"type": ["Missing data for required field."]})
+        if not isinstance(kind, str) or kind not in EVENT_SCHEMAS:
+            EventBaseSchema().refuse_unstorable_text(value)  # a NUL in `type` (or elsewhere) is named as such
+            raise ma.ValidationError({"type": [f"Must be one of: {', '.join(EVENT_TYPES)}."]})
+        return EVENT_SCHEMAS[kind].load(value)
+
+
+def event_property(converter, field, ret, **_) -> dict:
+    """apispec attribute function (registered in service.register_api): an Event is one of the types'
+    schemas, told apart by `type`."""
+    if not isinstance(field, Event):
+        return {}
+    refs = {kind: converter.resolve_nested_schema(type(schema)) for kind, schema in EVENT_SCHEMAS.items()}
+    return {"oneOf": list(refs.values()),
+            "discriminator": {"propertyName": "type", "mapping": {k: r["$ref"] for k, r in refs.items()}}}
 
 
 class EventBatchSchema(Strict):
-    events = fields.List(fields.Nested(EventSchema), required=True,
-                         validate=validate.Length(min=1, max=MAX_EVENTS_PER_CALL))
+    events = fields.List(Event(), required=True, validate=validate.Length(min=1, max=MAX_EVENTS_PER_CALL),
+                         metadata={"description": "At most 5,000 events, and at most RETENTION_MAX_BODY_BYTES "
+                                                  "(1 MiB by default) of JSON: a larger body is a 413."})
 
 
 class EventResultSchema(Strict):
