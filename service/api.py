@@ -274,7 +274,8 @@ class CustomerData(MethodView):
     @blp.doc(security=SECURED)
     @blp.response(200)
     def delete(self, customer_id):
-        """Erase a customer: decisions, outcomes, events, features and customer row, in one transaction;
-        counts what went (admin; for a data-subject erasure request). Idempotent: a second call deletes
-        nothing."""
-        return _store_call(_runtime().store.delete_customer, customer_id)
+        """Erase a customer: decisions, outcomes, events, features and customer row, in one transaction,
+        and their decisions and outcomes still waiting in this host's spool (`spooled_decisions`,
+        `spooled_outcomes`: deleted, never stored); counts what went (admin; for a data-subject erasure
+        request). Idempotent: a second call deletes nothing."""
+        return _store_call(usecases.erase_customer, _runtime(), customer_id)
