@@ -29,6 +29,7 @@ from service.schemas import (
     ExperimentResultsQuerySchema,
     OutcomeRequestSchema,
     OutcomeSchema,
+    PlanCatalogSchema,
 )
 from store import Conflict, IdempotencyConflict, NotFound, StoreUnavailable
 
@@ -173,6 +174,20 @@ class Offers(MethodView):
         """The active offer catalog (switched-off offers are listed with enabled = false)."""
         catalog = _runtime().catalog
         return {"version": catalog.version, "offers": [asdict(o) for o in catalog.offers]}
+
+
+@blp.route("/plans")
+class Plans(MethodView):
+    @requires("decide")
+    @blp.response(200, PlanCatalogSchema)
+    @blp.doc(security=SECURED)
+    def get(self):
+        """The plan catalog (config/plans.toml): the plan_id, billing_period, currency and price a decision
+        request may send, and the plan a downgrade moves each to."""
+        plans = _runtime().catalog.plans
+        return {"version": plans.version, "price_tolerance": plans.price_tolerance,
+                "plans": [{**asdict(p), "monthly_price": round(p.monthly_price, 4),
+                           "accepted_prices": [round(x, 2) for x in plans.price_band(p)]} for p in plans.plans]}
 
 
 @blp.route("/model")
