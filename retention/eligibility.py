@@ -13,6 +13,8 @@ Codes (per offer):
 - `discount_cooldown`            a discount was accepted within the last `discount_cooldown_days`
 - `no_stacking`                  a pause or discount is running; no second price change on top of it
 - `downgrade_not_cheaper`        the customer already pays the target plan's price or less
+- `downgrade_not_for_plan`       the plan catalog (config/plans.toml) moves the customer's plan to another
+                                 plan than this offer's (`downgrade_to`), or to none
 - `offer_cap_reached`            `max_offers_per_year` offers were already shown (follow-ups are exempt)
 - `history_unavailable`          the customer's offer history cannot be read (store down): no offer that a
                                  history guardrail could forbid is made
@@ -73,7 +75,7 @@ def exclusions(
     for offer in catalog.offers:
         if offer.type == "none":
             continue
-        codes = _static_codes(offer, request)
+        codes = _static_codes(offer, request, catalog)
         if offer.type == "pause" and any(now - p.at < timedelta(days=rules.pause_once_per_days) for p in pauses):
             codes.append("pause_used_12m")
         if offer.type == "discount":
@@ -94,7 +96,7 @@ def exclusions(
     return out
 
 
-def _static_codes(offer: Offer, request: CancelRequest) -> list[str]:
+def _static_codes(offer: Offer, request: CancelRequest, catalog: Catalog) -> list[str]:
     """Exclusions that follow from the catalog and the subscription alone, not from history."""
     codes = []
     if not offer.enabled:
@@ -108,6 +110,10 @@ def _static_codes(offer: Offer, request: CancelRequest) -> list[str]:
         current = float(monthly_price(request.price, request.billing_period))
         if (offer.to_plan is not None and request.plan_id == offer.to_plan) or current <= (offer.to_price or 0.0):
             codes.append("downgrade_not_cheaper")
+        else:  # a plan unknown to the catalog (another business's data) keeps the price rule alone
+            plan = catalog.plans.get(request.plan_id) if catalog.plans is not None else None
+            if plan is not None and plan.downgrade_to != offer.to_plan:
+                codes.append("downgrade_not_for_plan")
     return codes
 
 

@@ -27,6 +27,7 @@ from retention.configfiles import (
     one_of,
 )
 from retention.contract import BILLING_CHANNELS, BILLING_PERIODS
+from retention.plans import DEFAULT_PLANS, PlanCatalog, PlanCatalogError, load_plans
 
 OFFER_TYPES: tuple[str, ...] = ("none", "pause", "discount", "downgrade", "credit", "followup")
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "config" / "offers.toml"
@@ -59,6 +60,7 @@ class Offer:
 class Catalog:
     version: str
     offers: tuple[Offer, ...]
+    plans: PlanCatalog | None = None  # the plans offers apply to (retention.plans); None: not checked
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_id", {o.id: o for o in self.offers})
@@ -158,12 +160,13 @@ class _OfferSchema(ConfigSchema):
 
 class _CatalogSchema(ConfigSchema):
     version = Str(required=True, validate=non_empty)
+    plans = Str(validate=non_empty)  # the plan catalog's path, relative to this file (default config/plans.toml)
     offer = Entries(_OfferSchema, "[[offer]]", required=True,
                     error_messages={"required": "at least one [[offer]] is required"})
 
     @post_load
     def _catalog(self, data: dict, **_) -> Catalog:
-        return Catalog(version=data["version"], offers=tuple(data["offer"]))
+        return Catalog(version=data["version"], offers=tuple(data["offer"])), data.get("plans")
 
 
 _CATALOG = _CatalogSchema()
@@ -176,5 +179,28 @@ def _label(keys: tuple, raw) -> str | None:
 
 
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
-    """The offer catalog of a TOML file, or a CatalogError listing every problem in it."""
-    return load_file(Path(path), _CATALOG, CatalogError, "offer catalog", _label)
+    """The offer catalog of a TOML file with its plan catalog (the file's `plans` key, relative to it, else
+    config/plans.toml), or a CatalogError listing every problem in either. A downgrade offer must move to a
+    catalog plan at that plan's monthly price."""
+    path = Path(path)
+    catalog, plans_key = load_file(path, _CATALOG, CatalogError, "offer catalog", _label)
+    plans_path = path.parent / plans_key if plans_key else DEFAULT_PLANS
+    try:
+        plans = load_plans(plans_path)
+    except PlanCatalogError as exc:
+        raise CatalogError(*exc.lines) from None
+    problems = []
+    for i, o in enumerate(catalog.offers):
+        if o.type != "downgrade":
+            continue
+        target = plans.get(o.to_plan)
+        where = f"{path}: offer #{i + 1} ({o.id})"
+        if target is None:
+            problems.append(f"{where}: to_plan: {o.to_plan!r} is not a plan of {plans_path} "
+                            f"({', '.join(plans.ids)})")
+        elif abs(target.monthly_price - (o.to_price or 0.0)) > 0.005:
+            problems.append(f"{where}: to_price: {o.to_price:g} is not the monthly price of {o.to_plan!r} in "
+                            f"{plans_path} ({target.monthly_price:.2f})")
+    if problems:
+        raise CatalogError(*problems)
+    return Catalog(version=catalog.version, offers=catalog.offers, plans=plans)

@@ -30,6 +30,7 @@ from service.schemas import (
     ExperimentResultsQuerySchema,
     OutcomeRequestSchema,
     OutcomeSchema,
+    PlanCatalogSchema,
 )
 from store import Conflict, IdempotencyConflict, NotFound, StoreUnavailable
 
@@ -208,6 +209,21 @@ class Offers(MethodView):
         return {"version": catalog.version, "offers": [asdict(o) for o in catalog.offers]}
 
 
+@blp.route("/plans")
+class Plans(MethodView):
+    @requires("decide")
+    @blp.response(200, PlanCatalogSchema)
+    @_errors(*_AUTH)
+    @blp.doc(security=SECURED)
+    def get(self):
+        """The plan catalog (config/plans.toml): the plan_id, billing_period, currency and price a decision
+        request may send, and the plan a downgrade moves each to."""
+        plans = _runtime().catalog.plans
+        return {"version": plans.version, "price_tolerance": plans.price_tolerance,
+                "plans": [{**asdict(p), "monthly_price": round(p.monthly_price, 4),
+                           "accepted_prices": [round(x, 2) for x in plans.price_band(p)]} for p in plans.plans]}
+
+
 @blp.route("/model")
 class Model(MethodView):
     @requires("admin")
@@ -312,7 +328,8 @@ class CustomerData(MethodView):
     @blp.response(200)
     @_errors(*_AUTH, 422)
     def delete(self, customer_id):
-        """Erase a customer: decisions, outcomes, events, features and customer row, in one transaction;
-        counts what went (admin; for a data-subject erasure request). Idempotent: a second call deletes
-        nothing."""
-        return _store_call(_runtime().store.delete_customer, customer_id)
+        """Erase a customer: decisions, outcomes, events, features and customer row, in one transaction,
+        and their decisions and outcomes still waiting in this host's spool (`spooled_decisions`,
+        `spooled_outcomes`: deleted, never stored); counts what went (admin; for a data-subject erasure
+        request). Idempotent: a second call deletes nothing."""
+        return _store_call(usecases.erase_customer, _runtime(), customer_id)

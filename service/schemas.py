@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC
 
 import marshmallow as ma
+from flask import current_app, has_app_context
 from marshmallow import fields, validate
 
 from retention.contract import BILLING_CHANNELS, BILLING_PERIODS, NPS_MAX, NPS_MIN, REASONS
@@ -143,7 +144,8 @@ class DecisionRequestSchema(Strict):
     reason = fields.String(required=True, validate=validate.OneOf(REASONS))
     reason_text = Text(validate=validate.Length(max=2000), allow_none=True,
                        metadata={"description": "Free text; stored with the decision, never logged."})
-    plan_id = Text(validate=ID)
+    plan_id = Text(validate=ID, metadata={"description": "A plan of GET /v1/plans; the price must be "
+                                          "within its price_tolerance of that plan's list price."})
     # Bounded: the value arithmetic overflows near 1e308 and the answer would carry NaN (not JSON).
     price = Number(required=True, validate=validate.Range(min=0, max=MAX_PRICE),
                          metadata={"description": "List price per billing period."})
@@ -156,6 +158,16 @@ class DecisionRequestSchema(Strict):
                       metadata={"description": "Inline NPS answers; replace what the service knows."})
     usage = fields.List(fields.Nested(UsageSummarySchema), validate=validate.Length(max=50),
                         metadata={"description": "Inline usage summary per metric; replaces stored usage."})
+
+    @ma.validates_schema
+    def plan_and_price(self, data, **_):
+        """A named plan must be in the plan catalog (config/plans.toml, GET /v1/plans), billed by this period,
+        in this currency, at a price within its tolerance of the list price (retention.plans)."""
+        plans = current_app.extensions["retention"].catalog.plans if has_app_context() else None
+        if plans is not None and data.get("plan_id") is not None:
+            problems = plans.problems(data["plan_id"], data["price"], data["billing_period"], data.get("currency"))
+            if problems:
+                raise ma.ValidationError({k: [v] for k, v in problems.items()})
 
     @ma.post_load
     def make(self, data, **_):
@@ -196,6 +208,27 @@ class OfferSchema(Strict):
 class CatalogSchema(Strict):
     version = fields.String(required=True)
     offers = fields.List(fields.Nested(OfferSchema), required=True)
+
+
+class PlanSchema(Strict):
+    id = fields.String(required=True)
+    period = fields.String(required=True, validate=validate.OneOf(BILLING_PERIODS),
+                           metadata={"description": "What one payment covers."})
+    price = fields.Float(required=True, metadata={"description": "List price per billing period."})
+    monthly_price = fields.Float(required=True, metadata={"description": "The price spread over months."})
+    currencies = fields.List(fields.String(), required=True, metadata={"description": "Sold in these currencies, "
+                                                                         "at `price` in each one's units."})
+    downgrade_to = fields.String(allow_none=True, metadata={"description": "The cheaper plan a downgrade "
+                                                                          "offer moves this plan to; null: none."})
+    accepted_prices = fields.List(fields.Float(), required=True, validate=validate.Length(equal=2), metadata={
+        "description": "[low, high]: a decision request's price for this plan must lie in this band."})
+
+
+class PlanCatalogSchema(Strict):
+    version = fields.String(required=True)
+    price_tolerance = fields.Float(required=True, metadata={
+        "description": "A request's price may differ from the list price by this share either side."})
+    plans = fields.List(fields.Nested(PlanSchema), required=True)
 
 
 class ExperimentArmSchema(Strict):

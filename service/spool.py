@@ -10,6 +10,12 @@ store outage are kept on local disk and replayed into the store, exactly once, w
 - Ordered: rows replay in the order they were spooled, so a decision's outcomes follow the decision.
 - A retried request whose decision is still spooled gets that decision back (idempotency holds during the
   outage), and an outcome for a spooled decision is spooled behind it.
+- Private, and forgetful once replayed: the spool holds customer data (customer ids, free text, features), so
+  the file and its -wal/-shm are created mode 0600 before anything is written (SQLite gives the -wal and
+  -shm the database file's mode), rows are deleted with `secure_delete` (their bytes zeroed, not just
+  unlinked from the b-tree), and after a replay or an erasure a TRUNCATE checkpoint empties the WAL, which
+  would otherwise keep the frames that carried them. A customer's erasure (`erase_customer`) removes their
+  rows that are still waiting: those writes never reach the store.
 
 Each worker replays from a background thread every `interval` seconds while rows are waiting.
 """
@@ -39,7 +45,9 @@ class Spool:
         self._local = threading.local()
         self._replayer_pid = -1
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._checkpoint_due = False
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_private(self.path)
         with self._db() as db:
             # key: a decision's request_id (its client is in the payload: keys are scoped per client), an
             # outcome's decision_id; ref: the decision_id of either
@@ -55,6 +63,7 @@ class Spool:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # on disk before we answer: that is the point of a spool
+            db.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes are zeroed in its pages
             self._local.db, self._local.pid = db, os.getpid()
         return db
 
@@ -105,8 +114,18 @@ class Spool:
     # --------------------------------------------------------------------------------------------- replay
 
     def replay(self, store, batch: int = 200) -> dict:
-        """Move spooled rows into the store, oldest first, until the spool is empty or the store fails."""
+        """Move spooled rows into the store, oldest first, until the spool is empty or the store fails; then
+        empty the WAL of the replayed rows' frames (`checkpoint`)."""
         done = {"decision": 0, "outcome": 0, "dropped": 0}
+        try:
+            self._replay(store, batch, done)
+        finally:
+            if any(done.values()):
+                self._checkpoint_due = True
+                self.checkpoint()
+        return done
+
+    def _replay(self, store, batch: int, done: dict) -> None:
         db = self._db()
         while True:
             db.execute("BEGIN IMMEDIATE")  # one replayer at a time across workers
@@ -121,12 +140,44 @@ class Spool:
                 db.execute("COMMIT")
             except StoreUnavailable:
                 db.execute("COMMIT")  # keeps what was replayed and deleted before the store went away
-                return done
+                return
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             if len(rows) < batch:
-                return done
+                return
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database file and truncate it to zero bytes, so that the frames of deleted
+        rows (which carried their data) are gone. True when done; False when another process's reader kept
+        it from finishing (the replay thread retries every `interval`)."""
+        busy = self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        self._checkpoint_due = bool(busy)
+        return not busy
+
+    def erase_customer(self, customer_id: str) -> dict:
+        """Delete a customer's waiting rows (a data-subject erasure): their spooled decisions and the outcomes
+        spooled behind them; those writes never reach the store. Waits for a replay in progress to commit, so
+        each row is either deleted here or already in the store (where the store's erasure, which runs
+        next, finds it). An outcome spooled for a decision already in the store holds no personal data (ids,
+        kind, time); once the store's erasure ran, its replay finds no decision and drops it. Returns counts."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            refs = [ref for (ref,) in db.execute(
+                "SELECT ref FROM spool WHERE kind = 'decision' AND json_extract(payload, '$.customer_id') = ?",
+                (customer_id,))]
+            decisions = db.execute("DELETE FROM spool WHERE kind = 'decision' AND json_extract(payload, "
+                                   "'$.customer_id') = ?", (customer_id,)).rowcount
+            outcomes = sum(db.execute("DELETE FROM spool WHERE kind = 'outcome' AND ref = ?", (ref,)).rowcount
+                           for ref in set(refs))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if decisions or outcomes:
+            self.checkpoint()
+        return {"decisions": decisions, "outcomes": outcomes}
 
     @staticmethod
     def _apply(store, kind: str, item: dict) -> bool:
@@ -158,8 +209,19 @@ class Spool:
                     done = self.replay(store_factory())
                     if any(done.values()):
                         log.info("spool_replayed", extra={"fields": done})
+                elif self._checkpoint_due:
+                    self.checkpoint()
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
                 log.error("spool_replay_failed", extra={"fields": {"error": type(exc).__name__}})
+
+
+def _make_private(path: Path) -> None:
+    """Create the spool file mode 0600 (owner only) before SQLite opens it, and take group and world access
+    from a file and -wal/-shm left by an earlier version (created 0644 under the usual umask)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if p.exists():
+            os.chmod(p, 0o600)
 
 
 def _decode(payload: str) -> dict:

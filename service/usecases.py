@@ -155,6 +155,17 @@ def record_outcome(runtime: Runtime, decision_id: str, kind: str, occurred_at: d
     return {"decision_id": decision_id, "kind": kind, "occurred_at": occurred_at, "recorded_at": None}, 202
 
 
+def erase_customer(runtime: Runtime, customer_id: str) -> dict:
+    """A data-subject erasure: the customer's rows still waiting in this host's spool first (a decision
+    spooled during an outage and not replayed yet is deleted and never stored), then everything in the
+    store. In that order, a row the replayer moves meanwhile is already in the store when the store's
+    erasure runs. With the store down the spool part is done and StoreUnavailable raised: retry."""
+    spooled = runtime.spool.erase_customer(customer_id) if runtime.spool is not None else {
+        "decisions": 0, "outcomes": 0}
+    gone = runtime.store.delete_customer(customer_id)
+    return {**gone, "spooled_decisions": spooled["decisions"], "spooled_outcomes": spooled["outcomes"]}
+
+
 def _replay(existing: dict, digest: str) -> tuple[dict, bool]:
     if existing["body_hash"] != digest:
         raise IdempotencyConflict(f"request_id {existing['request_id']!r} was already used with a different body")

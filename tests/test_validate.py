@@ -53,7 +53,7 @@ def valid_tables() -> dict[str, list[list[str]]]:
             [
                 "c3",
                 "2023-06-10T12:00:00+02:00",
-                "basic_monthly",
+                "lite_monthly",
                 "monthly",
                 "4.99",
                 "EUR",
@@ -63,7 +63,7 @@ def valid_tables() -> dict[str, list[list[str]]]:
             ],
             ["c4", "2023-09-01", "plus_monthly", "monthly", "9.99", "GBP", "partner", "GB", "18-24"],
             ["c5", "2024-01-02T00:00:00Z", "plus_monthly", "monthly", "0", "USD", "web", "US", "25-34"],
-            ["c6", "2024-02-20T18:45:00Z", "basic_monthly", "monthly", "4.99", "USD", "web", "CA", "35+"],
+            ["c6", "2024-02-20T18:45:00Z", "lite_monthly", "monthly", "4.99", "USD", "web", "CA", "35+"],
         ],
         "nps_responses": [
             ["c1", "2024-03-01T09:00:00Z", "9", "love it"],
@@ -735,3 +735,18 @@ def test_data_dir_that_is_not_a_directory_is_an_error(tmp_path):
     report = validate_dataset(tmp_path / "nope")
     (error,) = report.errors
     assert error.message == "not a directory" and not report.ok
+
+
+def test_customers_on_plans_the_plan_catalog_does_not_list_are_warnings_by_row(tmp_path):
+    # Another business's data set has plans of its own: training can learn from it (a warning, not an
+    # error), but the service refuses decision requests for those plans until config/plans.toml lists them.
+    tables = valid_tables()
+    set_cell(tables, "customers", 2, "plan_id", "gold_monthly")
+    set_cell(tables, "customers", 5, "plan_id", "gold_annual")
+    report = validate_dataset(write_dataset(tmp_path, tables))
+    assert report.ok, report.format()
+    assert [str(w) for w in findings_at(report.warnings, "customers.csv", 2, "plan_id")] == [
+        "customers.csv: row 2, column 'plan_id': plan 'gold_monthly' is not in the plan catalog (plans.toml): "
+        "the service refuses decision requests for it until the catalog lists it"]
+    assert len(findings_at(report.warnings, "customers.csv", 5, "plan_id")) == 1
+    assert len(report.warnings) == 2, report.format()

@@ -212,7 +212,8 @@ def test_the_yearly_offer_cap_counts_offers_made_by_the_service(client):
 def test_app_store_and_annual_customers_get_only_what_billing_can_apply(client):
     d = decide(client, request_id="ios", billing_channel="ios", reason="temporary").get_json()
     assert "pause_ineligible_app_store" in d["reason_codes"] and d["offer"]["type"] not in ("pause", "discount")
-    d = decide(client, request_id="annual", billing_period="annual", price=149.5, reason="temporary").get_json()
+    d = decide(client, request_id="annual", plan_id="plus_annual", billing_period="annual", price=149.5,
+               reason="temporary").get_json()
     assert "pause_ineligible_annual" in d["reason_codes"] and d["offer"]["type"] not in ("pause", "discount")
 
 

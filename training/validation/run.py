@@ -73,8 +73,11 @@ class ValidationRun:
         label: str,
         *,
         numbered: str | None = None,
+        warning: bool = False,
     ) -> None:
-        """Report the first `max_examples` failing rows (in file order) and a line for the rest."""
+        """Report the first `max_examples` failing rows (in file order) and a line for the rest, as errors
+        (or as warnings)."""
+        report = self.warning if warning else self.error
         shown = 0
         if self.max_examples:
             select = ", ".join(["__file", "__row", *values])
@@ -83,8 +86,8 @@ class ValidationRun:
                 f"ORDER BY __file, __row LIMIT {self.max_examples}"
             )
             for file, row, *vals in rows:
-                self.error(file, int(row), column, message(tuple(vals)))
+                report(file, int(row), column, message(tuple(vals)))
             shown = len(rows)
         if total > shown:
             more = f"... and {total - shown:,} more rows: {label} ({total:,} in total)" if shown else ""
-            self.error(src.name, None, column, more or f"{total:,} rows: {label}")
+            report(src.name, None, column, more or f"{total:,} rows: {label}")

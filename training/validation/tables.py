@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from retention.contract import TABLES
-from training.validation.sql import show
+from retention.plans import DEFAULT_PLANS, load_plans
+from training.validation.sql import literal, show
 
 if TYPE_CHECKING:
     from training.validation.run import ValidationRun
@@ -64,6 +65,26 @@ def check_coverage(run: ValidationRun) -> None:
     _check_nps_rate(run, n_customers)
     _check_propensity(run)
     _check_usage_coverage(run, n_customers)
+    _check_plans(run)
+
+
+def _check_plans(run: ValidationRun) -> None:
+    """Customers on a plan the plan catalog (config/plans.toml) does not list: a warning, not an error. A
+    data set from another business has plans of its own, and training learns from any plan id; but the
+    service refuses decision requests for unknown plans, so a model trained on them serves only once the
+    catalog lists them."""
+    customers = run.sources.get("customers")
+    if customers is None or "plan_id" not in customers.cols or not run.counts.get("customers"):
+        return
+    plans = load_plans(DEFAULT_PLANS)
+    c = customers.cols["plan_id"]
+    where = f"({c.text} IS NOT NULL AND {c.text} NOT IN ({', '.join(literal(p) for p in plans.ids)}))"
+    (n,) = run.query(f"SELECT count(*) FROM {customers.numbered} WHERE {where}")[0]
+    if n:
+        run.examples(customers, "plan_id", where, (c.text,),
+                     lambda v: f"plan {show(v[0])} is not in the plan catalog ({DEFAULT_PLANS.name}): the service "
+                               f"refuses decision requests for it until the catalog lists it",
+                     int(n), "plans not in the plan catalog", warning=True)
 
 
 def _check_nps_rate(run: ValidationRun, n_customers: int | None) -> None:
