@@ -92,7 +92,10 @@ def evaluate(ref: str, models_root: Path, data_dir: Path | None, since, window_e
 
     version_dir, model, meta = verified_model(models_root, ref)
     if data_dir is None:
-        click.echo(f"model version {version_dir.name} ({version_dir}), as trained:")
+        # Nothing is computed or written here: say so, so that no one reads a fresh evaluation into it.
+        click.echo(f"model version {version_dir.name} ({version_dir}): artifact verified (checksums, library "
+                   "versions); nothing written. Its metrics as measured when it was trained (pass --data to "
+                   "evaluate it on another data set):")
         click.echo(model_summary(version_dir))
         return
     from training.evaluate import evaluate_on

@@ -27,16 +27,22 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from reports.formatting import change, finite, fixed, p_exact, p_is
+from reports.formatting import change, change_interval, finite, fixed, p_exact, p_is, when
 from reports.render import Chart, chart, render, write_page
 from retention.experiment_analysis import (
+    KEEP_RUNNING,
+    SHIP,
     SIGNIFICANCE,
     ArmResult,
     Comparison,
+    DataWindow,
     ExperimentResult,
     RateEstimate,
+    Recommendation,
     SrmCheck,
     TimelinePoint,
+    data_window,
+    recommend,
 )
 from retention.experiments import HOLDOUT
 
@@ -45,6 +51,18 @@ _RATE_METRICS = ("accepted",)  # rates whose name does not say so; retained_* ar
 _LABELS = {"accepted": "Accepted the offer", "retained_30": "Retained at day 30", "retained_90": "Retained at day 90",
            "net_revenue_90": "Net revenue over 90 days"}
 _BETTER, _WORSE, _NEUTRAL, _CONTROL = "#1a7f37", "#cf222e", "#57606a", "#0969da"
+# One meaning per colour on the whole page: every difference is arm minus baseline and every metric is better
+# higher, so green is "the arm is better for the business than its baseline", red "worse", grey "not decided".
+TONES = {"better": _BETTER, "worse": _WORSE, "undecided": _NEUTRAL}
+
+
+def tone(difference: float, decided: bool) -> str:
+    """ "better", "worse" or "undecided": the word (and through TONES the colour) of one arm-minus-baseline
+    difference, the same in the forest plot, the timeline and the comparison tables."""
+    d = finite(difference)
+    if not decided or not d:
+        return "undecided"
+    return "better" if d > 0 else "worse"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -119,6 +137,68 @@ def metric_order(result: ExperimentResult) -> list[str]:
     return list(dict.fromkeys(name for name in candidates if name))
 
 
+def _pair(c: Comparison) -> str:
+    return f"{c.arm} vs {'the holdout' if c.baseline == HOLDOUT else c.baseline}"
+
+
+def _difference(c: Comparison, rate: bool) -> str:
+    """ "+4.6 pp retained at day 30 vs model (95% CI +1.9 to +7.3 pp)" """
+    unit = "" if rate else " per customer"
+    return (f"{change(c.difference, rate)}{unit} {label(c.metric).lower()} vs "
+            f"{'the holdout' if c.baseline == HOLDOUT else c.baseline} "
+            f"(95% CI {change_interval(c.low, c.high, rate)}, adjusted p {p_is(c.p_adjusted)})")
+
+
+def recommendation_line(rec: Recommendation, result: ExperimentResult) -> str:
+    """The one line a product manager acts on, in words, from retention.experiment_analysis.recommend."""
+    rate = is_rate(rec.metric, result)
+    if rec.action == SHIP and rec.evidence:
+        guards = ", ".join(result.guardrail_metrics)
+        also = ("; no variant beats it" if rec.arm == result.control and rec.baseline == HOLDOUT
+                and any(c.baseline == result.control for c in result.comparisons) else "")
+        return (f"Ship {rec.arm}: {_difference(rec.evidence, rate)}{also}; "
+                + (f"guardrails OK ({guards} not significantly worse)" if guards else "no guardrails set") + ".")
+    if rec.action == KEEP_RUNNING:
+        if rec.why == "no_data":
+            head = f"Keep running: no {rec.metric} outcomes yet"
+        else:
+            pairs = ", ".join(_pair(c) for c in rec.undecided)
+            head = f"Keep running: not yet significant ({pairs})"
+        plan = result.sample_size
+        if rec.more_flows:
+            return (f"{head}; about {rec.more_flows:,} more cancel flows in the experiment give every arm "
+                    f"involved the planned {plan.per_arm:,} customers with a known outcome.")
+        if plan.per_arm is None:
+            return f"{head}; no sample-size plan yet (the control has no known {plan.metric} outcome)."
+        return f"{head}; those arms have the planned {plan.per_arm:,} customers, the others not yet."
+    if rec.why == "srm":
+        return ("Stop: sample-ratio mismatch. The arms' sizes do not match the design, so no comparison can be "
+                "trusted; fix the assignment first.")
+    if rec.why == "guardrail" and rec.evidence and rec.breach:
+        g = rec.breach
+        return (f"Stop: guardrail breached. {rec.arm} gets {_difference(rec.evidence, rate)}, but "
+                f"{_difference(g, is_rate(g.metric, result))} on the guardrail {g.metric}; do not ship it.")
+    where = "at the end" if not result.running else "at the planned sample size"
+    return (f"Stop: no arm beats {result.control} on {rec.metric} {where}; keep {result.control}. "
+            "A difference smaller than the sample-size section's detectable effect may still exist.")
+
+
+def window_line(window: DataWindow, result: ExperimentResult) -> str:
+    """ "Data: cancel flows from 2026-11-30 to 2027-03-11, outcomes as of 2027-03-11 14:02 UTC; ..." """
+    day = "%Y-%m-%d"
+    text = (f"Data: cancel flows from {window.start.strftime(day)} (start) to {window.end.strftime(day)}, "
+            f"outcomes as of {when(window.as_of)}.")
+    if window.horizon_days:
+        if window.known_through < window.start:
+            text += (f" {label(result.primary_metric)} is known {window.horizon_days} days after a flow: "
+                     "no flow is that old yet.")
+        else:
+            text += (f" {label(result.primary_metric)} counts the flows up to {window.known_through.strftime(day)}"
+                     f", the last ones {window.horizon_days} days old; the timeline starts when the first ones"
+                     " were.")
+    return text
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # What the page shows (the template reads it)
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,6 +244,9 @@ class Page:
         self.srm_alarms = [(stage, s) for stage, s in result.srm.stages() if s.alarm]
         self.primary = [c for c in result.comparisons if c.metric == result.primary_metric]
         self.primary_significant = any(significant(c) for c in self.primary)
+        self.recommendation = recommend(result)
+        self.recommendation_line = recommendation_line(self.recommendation, result)
+        self.window_line = window_line(data_window(result), result)
         self.charts = {"forest": _forest_chart(result), "timeline": _timeline_chart(result),
                        "rates": _arm_estimates_chart(result, self.rate_metrics, rate=True),
                        "money": _arm_estimates_chart(result, self.money_metrics, rate=False),
@@ -265,7 +348,7 @@ def _forest_chart(result: ExperimentResult) -> Chart | None:
             ax.text(0, y, "not enough data", va="center", ha="center", color=_NEUTRAL, fontsize="small",
                     bbox={"facecolor": "white", "edgecolor": "none"})
             continue
-        colour = (_BETTER if d > 0 else _WORSE) if significant(c) else _NEUTRAL
+        colour = TONES[tone(d, significant(c))]
         lo, hi = finite(c.always_valid_low), finite(c.always_valid_high)
         if lo is not None and hi is not None:
             ax.hlines(y, lo * k, hi * k, color=colour, linewidth=1.5)
@@ -283,15 +366,19 @@ def _forest_chart(result: ExperimentResult) -> Chart | None:
     ax.set_yticks(range(n), [_t(f"{c.arm} vs {c.baseline}") for c in reversed(rows)])
     ax.set_ylim(-0.7, n - 0.3)
     unit = "percentage points" if rate else "per customer"
-    ax.set(xlabel=_t(f"difference in {primary} ({unit}), arm minus baseline"),
-           title=_t(f"{label(primary)}: differences between arms"))
+    ax.set(xlabel=_t(f"difference in {primary} ({unit}): arm minus baseline, right of 0 = the arm does better"),
+           title=_t(f"{label(primary)}: each arm minus its baseline (the control or the holdout)"))
     ax.grid(axis="x", color="#eeeeee")
     handles = [Line2D([], [], color=_NEUTRAL, linewidth=8, alpha=0.55, label="95% CI (fixed horizon)"),
                Line2D([], [], color=_NEUTRAL, linewidth=1.5, label="always-valid 95% CI"),
                Line2D([], [], color="black", marker="D", linestyle="", markersize=5, label="estimate"),
-               Patch(color=_BETTER, label="significantly better"), Patch(color=_WORSE, label="significantly worse")]
+               Patch(color=_BETTER, label="arm significantly better than baseline"),
+               Patch(color=_WORSE, label="arm significantly worse than baseline"),
+               Patch(color=_NEUTRAL, label="no significant difference")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
-    return chart(fig, f"Forest plot of differences in {primary}")
+    return chart(fig, f"Forest plot of differences in {primary}, arm minus baseline: " + "; ".join(
+        f"{c.arm} vs {c.baseline} {change(c.difference, rate)}, {tone(c.difference, significant(c))}"
+        for c in rows if finite(c.difference) is not None))
 
 
 def _arm_estimates_chart(result: ExperimentResult, metrics: list[str], rate: bool) -> Chart | None:
@@ -346,37 +433,46 @@ def _arm_tick(arm: ArmResult) -> str:
 
 
 def _timeline_chart(result: ExperimentResult) -> Chart | None:
+    """One panel per compared pair, in the forest plot's order and direction (arm minus baseline), over the
+    experiment's whole window: from its start to the as-of time, the first `horizon` days shaded while no
+    decision has reached the primary metric's horizon."""
     primary = result.primary_metric
     rate = is_rate(primary, result)
     k = _scale(rate)
-    by_arm: dict[str, list[TimelinePoint]] = {}
+    window = data_window(result)
+    by_pair: dict[str, list[TimelinePoint]] = {}
     for row in result.timeline:
         if row.metric == primary:
-            by_arm.setdefault(f"{row.arm} vs {row.baseline}", []).append(row)
-    by_arm = {name: sorted(rows, key=lambda r: r.day) for name, rows in by_arm.items()
-              if any(finite(r.difference) is not None for r in rows)}
-    if not by_arm:
+            by_pair.setdefault(f"{row.arm} vs {row.baseline}", []).append(row)
+    by_pair = {name: sorted(rows, key=lambda r: r.day) for name, rows in by_pair.items()
+               if any(finite(r.difference) is not None for r in rows)}
+    if not by_pair:
         return None
-    ncols = min(3, len(by_arm))
-    nrows = math.ceil(len(by_arm) / ncols)
-    fig = Figure(figsize=(4.2 * ncols + 0.5, 3.4 * nrows + 0.6), layout="constrained")
+    ncols = min(3, len(by_pair))
+    nrows = math.ceil(len(by_pair) / ncols)
+    fig = Figure(figsize=(4.2 * ncols + 0.5, 3.4 * nrows + 0.8), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True).ravel()
     tails: list[float] = []
     everything: list[float] = []
-    for ax, (name, rows) in zip(axes, by_arm.items(), strict=False):
+    described: list[str] = []
+    first_day = min(rows[0].day for rows in by_pair.values())
+    for ax, (name, rows) in zip(axes, by_pair.items(), strict=False):
         days = [r.day for r in rows]
         diff = [_nan(r.difference, k) for r in rows]
         low = [_nan(r.always_valid_low, k) for r in rows]
         high = [_nan(r.always_valid_high, k) for r in rows]
-        last_lo, last_hi = rows[-1].always_valid_low, rows[-1].always_valid_high
-        colour = _NEUTRAL
-        if excludes_zero(last_lo, last_hi):
-            colour = _BETTER if (finite(last_lo) or 0) > 0 else _WORSE
+        last = rows[-1]
+        word = tone(last.difference, excludes_zero(last.always_valid_low, last.always_valid_high))
+        colour = TONES[word]
+        described.append(f"{name} {change(last.difference, rate)} on {last.day.isoformat()}, {word}")
+        if window.start.date() < first_day:
+            ax.axvspan(window.start.date(), first_day, color="#f3f4f6", linewidth=0)
         ax.fill_between(days, low, high, color=colour, alpha=0.22, linewidth=0, label="always-valid 95% CI")
         ax.plot(days, diff, color=colour, linewidth=2, label="difference (estimate)")
         ax.axhline(0, color="black", linewidth=1)
-        status = "band clear of zero: safe to stop" if colour != _NEUTRAL else "band includes zero: keep going"
-        ax.set_title(_t(f"{name}\n{status}"), fontsize="medium", color=colour if colour != _NEUTRAL else "black")
+        status = {"better": "better, band clear of zero: safe to stop",
+                  "worse": "worse, band clear of zero: safe to stop"}.get(word, "band includes zero: keep going")
+        ax.set_title(_t(f"{name}\n{status}"), fontsize="medium", color=colour if word != "undecided" else "black")
         ax.grid(color="#eeeeee")
         finite_values = [v for v in (*low, *high, *diff) if not math.isnan(v)]
         everything += finite_values
@@ -385,10 +481,14 @@ def _timeline_chart(result: ExperimentResult) -> Chart | None:
         locator = AutoDateLocator(maxticks=6)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    for ax in axes[len(by_arm):]:
+    axes[0].set_xlim(min(window.start.date(), first_day), max(window.as_of.date(), *(r[-1].day for r in by_pair.values())))
+    for ax in axes[len(by_pair):]:
         ax.set_visible(False)
     for ax in axes[::ncols]:
-        ax.set_ylabel("difference (pp)" if rate else "difference per customer")
+        ax.set_ylabel("arm minus baseline (pp)" if rate else "arm minus baseline per customer")
+    for ax in axes[max(0, len(by_pair) - ncols):len(by_pair)]:  # the lowest panel of each column
+        ax.set_xlabel("date of the analysis")
+        ax.xaxis.set_tick_params(labelbottom=True)
     clipped = False
     if tails:
         lo_t, hi_t = min(*tails, 0.0), max(*tails, 0.0)
@@ -396,14 +496,21 @@ def _timeline_chart(result: ExperimentResult) -> Chart | None:
         if min(everything) < lo_t - pad or max(everything) > hi_t + pad:
             axes[0].set_ylim(lo_t - pad, hi_t + pad)  # shared y: the first days' very wide bands are cut off
             clipped = True
-    handles = [Patch(color=_NEUTRAL, alpha=0.22, label="always-valid 95% CI"),
+    handles = [Patch(color=_BETTER, alpha=0.4, label="arm better than baseline (band clear of zero)"),
+               Patch(color=_WORSE, alpha=0.4, label="arm worse than baseline (band clear of zero)"),
+               Patch(color=_NEUTRAL, alpha=0.4, label="not decided yet (band includes zero)"),
                Line2D([], [], color=_NEUTRAL, linewidth=2, label="difference (cumulative estimate)"),
                Line2D([], [], color="black", linewidth=1, label="no difference")]
+    if window.start.date() < first_day:
+        handles.append(Patch(color="#f3f4f6", label=f"no decision {window.horizon_days} days old yet"))
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
-    title = f"{label(primary)}: cumulative difference vs control, by day"
+    title = (f"{label(primary)}: cumulative difference, arm minus baseline, as known each day from "
+             f"{window.start.date().isoformat()} (start) to {window.as_of.date().isoformat()} (as of)")
     fig.suptitle(_t(title + ("\n(the widest bands of the first days are cut off)" if clipped else "")),
                  fontsize="medium")
-    return chart(fig, f"Timeline of the always-valid interval of {primary} per arm")
+    return chart(fig, f"Timeline of the always-valid interval of {primary} from {window.start.date().isoformat()} "
+                 f"(start) to {window.as_of.date().isoformat()} (as of), arm minus baseline: "
+                 + "; ".join(described))
 
 
 def _nan(value: float, k: float) -> float:

@@ -29,6 +29,7 @@ JSON form (`retention.jsonvalues.jsonable(result)`, NaN and infinities as null),
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -215,8 +216,9 @@ class SampleSizePlan:
 
 @dataclass(frozen=True)
 class TimelinePoint:
-    """One day of the primary metric's difference of an arm vs the control, with the always-valid interval
-    intersected since the first day (infinite until the first finite one)."""
+    """One day of the primary metric's difference of an arm minus its baseline (the control or the holdout, as
+    in the comparisons), with the always-valid interval intersected since the first day (infinite until the
+    first finite one)."""
 
     day: date
     arm: str
@@ -456,10 +458,18 @@ def _compare(metric: str, a: np.ndarray, b: np.ndarray) -> dict:
             "always_valid_low": av.low, "always_valid_high": av.high, "n_arm": len(a), "n_baseline": len(b)}
 
 
-def _comparisons(experiment: Experiment, arms: list[str], values: dict) -> tuple[Comparison, ...]:
+def _pairs(experiment: Experiment, arms: list[str]) -> list[tuple[str, str]]:
+    """(arm, baseline) of every comparison, always arm minus baseline: each arm against the control, then each
+    arm against the no-offer holdout. The holdout is only ever a baseline, so "model vs holdout" is the one
+    direction in the table, the forest plot and the timeline alike."""
     pairs = [(a, experiment.control) for a in arms if a not in (experiment.control, HOLDOUT)]
     if HOLDOUT in arms and experiment.control != HOLDOUT:
         pairs += [(a, HOLDOUT) for a in arms if a != HOLDOUT]
+    return pairs
+
+
+def _comparisons(experiment: Experiment, arms: list[str], values: dict) -> tuple[Comparison, ...]:
+    pairs = _pairs(experiment, arms)
     out = []
     for metric in HORIZON_DAYS:
         rows = [(a, b, _compare(metric, values[a][metric][0], values[b][metric][0])) for a, b in pairs]
@@ -485,8 +495,9 @@ def _sample_size(experiment: Experiment, values: dict, mde: float) -> SampleSize
 
 def _timeline(experiment: Experiment, by_arm: dict[str, list[Exposure]],
               as_of: datetime) -> tuple[TimelinePoint, ...]:
-    """Day by day, the primary metric's difference of each arm vs the control with its always-valid
-    interval (the running intersection since the first day), using only what was known that day: decisions
+    """Day by day, the primary metric's difference of each compared pair (`_pairs`: arm minus the control, arm
+    minus the holdout) with its always-valid interval (the running intersection since the first day), using
+    only what was known that day: decisions
     old enough to have reached the metric's horizon. The comparisons table shows the interval of the last
     day alone, which is valid too and never narrower."""
     metric = experiment.primary_metric
@@ -507,23 +518,142 @@ def _timeline(experiment: Experiment, by_arm: dict[str, list[Exposure]],
                  if (v := _outcome(metric, x, as_of)) is not None]
         return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=float)
 
-    control_t, control_v = settled(by_arm[experiment.control])
+    arms = {arm: settled(rows) for arm, rows in by_arm.items()}
     out = []
-    for arm, rows in by_arm.items():
-        if arm == experiment.control:
-            continue
-        arm_t, arm_v = settled(rows)
+    for arm, baseline in _pairs(experiment, list(by_arm)):
+        (arm_t, arm_v), (base_t, base_v) = arms[arm], arms[baseline]
         low, high = -np.inf, np.inf
         for day in days:
             cut = day.timestamp() - horizon.total_seconds()
-            a, b = arm_v[arm_t <= cut], control_v[control_t <= cut]
+            a, b = arm_v[arm_t <= cut], base_v[base_t <= cut]
             if len(a) < 2 or len(b) < 2:
                 continue
             c = _compare(metric, a, b)
             # A confidence sequence may be intersected with its past: still valid, never wider.
             if np.isfinite(c["always_valid_low"]) and np.isfinite(c["always_valid_high"]):
                 low, high = max(low, c["always_valid_low"]), min(high, c["always_valid_high"])
-            out.append(TimelinePoint(day=day.date(), arm=arm, baseline=experiment.control, metric=metric,
+            out.append(TimelinePoint(day=day.date(), arm=arm, baseline=baseline, metric=metric,
                                      n_arm=len(a), n_baseline=len(b), difference=c["difference"],
                                      always_valid_low=low, always_valid_high=high))
     return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What to do now, and which data the answer rests on: derived from a result (also one read back from its JSON
+# form), so the report, the terminal and any other reader say the same.
+# --------------------------------------------------------------------------------------------------------------
+
+SHIP, KEEP_RUNNING, STOP = "ship", "keep_running", "stop"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What to do with the experiment now, and the comparisons that say so.
+
+    action: SHIP `arm` (it beats `baseline` on the primary metric for sure and harms no guardrail), KEEP_RUNNING
+    (no sure answer yet: about `more_flows` more cancel flows bring every undecided arm to the planned sample
+    size), or STOP (`why`: "srm", the assignment is broken; "guardrail", the best arm harms `breach.metric`;
+    "no_winner", the planned size or the end is reached and no arm beats its baseline)."""
+
+    action: str
+    why: str  # srm, guardrail, no_winner, winner, undecided, no_data
+    metric: str
+    arm: str | None = None
+    baseline: str | None = None
+    evidence: Comparison | None = None  # the primary comparison the action rests on
+    breach: Comparison | None = None  # the guardrail comparison that stops it
+    undecided: tuple[Comparison, ...] = ()  # the primary comparisons without a sure answer yet
+    more_flows: int | None = None  # KEEP_RUNNING: about this many more cancel flows in the experiment
+
+
+def _finite(x: float) -> bool:
+    return x is not None and np.isfinite(x)
+
+
+def decided(c: Comparison, result: ExperimentResult) -> bool:
+    """Is `c` a sure answer now? Significant after Holm's correction, and either the always-valid interval
+    excludes zero (safe although the data were looked at before the end) or the fixed-horizon interval is valid
+    because the experiment has stopped or reached its planned sample size."""
+    if not (c.significant and _finite(c.difference) and c.difference != 0):
+        return False
+    if _finite(c.always_valid_low) and _finite(c.always_valid_high) and (c.always_valid_low > 0
+                                                                         or c.always_valid_high < 0):
+        return True
+    return not result.running or _plan_reached(result)
+
+
+def _plan_reached(result: ExperimentResult) -> bool:
+    plan = result.sample_size
+    return plan.per_arm is not None and plan.smallest_arm_now >= plan.per_arm
+
+
+def more_flows_needed(result: ExperimentResult, arms: set[str]) -> int | None:
+    """About how many more cancel flows entering the experiment give each of `arms` the planned number of
+    customers with a known outcome (result.sample_size.per_arm), at the designed shares; None without a plan."""
+    plan = result.sample_size
+    if plan.per_arm is None:
+        return None
+    need = 0.0
+    for a in result.arms:
+        if a.name in arms and a.expected_share > 0:
+            known = a.metric(plan.metric)
+            need = max(need, (plan.per_arm - (known.n if known else 0)) / a.expected_share)
+    return int(np.ceil(need))
+
+
+def recommend(result: ExperimentResult) -> Recommendation:
+    """Ship, keep running or stop, from the primary metric's comparisons and the guardrails.
+
+    In this order: a sample-ratio mismatch stops everything; the arm that beats the control by most for sure
+    is the candidate, else the control if it beats the no-offer holdout for sure and no variant may still beat
+    it; a candidate significantly worse than the same baseline on a guardrail stops the experiment; while some
+    comparison has no sure answer and the experiment runs short of its planned size, keep running; at the end
+    with no winner, stop and keep the control."""
+    metric, control = result.primary_metric, result.control
+    if any(s.alarm for _, s in result.srm.stages()):
+        return Recommendation(STOP, "srm", metric)
+    primary = [c for c in result.comparisons if c.metric == metric and _finite(c.difference)]
+    more = functools.partial(more_flows_needed, result)
+    if not primary:
+        return Recommendation(KEEP_RUNNING, "no_data", metric, more_flows=more({a.name for a in result.arms}))
+    can_wait = result.running and not _plan_reached(result)
+    variants = [c for c in primary if c.baseline == control]
+    winners = sorted((c for c in variants if decided(c, result) and c.difference > 0), key=lambda c: -c.difference)
+    undecided = tuple(c for c in variants if not decided(c, result))
+    candidate = winners[0] if winners else None
+    if candidate is None and not (undecided and can_wait):
+        candidate = next((c for c in primary if c.arm == control and c.baseline == HOLDOUT
+                          and decided(c, result) and c.difference > 0), None)
+        if candidate is None:
+            undecided += tuple(c for c in primary if c.arm == control and c.baseline == HOLDOUT
+                               and not decided(c, result))
+    if candidate is None:
+        if undecided and can_wait:
+            arms = {name for c in undecided for name in (c.arm, c.baseline)}
+            return Recommendation(KEEP_RUNNING, "undecided", metric, undecided=undecided, more_flows=more(arms))
+        return Recommendation(STOP, "no_winner", metric, baseline=control, undecided=undecided)
+    breaches = sorted((c for c in result.comparisons if c.metric in result.guardrail_metrics
+                       and c.arm == candidate.arm and c.baseline == candidate.baseline and c.significant
+                       and _finite(c.difference) and c.difference < 0), key=lambda c: c.p_adjusted)
+    if breaches:
+        return Recommendation(STOP, "guardrail", metric, candidate.arm, candidate.baseline, candidate, breaches[0])
+    return Recommendation(SHIP, "winner", metric, candidate.arm, candidate.baseline, candidate)
+
+
+@dataclass(frozen=True)
+class DataWindow:
+    """Which cancel flows the result rests on: the experiment's window from `start` to `end` (its stop, or the
+    as-of time while it runs), outcomes as known at `as_of`; the primary metric counts only the flows made by
+    `known_through` (`horizon_days` before `as_of`: the youngest whose outcome is known)."""
+
+    start: datetime
+    end: datetime
+    as_of: datetime
+    horizon_days: int
+    known_through: datetime
+
+
+def data_window(result: ExperimentResult) -> DataWindow:
+    end = min(result.stop, result.as_of) if result.stop else result.as_of
+    days = HORIZON_DAYS.get(result.primary_metric, 0)
+    return DataWindow(result.start, end, result.as_of, days, min(end, result.as_of - timedelta(days=days)))

@@ -123,3 +123,19 @@ def test_sample_size_arms_counts_the_control_and_splits_alpha_over_the_others(ar
 def test_sample_size_help_says_what_arms_counts():
     help_text = " ".join(_run("experiment", "sample-size", "--help").output.split())
     assert "Arms of the experiment including the control" in help_text and "K-1 comparisons" in help_text
+
+
+def test_evaluate_without_data_says_it_only_verified_and_wrote_nothing(trained, tmp_path):
+    """`retention evaluate --model latest` prints the training metrics of a verified version; it used to say
+    "written to ... in 0.0 s" although it wrote nothing."""
+    models = tmp_path / "models"
+    shutil.copytree(trained, models / trained.name)
+    before = sorted(p.relative_to(models) for p in models.rglob("*"))
+    result = _run("evaluate", "--models", models, "--model", "latest")
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith(f"model version {trained.name} ") and "artifact verified" in first
+    assert "nothing written" in first and "as measured when it was trained" in first
+    assert "written to" not in result.output and " in 0.0 s" not in result.output
+    assert "auc=" in result.output  # the metrics themselves follow
+    assert sorted(p.relative_to(models) for p in models.rglob("*")) == before

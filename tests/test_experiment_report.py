@@ -8,14 +8,18 @@ from __future__ import annotations
 import base64
 import copy
 import html
+import json
 import math
 import re
+import shutil
+import subprocess
 from datetime import date, timedelta
 
 import pytest
 
 from reports.experiment import render_html, write_html
-from retention.experiment_analysis import ExperimentResult
+from retention.experiment_analysis import KEEP_RUNNING, SHIP, STOP, ExperimentResult, analyse, recommend
+from retention.experiments import load_experiments
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SRM_TEXT = "Sample-ratio mismatch: do not trust these results until the assignment is fixed"
@@ -313,3 +317,130 @@ def test_write_html_creates_parent_folders(tmp_path, result):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.endswith("</html>\n")
     assert [p.name for p in path.parent.iterdir()] == ["report.html"]  # no temporary file left behind
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One direction, one colour meaning; the recommendation line; the data window; the layout at 1280 px
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _alt(page: str, start: str) -> list[tuple[str, str, float, str]]:
+    """(arm, baseline, difference in pp, tone) of each pair a chart's alt text lists (the words of its colours)."""
+    alt = html.unescape(re.search(r'<img[^>]*alt="(' + start + r'[^"]*)"', page).group(1))
+    return [(a, b, float(d), word) for a, b, d, word in
+            re.findall(r"(\S+) vs (\S+) ([+-]\d+\.\d) pp[^,;]*, (better|worse|undecided)", alt)]
+
+
+def test_forest_and_timeline_show_each_comparison_in_one_direction_sign_and_colour(tmp_path):
+    """The real analysis of an experiment whose control is the model, with a holdout: the timeline used to plot
+    "holdout vs model" at -21 pp in red beside the forest plot's "model vs holdout" at +21 pp in green."""
+    from test_experiment_result import CATALOG, DESIGN, START, records
+
+    path = tmp_path / "experiments.toml"
+    path.write_text(DESIGN)
+    experiment = load_experiments(CATALOG, path).get("typed-result")
+    result = analyse(experiment, CATALOG, records(experiment, n=3000), START + timedelta(days=150))
+    primary = {(c.arm, c.baseline) for c in result.comparisons if c.metric == result.primary_metric}
+    assert {(t.arm, t.baseline) for t in result.timeline} == primary  # arm minus baseline, holdout only a baseline
+    assert ("model", "holdout") in primary
+    page = render_html(result)
+    forest = {(a, b): (d, word) for a, b, d, word in _alt(page, "Forest plot")}
+    timeline = _alt(page, "Timeline")
+    assert set(forest) == primary and {(a, b) for a, b, _, _ in timeline} == primary
+    for arm, baseline, d, word in timeline:
+        f_d, f_word = forest[(arm, baseline)]
+        assert math.copysign(1, d) == math.copysign(1, f_d) or abs(d - f_d) < 1.0, (arm, baseline)
+        assert {word, f_word} != {"better", "worse"}, (arm, baseline)  # never green in one, red in the other
+        if word != "undecided":
+            assert word == ("better" if d > 0 else "worse")
+    assert forest[("model", "holdout")][1] == "better"  # the model keeps more customers than no offer: green
+
+
+def _line(page: str) -> str:
+    match = re.search(r'<p class="recommendation (\w+)"[^>]*>(.*?)</p>', page, re.S)
+    assert match, "no recommendation line"
+    return match.group(1), html.unescape(re.sub(r"<[^>]+>", "", match.group(2)))
+
+
+def test_recommendation_ships_the_winner_when_its_guardrails_hold(result):
+    result = copy.deepcopy(result)
+    result["guardrail_metrics"] = ["retained_90"]  # the discount keeps more customers at day 90 too
+    rec = recommend(ExperimentResult.from_json(result))
+    win = next(c for c in result["comparisons"] if c["metric"] == "retained_30" and c["arm"] == "discount"
+               and c["baseline"] == "model")
+    assert (rec.action, rec.arm, rec.baseline) == (SHIP, "discount", "model")
+    action, line = _line(render(result))
+    assert action == "ship"
+    assert line.startswith(f"Recommendation: Ship discount: {100 * win['difference']:+.1f} pp retained at day 30 "
+                           f"vs model (95% CI {100 * win['low']:+.1f} to {100 * win['high']:+.1f} pp")
+    assert "guardrails OK (retained_90 not significantly worse)" in line
+
+
+def test_recommendation_stops_when_the_winner_breaches_a_guardrail(result):
+    """The fixture's discount keeps more customers but costs net revenue, a guardrail."""
+    rec = recommend(ExperimentResult.from_json(result))
+    assert (rec.action, rec.why, rec.arm) == (STOP, "guardrail", "discount")
+    assert rec.breach.metric == "net_revenue_90" and rec.breach.difference < 0
+    action, line = _line(render(result))
+    assert action == "stop" and line.startswith("Recommendation: Stop: guardrail breached. discount gets +")
+    assert "on the guardrail net_revenue_90; do not ship it" in line
+
+
+def test_recommendation_keeps_running_while_nothing_is_significant():
+    result = make_result(effect=0.0)
+    result["comparisons"] = [c for c in result["comparisons"] if c["baseline"] != "holdout"]
+    rec = recommend(ExperimentResult.from_json(result))
+    assert rec.action == KEEP_RUNNING and {c.arm for c in rec.undecided} == {"discount", "pause"}
+    # the arms involved (model, discount, pause: 95/3 % of the flows each) to 9,500 known outcomes each
+    n = min(a["metrics"]["retained_30"]["n"] for a in result["arms"][:3])
+    assert rec.more_flows == math.ceil((9500 - n) / (0.95 / 3))
+    action, line = _line(render(result))
+    assert action == "keep_running"
+    assert line == (f"Recommendation: Keep running: not yet significant (discount vs model, pause vs model); about "
+                    f"{rec.more_flows:,} more cancel flows in the experiment give every arm involved the planned "
+                    "9,500 customers with a known outcome.")
+
+
+def test_recommendation_stops_on_a_sample_ratio_mismatch(result):
+    result = copy.deepcopy(result)
+    result["srm"]["assigned"].update(chi2=48.7, p_value=1.5e-10, alarm=True)
+    assert recommend(ExperimentResult.from_json(result)).action == STOP
+    assert _line(render(result)) == ("stop", "Recommendation: Stop: sample-ratio mismatch. The arms' sizes do not "
+                                     "match the design, so no comparison can be trusted; fix the assignment first.")
+
+
+def test_the_page_says_which_data_it_rests_on_and_the_timeline_spans_it(page):
+    text = _text(page)
+    assert ("Data: cancel flows from 2026-12-01 (start) to 2026-12-20, outcomes as of 2026-12-20 00:00 UTC. "
+            "Retained at day 30 is known 30 days after a flow: no flow is that old yet.") in " ".join(text.split())
+    assert "from 2026-12-01 (start) to 2026-12-20 (as of)" in page  # the timeline's axis spans the same dates
+
+
+CHROMIUM = shutil.which("chromium")
+# Measures every table against the box it sits in, and the page against the window, after layout.
+MEASURE = """<script>
+const tables = [...document.querySelectorAll('table')].map(t => ({head: t.rows[0].cells[0].textContent.trim(),
+  width: Math.ceil(t.getBoundingClientRect().width), box: t.parentElement.clientWidth}));
+document.body.setAttribute('data-measure', JSON.stringify({page: document.documentElement.scrollWidth,
+  window: document.documentElement.clientWidth, tables}));
+</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium")
+@pytest.mark.parametrize("width", [1280, 1024])
+def test_every_table_fits_its_box_in_chromium(tmp_path, width):
+    """Laid out by a real browser at 1280 px (and a 1024 px laptop), no table is wider than its box and the
+    page never scrolls sideways. The arms of `make experiment-demo` have long names and four metrics."""
+    result = make_result(names=("model", "discount_50_2m", "pause_1m"))
+    result["guardrail_metrics"] = ["net_revenue_90", "retained_90"]
+    (tmp_path / "page.html").write_text(render(result).replace("</body>", MEASURE + "</body>"))
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},2000", "--dump-dom",
+                          (tmp_path / "page.html").as_uri()], capture_output=True, text=True, timeout=600).stdout
+    measured = json.loads(html.unescape(re.search(r'data-measure="([^"]*)"', dom).group(1)))
+    assert measured["page"] <= measured["window"]
+    assert len(measured["tables"]) >= 7
+    for t in measured["tables"]:
+        assert t["width"] <= t["box"], t
