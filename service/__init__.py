@@ -20,7 +20,7 @@ from retention.configfiles import ConfigError
 from service import auth, logs, metrics
 from service.ratelimit import register_rate_limits
 from service.runtime import Runtime, default_database_url
-from store import Store, StoreError
+from store import StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 DECISION_BODY_LIMIT = 32 * 1024  # a cancel request with inline context is a few KB
@@ -47,6 +47,14 @@ def settings_from_env() -> dict:
         "RATE_LIMIT": env("RETENTION_RATE_LIMIT", "50 per second"),
         # Decisions and outcomes the store cannot take wait here, on local disk (service/spool.py).
         "SPOOL_PATH": env("RETENTION_SPOOL", str(ROOT / "var" / "spool" / "spool.db")),
+        # A PostgreSQL store that stops answering (service/runtime.py GuardedStore, store/db.py): a decision,
+        # an outcome or a key look-up waits at most STORE_WAIT_MS for it (the frontend gives up after about a
+        # second and the scoring budget is 150 ms), anything else DB_TIMEOUT_SECONDS, which is also the
+        # longest any connection stays checked out (then it is dropped) and the server's statement_timeout.
+        # After 3 failures in a row nothing waits: the store is probed every STORE_RETRY_SECONDS instead.
+        "STORE_WAIT_MS": float(env("RETENTION_STORE_WAIT_MS", "250")),
+        "DB_TIMEOUT_SECONDS": float(env("RETENTION_DB_TIMEOUT_SECONDS", "5")),
+        "STORE_RETRY_SECONDS": float(env("RETENTION_STORE_RETRY_SECONDS", "1")),
         "RATE_LIMIT_STORAGE": env("RETENTION_RATE_LIMIT_STORAGE", "memory://"),
         # Monitoring (service/monitoring.py): /readyz names a snapshot older than this ("off": never), and
         # /metrics shows the drift of at most DRIFT_MAX_DECISIONS decisions of the last DRIFT_WINDOW_DAYS.
@@ -115,7 +123,7 @@ def register_runtime(app: Flask) -> None:
     # Every worker forked from here knows every key, even if the store is down when it starts. A store of its
     # own, closed at once: the runtime's store (its pool, its spool replayer thread) is made per worker.
     try:
-        with Store.from_url(runtime.database_url) as store:
+        with runtime.open_store() as store:
             auth.prime(store.active_clients())
     except StoreError as exc:
         log.warning("auth_cache_not_primed", extra={"fields": {"error": type(exc).__name__}})
