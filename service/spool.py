@@ -4,9 +4,10 @@ store outage are kept on local disk and replayed into the store, exactly once, w
 - Durable: one SQLite file on the host (RETENTION_SPOOL, default var/spool/spool.db), WAL with
   synchronous=FULL, shared by all gunicorn workers; a write is on disk before the answer leaves.
 - Exactly once: replay goes through the store's own idempotent writes (a decision by (client, request_id), an
-  outcome by decision and kind), and a row leaves the spool in the same spool transaction that replayed
-  it. A crash between the store's commit and the spool's delete replays the row again, which the store
-  then recognises as the same write.
+  outcome by decision and kind), and a row leaves the spool once the store has taken it. A crash between
+  the store's commit and the spool's delete replays the row again, which the store then recognises as the
+  same write; so does a write that was spooled because the store did not answer in time but went through
+  after all (service/runtime.py GuardedStore).
 - Ordered: rows replay in the order they were spooled, so a decision's outcomes follow the decision.
 - A retried request whose decision is still spooled gets that decision back (idempotency holds during the
   outage), and an outcome for a spooled decision is spooled behind it.
@@ -16,12 +17,15 @@ Each worker replays from a background thread every `interval` seconds while rows
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -105,28 +109,40 @@ class Spool:
     # --------------------------------------------------------------------------------------------- replay
 
     def replay(self, store, batch: int = 200) -> dict:
-        """Move spooled rows into the store, oldest first, until the spool is empty or the store fails."""
+        """Move spooled rows into the store, oldest first, until the spool is empty or the store fails.
+
+        One replayer at a time across workers (a lock file, never waited for: whoever holds it is at work).
+        The spool itself is not locked while the store is being written: a store that answers slowly must
+        not hold up the requests spooling beside it. Each row is deleted once the store has taken it."""
         done = {"decision": 0, "outcome": 0, "dropped": 0}
         db = self._db()
-        while True:
-            db.execute("BEGIN IMMEDIATE")  # one replayer at a time across workers
-            try:
+        with self._replay_lock() as mine:
+            if not mine:
+                return done
+            while True:
                 rows = db.execute("SELECT id, kind, payload FROM spool ORDER BY id LIMIT ?", (batch,)).fetchall()
                 for row_id, kind, payload in rows:
-                    if not self._apply(store, kind, _decode(payload)):
-                        done["dropped"] += 1
-                    else:
-                        done[kind] += 1
+                    try:
+                        applied = self._apply(store, kind, _decode(payload))
+                    except StoreUnavailable:
+                        return done  # what was replayed before the store went away is gone from the spool
+                    done[kind if applied else "dropped"] += 1
                     db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
-                db.execute("COMMIT")
-            except StoreUnavailable:
-                db.execute("COMMIT")  # keeps what was replayed and deleted before the store went away
-                return done
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            if len(rows) < batch:
-                return done
+                if len(rows) < batch:
+                    return done
+
+    @contextmanager
+    def _replay_lock(self) -> Iterator[bool]:
+        with open(self.path.with_name(self.path.name + ".replay-lock"), "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     @staticmethod
     def _apply(store, kind: str, item: dict) -> bool:
