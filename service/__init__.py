@@ -48,11 +48,13 @@ def settings_from_env() -> dict:
         # Decisions and outcomes the store cannot take wait here, on local disk (service/spool.py).
         "SPOOL_PATH": env("RETENTION_SPOOL", str(ROOT / "var" / "spool" / "spool.db")),
         # A PostgreSQL store that stops answering (service/runtime.py GuardedStore, store/db.py): a decision,
-        # an outcome or a key look-up waits at most STORE_WAIT_MS for it (the frontend gives up after about a
-        # second and the scoring budget is 150 ms), anything else DB_TIMEOUT_SECONDS, which is also the
-        # longest any connection stays checked out (then it is dropped) and the server's statement_timeout.
+        # an outcome or a key look-up waits at most STORE_WAIT_MS for it, anything else DB_TIMEOUT_SECONDS,
+        # which is also the longest any connection stays checked out (then it is dropped) and the server's
+        # statement_timeout. 500 ms: the frontend gives up after about a second, and a decision is that wait
+        # plus at most the 150 ms scoring budget; shorter, a store that is merely slow (a cold connection on
+        # a busy machine) would be taken for a silent one, and a retry would get a new, spooled decision.
         # After 3 failures in a row nothing waits: the store is probed every STORE_RETRY_SECONDS instead.
-        "STORE_WAIT_MS": float(env("RETENTION_STORE_WAIT_MS", "250")),
+        "STORE_WAIT_MS": float(env("RETENTION_STORE_WAIT_MS", "500")),
         "DB_TIMEOUT_SECONDS": float(env("RETENTION_DB_TIMEOUT_SECONDS", "5")),
         "STORE_RETRY_SECONDS": float(env("RETENTION_STORE_RETRY_SECONDS", "1")),
         "RATE_LIMIT_STORAGE": env("RETENTION_RATE_LIMIT_STORAGE", "memory://"),

@@ -31,7 +31,7 @@ from retention.registry import RegistryError, read_registry
 from retention.serving import live_features
 from service.monitoring import Monitor, MonitoringSettings
 from service.spool import Spool
-from store import Store, StoreUnavailable, make_engine
+from store import SchemaMissing, Store, StoreUnavailable, make_engine
 
 log = logging.getLogger("retention.service")
 
@@ -50,7 +50,7 @@ class Runtime:
     challenger_error: str | None = None  # why the registry's challenger is not scored in the shadow
     monitor: Monitor = field(default_factory=lambda: Monitor(MonitoringSettings.from_config({})))
     db_timeout: float = 5.0  # RETENTION_DB_TIMEOUT_SECONDS (see GuardedStore)
-    store_wait: float = 0.25  # RETENTION_STORE_WAIT_MS, in seconds
+    store_wait: float = 0.5  # RETENTION_STORE_WAIT_MS, in seconds
     store_retry: float = 1.0  # RETENTION_STORE_RETRY_SECONDS
     _store: Store | GuardedStore | None = None
     _store_pid: int = -1
@@ -76,7 +76,7 @@ class Runtime:
                    spool=Spool(config["SPOOL_PATH"]) if config.get("SPOOL_PATH") else None,
                    models_dir=config["MODELS_DIR"], model_ref=config["MODEL_VERSION"], monitor=monitor,
                    challenger_error=shadow_error, db_timeout=float(config.get("DB_TIMEOUT_SECONDS", 5)),
-                   store_wait=float(config.get("STORE_WAIT_MS", 250)) / 1000.0,
+                   store_wait=float(config.get("STORE_WAIT_MS", 500)) / 1000.0,
                    store_retry=float(config.get("STORE_RETRY_SECONDS", 1)))
 
     @property
@@ -214,7 +214,10 @@ class GuardedStore:
         if not self.breaker.allow():
             raise StoreUnavailable(f"the store is not answering ({self.breaker.error}); the service does not "
                                    f"wait for it and checks again every {self.breaker.retry_after:g} s")
-        future = self._threads.submit(fn, *args, **kwargs)
+        try:
+            future = self._threads.submit(fn, *args, **kwargs)
+        except RuntimeError:  # closed (the process is shutting down, or the runtime reopened its store)
+            raise StoreUnavailable("the store connection of this process is closed") from None
         try:
             result = future.result(timeout=wait)
         except FuturesTimeout:
@@ -222,6 +225,9 @@ class GuardedStore:
             why = f"no answer within {wait * 1000:.0f} ms"
             self.breaker.failed(why)
             raise StoreUnavailable(f"the store gave {why}") from None
+        except SchemaMissing:
+            self.breaker.succeeded()  # it answered, quickly: an operator's job, not a reason to stop asking
+            raise
         except StoreUnavailable as exc:
             self.breaker.failed(str(exc).splitlines()[0])
             raise
