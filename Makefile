@@ -52,8 +52,9 @@ soak: demo-model
 
 # Store outage drill (bench/outage.py): PostgreSQL unreachable behind a TCP proxy for 60 s while gunicorn serves;
 # decisions and outcomes are spooled and must all land in the store exactly once when it is back.
+# MODE=blackhole: a silent partition (connections stay open, nothing gets through) instead of a refusal.
 outage-drill: demo-model
-	$(BIN)/python -m bench.outage --seconds $(or $(SECONDS),60)
+	$(BIN)/python -m bench.outage --seconds $(or $(SECONDS),60) --mode $(or $(MODE),cut)
 
 # The offer policy on every world of training/simulator/worlds.py (bench/policy.py, ~10 minutes): simulate,
 # train as `retention train` does, decide a fresh population with the service's Policy, value it with the

@@ -23,7 +23,7 @@ from service import auth, logs, metrics
 from service.ratelimit import register_rate_limits
 from service.runtime import Runtime, default_database_url
 from service.schemas import STORABLE_TEXT, event_property
-from store import Store, StoreError
+from store import StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 DECISION_BODY_LIMIT = 32 * 1024  # a cancel request with inline context is a few KB
@@ -55,6 +55,16 @@ def settings_from_env() -> dict:
         "TRUSTED_PROXIES": int(env("RETENTION_TRUSTED_PROXIES", "0")),
         # Decisions and outcomes the store cannot take wait here, on local disk (service/spool.py).
         "SPOOL_PATH": env("RETENTION_SPOOL", str(ROOT / "var" / "spool" / "spool.db")),
+        # A PostgreSQL store that stops answering (service/runtime.py GuardedStore, store/db.py): a decision,
+        # an outcome or a key look-up waits at most STORE_WAIT_MS for it, anything else DB_TIMEOUT_SECONDS,
+        # which is also the longest any connection stays checked out (then it is dropped) and the server's
+        # statement_timeout. 500 ms: the frontend gives up after about a second, and a decision is that wait
+        # plus at most the 150 ms scoring budget; shorter, a store that is merely slow (a cold connection on
+        # a busy machine) would be taken for a silent one, and a retry would get a new, spooled decision.
+        # After 3 failures in a row nothing waits: the store is probed every STORE_RETRY_SECONDS instead.
+        "STORE_WAIT_MS": float(env("RETENTION_STORE_WAIT_MS", "500")),
+        "DB_TIMEOUT_SECONDS": float(env("RETENTION_DB_TIMEOUT_SECONDS", "5")),
+        "STORE_RETRY_SECONDS": float(env("RETENTION_STORE_RETRY_SECONDS", "1")),
         "RATE_LIMIT_STORAGE": env("RETENTION_RATE_LIMIT_STORAGE", "memory://"),
         # Monitoring (service/monitoring.py): /readyz names a snapshot older than this ("off": never), and
         # /metrics shows the drift of at most DRIFT_MAX_DECISIONS decisions of the last DRIFT_WINDOW_DAYS.
@@ -122,7 +132,7 @@ def register_runtime(app: Flask) -> None:
     # Every worker forked from here knows every key, even if the store is down when it starts. A store of its
     # own, closed at once: the runtime's store (its pool, its spool replayer thread) is made per worker.
     try:
-        with Store.from_url(runtime.database_url) as store:
+        with runtime.open_store() as store:
             auth.prime(store.active_clients())
     except StoreError as exc:
         log.warning("auth_cache_not_primed", extra={"fields": {"error": type(exc).__name__}})

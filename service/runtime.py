@@ -1,13 +1,21 @@
 """What one service process holds: the offer catalog, the policy, the verified model (or why there is none)
 and the store. Built once per process by create_app; with gunicorn's preload the model is loaded once in the
 master and shared copy-on-write, while database connections are opened lazily in each worker after the fork.
+
+A PostgreSQL store is reached through GuardedStore: bounded waits and a circuit breaker, so that a store that
+stops answering (a partition: no error, just silence) costs a request a fraction of a second at most.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +31,7 @@ from retention.registry import RegistryError, read_registry
 from retention.serving import live_features
 from service.monitoring import Monitor, MonitoringSettings
 from service.spool import Spool
-from store import Store
+from store import SchemaMissing, Store, StoreUnavailable, make_engine
 
 log = logging.getLogger("retention.service")
 
@@ -41,7 +49,10 @@ class Runtime:
     reload_error: str | None = None  # the last refused reload; the model being served is unchanged
     challenger_error: str | None = None  # why the registry's challenger is not scored in the shadow
     monitor: Monitor = field(default_factory=lambda: Monitor(MonitoringSettings.from_config({})))
-    _store: Store | None = None
+    db_timeout: float = 5.0  # RETENTION_DB_TIMEOUT_SECONDS (see GuardedStore)
+    store_wait: float = 0.5  # RETENTION_STORE_WAIT_MS, in seconds
+    store_retry: float = 1.0  # RETENTION_STORE_RETRY_SECONDS
+    _store: Store | GuardedStore | None = None
     _store_pid: int = -1
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -64,7 +75,9 @@ class Runtime:
                    database_url=config["DATABASE_URL"], model_error=error, model_meta=meta,
                    spool=Spool(config["SPOOL_PATH"]) if config.get("SPOOL_PATH") else None,
                    models_dir=config["MODELS_DIR"], model_ref=config["MODEL_VERSION"], monitor=monitor,
-                   challenger_error=shadow_error)
+                   challenger_error=shadow_error, db_timeout=float(config.get("DB_TIMEOUT_SECONDS", 5)),
+                   store_wait=float(config.get("STORE_WAIT_MS", 500)) / 1000.0,
+                   store_retry=float(config.get("STORE_RETRY_SECONDS", 1)))
 
     @property
     def model_version(self) -> str | None:
@@ -74,12 +87,20 @@ class Runtime:
     def challenger_version(self) -> str | None:
         return self.policy.shadow.version if self.policy.shadow else None
 
+    def open_store(self) -> Store:
+        """A store of its own on the service's database, with the service's time limits."""
+        return Store(make_engine(self.database_url, call_timeout=self.db_timeout))
+
     @property
     def store(self) -> Store:
         # One engine (and connection pool) per process: pools must not cross a fork.
         with self._lock:
             if self._store is None or self._store_pid != os.getpid():
-                self._store = Store.from_url(self.database_url)
+                store = self.open_store()
+                # An embedded SQLite file cannot be partitioned away, and its writers queue for the lock
+                # (busy_timeout) under load, which a short wait would misread as an outage.
+                self._store = store if store.engine.dialect.name == "sqlite" else \
+                    GuardedStore(store, self.db_timeout, self.store_wait, self.store_retry)
                 self._store_pid = os.getpid()
                 if self.spool is not None:  # this process replays what waits in the spool
                     self.spool.start_replayer(lambda: self.store)
@@ -106,8 +127,119 @@ class Runtime:
         self.monitor.close()  # a drift computation in flight reads the store closed below
         self.policy.close()
         if self._store is not None and self._store_pid == os.getpid():
-            self._store.engine.dispose()
+            self._store.close()
             self._store = None
+
+
+class Breaker:
+    """A circuit breaker in front of the store, one per process. Closed, calls go through; after `failures`
+    calls in a row fail (an error, or no answer within their wait) it opens, and calls fail at once with
+    StoreUnavailable: the service takes its degraded path (decisions without history, writes spooled)
+    without waiting for a store that is not answering. While it is open a probe (`probe`, started off the
+    request path) runs at most every `retry_after` seconds, and the first that succeeds closes it."""
+
+    def __init__(self, probe: Callable[[], Future], failures: int = 3, retry_after: float = 1.0) -> None:
+        self.failures, self.retry_after = failures, retry_after
+        self._probe = probe
+        self._lock = threading.Lock()
+        self._failed = 0
+        self._opened_at: float | None = None
+        self._probing = False
+        self.error: str | None = None  # why it opened
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
+
+    def allow(self) -> bool:
+        """Whether a call may go to the store now; while open, starts the probe when one is due."""
+        with self._lock:
+            if self._opened_at is None:
+                return True
+            if self._probing or time.monotonic() - self._opened_at < self.retry_after:
+                return False
+            self._probing = True
+        self._probe().add_done_callback(self._probed)
+        return False
+
+    def _probed(self, future: Future) -> None:
+        error = future.exception()
+        with self._lock:
+            self._probing = False
+            if error is None:
+                self._failed, self._opened_at = 0, None
+                log.warning("store_circuit_closed", extra={"fields": {"was": self.error}})
+            else:
+                self._opened_at = time.monotonic()
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failed = 0
+
+    def failed(self, why: str) -> None:
+        with self._lock:
+            self._failed += 1
+            if self._opened_at is None and self._failed >= self.failures:
+                self._opened_at, self.error = time.monotonic(), why
+                log.warning("store_circuit_opened", extra={"fields": {"error": why}})
+
+
+class GuardedStore:
+    """The store as the service uses it (PostgreSQL): every call runs on a small thread pool and is waited
+    for at most a bounded time, behind the Breaker. A call the store does not answer in time raises
+    StoreUnavailable in the request (it may still complete on its thread: every write is idempotent, and a
+    write that was spooled meanwhile is recognised when it is replayed), and the watchdog of store.db ends
+    its connection after DB_TIMEOUT_SECONDS.
+
+    The calls a customer's answer waits for (QUICK) get `quick_wait` seconds (RETENTION_STORE_WAIT_MS); the
+    others (events, history and admin reads, drift) `wait` (RETENTION_DB_TIMEOUT_SECONDS)."""
+
+    QUICK = frozenset({"decision_context", "record_decision", "record_outcome", "authenticate",
+                       "first_use_of_request_id", "latest_snapshot", "ping"})
+
+    def __init__(self, store: Store, wait: float, quick_wait: float, retry_after: float) -> None:
+        self.store, self.wait, self.quick_wait = store, wait, quick_wait
+        # Threads left waiting on a silent store are ended by the watchdog; a few more than that can pile
+        # up before the breaker opens.
+        self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store")
+        self.breaker = Breaker(lambda: self._threads.submit(store.ping), retry_after=retry_after)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.store, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+        return functools.partial(self._call, attr, self.quick_wait if name in self.QUICK else self.wait)
+
+    def _call(self, fn: Callable, wait: float, *args, **kwargs):
+        if not self.breaker.allow():
+            raise StoreUnavailable(f"the store is not answering ({self.breaker.error}); the service does not "
+                                   f"wait for it and checks again every {self.breaker.retry_after:g} s")
+        try:
+            future = self._threads.submit(fn, *args, **kwargs)
+        except RuntimeError:  # closed (the process is shutting down, or the runtime reopened its store)
+            raise StoreUnavailable("the store connection of this process is closed") from None
+        try:
+            result = future.result(timeout=wait)
+        except FuturesTimeout:
+            future.cancel()  # not started yet (every thread busy): never run it
+            why = f"no answer within {wait * 1000:.0f} ms"
+            self.breaker.failed(why)
+            raise StoreUnavailable(f"the store gave {why}") from None
+        except SchemaMissing:
+            self.breaker.succeeded()  # it answered, quickly: an operator's job, not a reason to stop asking
+            raise
+        except StoreUnavailable as exc:
+            self.breaker.failed(str(exc).splitlines()[0])
+            raise
+        except BaseException:
+            self.breaker.succeeded()  # the store answered (NotFound, Conflict, ...)
+            raise
+        self.breaker.succeeded()
+        return result
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
 
 
 def _load_scorer(models_dir: Path, ref: str, catalog: Catalog) -> tuple[ModelScorer, dict]:

@@ -4,9 +4,10 @@ store outage are kept on local disk and replayed into the store, exactly once, w
 - Durable: one SQLite file on the host (RETENTION_SPOOL, default var/spool/spool.db), WAL with
   synchronous=FULL, shared by all gunicorn workers; a write is on disk before the answer leaves.
 - Exactly once: replay goes through the store's own idempotent writes (a decision by (client, request_id), an
-  outcome by decision and kind), and a row leaves the spool in the same spool transaction that replayed
-  it. A crash between the store's commit and the spool's delete replays the row again, which the store
-  then recognises as the same write.
+  outcome by decision and kind), and a row leaves the spool once the store has taken it. A crash between
+  the store's commit and the spool's delete replays the row again, which the store then recognises as the
+  same write; so does a write that was spooled because the store did not answer in time but went through
+  after all (service/runtime.py GuardedStore).
 - Ordered: rows replay in the order they were spooled, so a decision's outcomes follow the decision.
 - A retried request whose decision is still spooled gets that decision back (idempotency holds during the
   outage), and an outcome for a spooled decision is spooled behind it.
@@ -22,12 +23,15 @@ Each worker replays from a background thread every `interval` seconds while rows
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -115,7 +119,11 @@ class Spool:
 
     def replay(self, store, batch: int = 200) -> dict:
         """Move spooled rows into the store, oldest first, until the spool is empty or the store fails; then
-        empty the WAL of the replayed rows' frames (`checkpoint`)."""
+        empty the WAL of the replayed rows' frames (`checkpoint`).
+
+        One replayer at a time across workers (a lock file, never waited for: whoever holds it is at work).
+        The spool itself is not locked while the store is being written: a store that answers slowly must
+        not hold up the requests spooling beside it. Each row is deleted once the store has taken it."""
         done = {"decision": 0, "outcome": 0, "dropped": 0}
         try:
             self._replay(store, batch, done)
@@ -127,25 +135,33 @@ class Spool:
 
     def _replay(self, store, batch: int, done: dict) -> None:
         db = self._db()
-        while True:
-            db.execute("BEGIN IMMEDIATE")  # one replayer at a time across workers
-            try:
+        with self._replay_lock() as mine:
+            if not mine:
+                return
+            while True:
                 rows = db.execute("SELECT id, kind, payload FROM spool ORDER BY id LIMIT ?", (batch,)).fetchall()
                 for row_id, kind, payload in rows:
-                    if not self._apply(store, kind, _decode(payload)):
-                        done["dropped"] += 1
-                    else:
-                        done[kind] += 1
+                    try:
+                        applied = self._apply(store, kind, _decode(payload))
+                    except StoreUnavailable:
+                        return  # what was replayed before the store went away is gone from the spool
+                    done[kind if applied else "dropped"] += 1
                     db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
-                db.execute("COMMIT")
-            except StoreUnavailable:
-                db.execute("COMMIT")  # keeps what was replayed and deleted before the store went away
+                if len(rows) < batch:
+                    return
+
+    @contextmanager
+    def _replay_lock(self, wait: bool = False) -> Iterator[bool]:
+        with open(self.path.with_name(self.path.name + ".replay-lock"), "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
                 return
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            if len(rows) < batch:
-                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def checkpoint(self) -> bool:
         """Copy the WAL into the database file and truncate it to zero bytes, so that the frames of deleted
@@ -157,24 +173,26 @@ class Spool:
 
     def erase_customer(self, customer_id: str) -> dict:
         """Delete a customer's waiting rows (a data-subject erasure): their spooled decisions and the outcomes
-        spooled behind them; those writes never reach the store. Waits for a replay in progress to commit, so
-        each row is either deleted here or already in the store (where the store's erasure, which runs
-        next, finds it). An outcome spooled for a decision already in the store holds no personal data (ids,
-        kind, time); once the store's erasure ran, its replay finds no decision and drops it. Returns counts."""
+        spooled behind them; those writes never reach the store. Waits for a replay in progress to finish
+        (the replay lock), so each row is either deleted here or already in the store (where the store's
+        erasure, which runs next, finds it). An outcome spooled for a decision already in the store holds
+        no personal data (ids, kind, time); once the store's erasure ran, its replay finds no decision and
+        drops it. Returns counts."""
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            refs = [ref for (ref,) in db.execute(
-                "SELECT ref FROM spool WHERE kind = 'decision' AND json_extract(payload, '$.customer_id') = ?",
-                (customer_id,))]
-            decisions = db.execute("DELETE FROM spool WHERE kind = 'decision' AND json_extract(payload, "
-                                   "'$.customer_id') = ?", (customer_id,)).rowcount
-            outcomes = sum(db.execute("DELETE FROM spool WHERE kind = 'outcome' AND ref = ?", (ref,)).rowcount
-                           for ref in set(refs))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with self._replay_lock(wait=True):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                refs = [ref for (ref,) in db.execute(
+                    "SELECT ref FROM spool WHERE kind = 'decision' AND json_extract(payload, '$.customer_id') = ?",
+                    (customer_id,))]
+                decisions = db.execute("DELETE FROM spool WHERE kind = 'decision' AND json_extract(payload, "
+                                       "'$.customer_id') = ?", (customer_id,)).rowcount
+                outcomes = sum(db.execute("DELETE FROM spool WHERE kind = 'outcome' AND ref = ?", (ref,)).rowcount
+                               for ref in set(refs))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         if decisions or outcomes:
             self.checkpoint()
         return {"decisions": decisions, "outcomes": outcomes}
