@@ -90,7 +90,9 @@ def post_fork(server, worker):
     # new workers fork with the new model and mark it here; the old ones leave through child_exit.
     from service import metrics
 
-    metrics.mark_served(server.app.wsgi().extensions["retention"].model_version)
+    runtime = server.app.wsgi().extensions.get("retention")
+    if runtime is not None:  # another app on this config (bench/echo_app.py, the benchmark's baseline)
+        metrics.mark_served(runtime.model_version)
 
 
 def on_reload(server):
