@@ -17,6 +17,8 @@ The training contract does not need the catalog: a data set from another busines
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +81,10 @@ class PlanCatalog:
         return tuple(p.id for p in self.plans)
 
     def price_band(self, plan: Plan) -> tuple[float, float]:
-        return plan.price * (1 - self.price_tolerance), plan.price * (1 + self.price_tolerance)
+        """The prices accepted for the plan, in whole cents rounded inward: what GET /v1/plans publishes and
+        the 422 names is exactly what the check accepts."""
+        low, high = plan.price * (1 - self.price_tolerance), plan.price * (1 + self.price_tolerance)
+        return math.ceil(round(low * 100, 6)) / 100, math.floor(round(high * 100, 6)) / 100
 
     def problems(self, plan_id: str, price: float, billing_period: str, currency: str | None = None,
                  ) -> dict[str, str]:

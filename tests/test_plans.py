@@ -116,3 +116,16 @@ def test_the_downgrade_goes_where_the_plan_catalog_says(tmp_path):
     # another business's plan, unknown to the catalog (its own data set): only the price rule applies
     assert _downgrade_codes(catalog, "gold_monthly", 30.0) == ()
     assert json.dumps(_downgrade_codes(catalog, "gold_monthly", 5.0)) == '["downgrade_not_cheaper"]'
+
+
+def test_the_published_price_band_is_exactly_what_a_request_may_send():
+    """GET /v1/plans and the 422 name the band in cents: both edges are accepted, a cent beyond is not
+    (rounding the exact band outward once published prices that were then refused)."""
+    plans = load_catalog(DEFAULT_CATALOG).plans
+    for plan in plans.plans:
+        low, high = plans.price_band(plan)
+        assert low == round(low, 2) and high == round(high, 2), plan.id
+        for price in (low, high):
+            assert "price" not in plans.problems(plan.id, price, plan.period), (plan.id, price)
+        for price in (round(low - 0.01, 2), round(high + 0.01, 2)):
+            assert "price" in plans.problems(plan.id, price, plan.period), (plan.id, price)
