@@ -42,6 +42,7 @@ from retention.experiment_analysis import (
     SrmCheck,
     TimelinePoint,
     data_window,
+    decided,
     recommend,
 )
 from retention.experiments import HOLDOUT
@@ -56,11 +57,11 @@ _BETTER, _WORSE, _NEUTRAL, _CONTROL = "#1a7f37", "#cf222e", "#57606a", "#0969da"
 TONES = {"better": _BETTER, "worse": _WORSE, "undecided": _NEUTRAL}
 
 
-def tone(difference: float, decided: bool) -> str:
+def tone(difference: float, sure: bool) -> str:
     """ "better", "worse" or "undecided": the word (and through TONES the colour) of one arm-minus-baseline
     difference, the same in the forest plot, the timeline and the comparison tables."""
     d = finite(difference)
-    if not decided or not d:
+    if not sure or not d:
         return "undecided"
     return "better" if d > 0 else "worse"
 
@@ -269,13 +270,12 @@ class Page:
         return [c for c in self.result.comparisons if c.metric == metric]
 
     def verdict(self, c: Comparison) -> RowVerdict:
-        d = finite(c.difference)
-        if significant(c) and d:
-            word = "better" if d > 0 else "worse"
-            final = excludes_zero(c.always_valid_low, c.always_valid_high)
-            return RowVerdict(f"sig-{word}", word, " (final)" if final
-                              else " (not yet safe to stop)" if self.result.running else "")
-        return RowVerdict("", "", "no significant difference" if d is not None else "not enough data")
+        word = tone(c.difference, significant(c))
+        if word != "undecided":  # "final" exactly when the recommendation line may act on it
+            return RowVerdict(f"sig-{word}", word,
+                              " (final)" if decided(c, self.result) else " (not yet safe to stop)")
+        return RowVerdict("", "", "no significant difference" if finite(c.difference) is not None
+                          else "not enough data")
 
     def assigned_share(self, arm: ArmResult) -> float | None:
         return arm.assigned / self.total_assigned if self.total_assigned else None
@@ -462,7 +462,10 @@ def _timeline_chart(result: ExperimentResult) -> Chart | None:
         low = [_nan(r.always_valid_low, k) for r in rows]
         high = [_nan(r.always_valid_high, k) for r in rows]
         last = rows[-1]
-        word = tone(last.difference, excludes_zero(last.always_valid_low, last.always_valid_high))
+        # The panel says what its band says: the sign of a band clear of zero (the running intersection can
+        # leave the day's own estimate outside it).
+        word = tone((last.always_valid_low + last.always_valid_high) / 2,
+                    excludes_zero(last.always_valid_low, last.always_valid_high))
         colour = TONES[word]
         described.append(f"{name} {change(last.difference, rate)} on {last.day.isoformat()}, {word}")
         if window.start.date() < first_day:
