@@ -18,7 +18,6 @@ The training contract does not need the catalog: a data set from another busines
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from pathlib import Path
 
