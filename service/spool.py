@@ -123,7 +123,8 @@ class Spool:
 
         One replayer at a time across workers (a lock file, never waited for: whoever holds it is at work).
         The spool itself is not locked while the store is being written: a store that answers slowly must
-        not hold up the requests spooling beside it. Each row is deleted once the store has taken it."""
+        not hold up the requests spooling beside it. The rows the store has taken are deleted
+        batch by batch."""
         done = {"decision": 0, "outcome": 0, "dropped": 0}
         try:
             self._replay(store, batch, done)
@@ -140,15 +141,32 @@ class Spool:
                 return
             while True:
                 rows = db.execute("SELECT id, kind, payload FROM spool ORDER BY id LIMIT ?", (batch,)).fetchall()
-                for row_id, kind, payload in rows:
-                    try:
+                taken = []
+                try:
+                    for row_id, kind, payload in rows:
                         applied = self._apply(store, kind, _decode(payload))
-                    except StoreUnavailable:
-                        return  # what was replayed before the store went away is gone from the spool
-                    done[kind if applied else "dropped"] += 1
-                    db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
+                        done[kind if applied else "dropped"] += 1
+                        taken.append((row_id,))
+                except StoreUnavailable:
+                    return  # what the store took before it went away is deleted below
+                finally:
+                    self._delete(db, taken)
                 if len(rows) < batch:
                     return
+
+    @staticmethod
+    def _delete(db: sqlite3.Connection, taken: list[tuple[int]]) -> None:
+        """Delete the rows the store has taken, in one transaction (one disk sync per batch, not per row;
+        should the process die before it, the batch is replayed again, which the idempotent writes absorb)."""
+        if not taken:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM spool WHERE id = ?", taken)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _replay_lock(self, wait: bool = False) -> Iterator[bool]:
