@@ -184,19 +184,33 @@ def _authenticate(key: str) -> dict:
             rl.failures_exceeded()
         if digest in _refused:
             _failed("invalid or revoked API key")
-    try:
-        client = current_app.extensions["retention"].store.authenticate(key)
-    except StoreUnavailable:
-        client = _cache.get(digest, stale=True)
-        if client is not None:
-            return client
+    client = _ask_store(key, digest)
+    if client is _UNAVAILABLE:
         abort(503, message="cannot verify the API key: the store is unavailable; retry shortly",
               headers={"Retry-After": "5"})
     if client is None:
-        _cache.forget(digest)  # revoked since it was cached
-        _refused.add(digest, REFUSED_SECONDS)
         _failed("invalid or revoked API key")
-    _cache.put(digest, client)
+    return client
+
+
+_UNAVAILABLE = object()  # _ask_store: the store could not be asked and the key is not known from before
+
+
+def _ask_store(key: str, digest: str) -> dict | None | object:
+    """The store's word on a key that is not fresh in the cache, kept in the caches: the client, or None
+    (refused: revoked since it was cached, or never valid; not asked about again for REFUSED_SECONDS).
+    While the store cannot be asked: the client if this process verified the key within STALE_SECONDS, else
+    _UNAVAILABLE."""
+    try:
+        client = current_app.extensions["retention"].store.authenticate(key)
+    except StoreUnavailable:
+        stale = _cache.get(digest, stale=True)
+        return _UNAVAILABLE if stale is None else stale
+    if client is None:
+        _cache.forget(digest)
+        _refused.add(digest, REFUSED_SECONDS)
+    else:
+        _cache.put(digest, client)
     return client
 
 
@@ -213,24 +227,15 @@ def optional_role(role: str) -> bool:
     if client is None:
         if digest in _refused or not _optional_lookups.allow():
             return False
-        try:
-            client = current_app.extensions["retention"].store.authenticate(key)
-        except StoreUnavailable:
-            client = _cache.get(digest, stale=True)  # not refused: the store could not be asked
-            if client is None:
-                return False
-        else:
-            if client is None:
-                _refused.add(digest, REFUSED_SECONDS)
-                _cache.forget(digest)
-                return False
-            _cache.put(digest, client)
+        client = _ask_store(key, digest)
+        if client is None or client is _UNAVAILABLE:
+            return False
     if client.get("signing_secret"):
         try:
-            request_id, sent = _verify_signature(client["signing_secret"])
+            request_id, _ = _verify_signature(client["signing_secret"])
         except HTTPException:
             return False
-        if not _seen_locally.add(f"{client['id']}:{request_id}", _window() * 2):
+        if not _first_use_here(client, request_id):
             return False
     return client["role"] in (role, "admin")
 
@@ -287,7 +292,12 @@ def _first_use(client: dict, request_id: str, sent: int) -> bool:
     try:
         return current_app.extensions["retention"].store.first_use_of_request_id(client["id"], request_id, expires)
     except StoreUnavailable:
-        return _seen_locally.add(f"{client['id']}:{request_id}", _window() * 2)
+        return _first_use_here(client, request_id)
+
+
+def _first_use_here(client: dict, request_id: str) -> bool:
+    """The same in this process's memory only (the store down, or /readyz, which never writes to it)."""
+    return _seen_locally.add(f"{client['id']}:{request_id}", _window() * 2)
 
 
 def requires(*roles: str) -> Callable:
