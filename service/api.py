@@ -37,7 +37,12 @@ from store import Conflict, IdempotencyConflict, NotFound, StoreUnavailable
 SECURED = [{"bearer": []}]
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
-                                "schema": {"type": "integer", "minimum": 0}}}
+                                "schema": {"type": "integer", "minimum": 1}}}
+_RATE_LIMITED = {**_RETRY_AFTER, **{name: {"description": description, "required": True, "schema": {"type": "integer"}}
+                                    for name, description in (
+                                        ("X-RateLimit-Limit", "Requests the window allows."),
+                                        ("X-RateLimit-Remaining", "Requests left in the window (0)."),
+                                        ("X-RateLimit-Reset", "Unix time at which the window resets."))}}
 # Every error answer an operation can give, in the one error body (flask-smorest's Error schema).
 _ERRORS = {
     401: ("No API key, an unknown or revoked one, or (for a signing client) a missing or wrong signature.", None),
@@ -46,7 +51,8 @@ _ERRORS = {
           None),
     415: ("The body is not sent as Content-Type: application/json.", None),
     422: ("Invalid input: `errors` names each field (a path parameter with a NUL character, too).", None),
-    429: ("This API key's rate limit is exceeded (RETENTION_RATE_LIMIT).", _RETRY_AFTER),
+    429: ("The API client's rate limit is exceeded (RETENTION_RATE_LIMIT), or this address has failed to "
+          "authenticate too often (RETENTION_AUTH_FAILURE_LIMIT).", _RATE_LIMITED),
     503: ("The store is unavailable (to check the key, or for this endpoint's data): retry shortly.",
            _RETRY_AFTER),
 }
