@@ -59,7 +59,8 @@ def settings_from_env() -> dict:
         # an outcome or a key look-up waits at most STORE_WAIT_MS for it, anything else DB_TIMEOUT_SECONDS,
         # which is also the longest any connection stays checked out (then it is dropped) and the server's
         # statement_timeout. 500 ms: the frontend gives up after about a second, and a decision is that wait
-        # plus at most the 150 ms scoring budget; shorter, a store that is merely slow (a cold connection on
+        # (once per request: after one unanswered call the request's others do not wait) plus at most the
+        # 150 ms scoring budget; shorter, a store that is merely slow (a cold connection on
         # a busy machine) would be taken for a silent one, and a retry would get a new, spooled decision.
         # After 3 failures in a row nothing waits: the store is probed every STORE_RETRY_SECONDS instead.
         "STORE_WAIT_MS": float(env("RETENTION_STORE_WAIT_MS", "500")),

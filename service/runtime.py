@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flask import g, has_request_context
+
 from retention.artifacts import ArtifactError
 from retention.contract import REASONS
 from retention.decision import CancelRequest
@@ -159,7 +161,13 @@ class Breaker:
             if self._probing or time.monotonic() - self._opened_at < self.retry_after:
                 return False
             self._probing = True
-        self._probe().add_done_callback(self._probed)
+        try:
+            probe = self._probe()
+        except RuntimeError:  # the store's threads are shut down (the process is closing): no probe, still open
+            with self._lock:
+                self._probing = False
+            return False
+        probe.add_done_callback(self._probed)
         return False
 
     def _probed(self, future: Future) -> None:
@@ -214,6 +222,19 @@ class GuardedStore:
         if not self.breaker.allow():
             raise StoreUnavailable(f"the store is not answering ({self.breaker.error}); the service does not "
                                    f"wait for it and checks again every {self.breaker.retry_after:g} s")
+        # One wait per request: once the store has not answered in this request, the request's other calls
+        # (key, webhook-id, context, record) take the outage path at once instead of each waiting in turn
+        # before the breaker opens.
+        if has_request_context() and g.get("store_silent"):
+            raise StoreUnavailable(f"the store did not answer earlier in this request ({g.store_silent})")
+        try:
+            return self._wait_for(fn, wait, *args, **kwargs)
+        except StoreUnavailable as exc:
+            if has_request_context():
+                g.store_silent = str(exc).splitlines()[0]
+            raise
+
+    def _wait_for(self, fn: Callable, wait: float, *args, **kwargs):
         try:
             future = self._threads.submit(fn, *args, **kwargs)
         except RuntimeError:  # closed (the process is shutting down, or the runtime reopened its store)

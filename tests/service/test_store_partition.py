@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from flask import Flask
 from sqlalchemy.engine import make_url
 from support import KEYS, seed_clients, serve
 
@@ -87,5 +88,33 @@ def test_the_service_store_waits_briefly_then_not_at_all_and_comes_back_by_itsel
                 time.sleep(0.2)
         else:
             pytest.fail("the circuit never closed after the link came back")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_a_request_waits_for_a_silent_store_once_not_once_per_call(backend, migrated_url):
+    """A signed decision asks the store up to four things (key, webhook-id, history, record): before the
+    circuit opens, only the first of them may wait, or the frontend's second is gone."""
+    seed_clients(migrated_url)
+    upstream = make_url(migrated_url)
+    proxy = Proxy((upstream.host, upstream.port or 5432))
+    runtime = Runtime(catalog=None, policy=None, database_url=through(proxy, migrated_url), db_timeout=2.0,
+                      store_wait=1.0, store_retry=0.5)
+    store, app = runtime.store, Flask(__name__)
+    try:
+        assert store.authenticate(KEYS["decide"])["role"] == "decide"
+        proxy.blackhole()
+        for _ in range(2):  # two requests, each waiting once: the circuit (3 failures) stays closed
+            with app.test_request_context():
+                t0 = time.perf_counter()
+                with pytest.raises(StoreUnavailable, match="no answer within 1000 ms"):
+                    store.authenticate(KEYS["decide"])
+                assert time.perf_counter() - t0 < 2.0
+                t0 = time.perf_counter()
+                with pytest.raises(StoreUnavailable, match="earlier in this request"):
+                    store.first_use_of_request_id("frontend", "msg-1", None)
+                assert time.perf_counter() - t0 < 0.1, "the request's second call does not wait"
+        assert not store.breaker.is_open
     finally:
         store.close()
