@@ -1,6 +1,6 @@
-"""Reading the checked-in config files (offers, policy, experiments TOML) through marshmallow schemas.
+"""Reading the checked-in config files (offers, plans, policy, experiments TOML) through marshmallow schemas.
 
-One way for all three: strict TOML types (no "50" for 50, no `true` for 1), unknown keys refused, and every
+One way for all four: strict TOML types (no "50" for 50, no `true` for 1), unknown keys refused, and every
 problem of a file reported in one run, one line each naming the file, where (`offer #3 (discount_50_2m)`,
 `[fallback.detractor]`, `experiment 2 (offer-variants): variant 1 (model)`), the field and what is wrong.
 Each file's schema builds its frozen dataclasses in `post_load`; retention.offers, retention.policy and
@@ -190,6 +190,12 @@ def one_of(choices: Collection[str]) -> validate.OneOf:
 def non_empty(value: str) -> None:
     if not value:
         raise ValidationError("must not be empty")
+
+
+def identifier(value: str) -> None:
+    """An id that config files and the API use as a name: letters, digits and '_'."""
+    if not value.isidentifier():
+        raise ValidationError(f"must be an identifier (letters, digits, '_'), got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------- loading

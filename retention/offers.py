@@ -21,6 +21,7 @@ from retention.configfiles import (
     Str,
     StrList,
     at_least,
+    identifier,
     load_file,
     name_of,
     non_empty,
@@ -94,15 +95,10 @@ _REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _identifier(value: str) -> None:
-    if not value.isidentifier():
-        raise ValidationError(f"must be an identifier (letters, digits, '_'), got {value!r}")
-
-
 class _OfferSchema(ConfigSchema):
     """One [[offer]]; the checks across offers (ids unique, `none` present) see the whole array."""
 
-    id = Str(required=True, validate=_identifier)
+    id = Str(required=True, validate=identifier)
     type = Str(required=True, validate=one_of(OFFER_TYPES))
     display_key = Str(validate=non_empty)
     months = Int(validate=at_least(0))

@@ -31,6 +31,7 @@ from retention.configfiles import (
     Str,
     StrList,
     above,
+    identifier,
     load_file,
     name_of,
     non_empty,
@@ -116,13 +117,8 @@ def _currencies(values: tuple[str, ...]) -> None:
         raise ValidationError(f"must be ISO 4217 codes such as \"USD\", got {', '.join(map(repr, bad))}")
 
 
-def _identifier(value: str) -> None:
-    if not value.isidentifier():
-        raise ValidationError(f"must be an identifier (letters, digits, '_'), got {value!r}")
-
-
 class _PlanSchema(ConfigSchema):
-    id = Str(required=True, validate=_identifier)
+    id = Str(required=True, validate=identifier)
     period = Str(required=True, validate=one_of(BILLING_PERIODS))
     price = Number(required=True, validate=above(0))
     currencies = StrList(required=True, validate=_currencies)
