@@ -750,3 +750,15 @@ def test_customers_on_plans_the_plan_catalog_does_not_list_are_warnings_by_row(t
         "the service refuses decision requests for it until the catalog lists it"]
     assert len(findings_at(report.warnings, "customers.csv", 5, "plan_id")) == 1
     assert len(report.warnings) == 2, report.format()
+
+
+def test_an_invalid_plan_catalog_is_a_warning_naming_it_not_a_crash(tmp_path, monkeypatch):
+    import training.validation.tables as tables_module
+
+    broken = tmp_path / "plans.toml"
+    broken.write_text("price_tolerance = 2.0\n")
+    monkeypatch.setattr(tables_module, "DEFAULT_PLANS", broken)
+    report = validate_dataset(write_dataset(tmp_path / "data", valid_tables()))
+    assert report.ok, report.format()
+    (warning,) = [w for w in report.warnings if w.file == str(broken)]
+    assert "plan check did not run" in warning.message and str(broken) in warning.message

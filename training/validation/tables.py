@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from retention.contract import TABLES
-from retention.plans import DEFAULT_PLANS, load_plans
+from retention.plans import DEFAULT_PLANS, PlanCatalogError, load_plans
 from training.validation.sql import literal, show
 
 if TYPE_CHECKING:
@@ -76,7 +76,12 @@ def _check_plans(run: ValidationRun) -> None:
     customers = run.sources.get("customers")
     if customers is None or "plan_id" not in customers.cols or not run.counts.get("customers"):
         return
-    plans = load_plans(DEFAULT_PLANS)
+    try:
+        plans = load_plans(DEFAULT_PLANS)
+    except PlanCatalogError as exc:  # the data are not at fault: say why the check could not run
+        run.warning(str(DEFAULT_PLANS), None, None, "the plan check did not run: the plan catalog is invalid: "
+                    + "; ".join(exc.lines))
+        return
     c = customers.cols["plan_id"]
     where = f"({c.text} IS NOT NULL AND {c.text} NOT IN ({', '.join(literal(p) for p in plans.ids)}))"
     (n,) = run.query(f"SELECT count(*) FROM {customers.numbered} WHERE {where}")[0]
