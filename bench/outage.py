@@ -27,6 +27,7 @@ import requests
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from bench.run import free_port
 from store import Store
 
 
@@ -43,9 +44,7 @@ class Proxy:
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._up = False

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -36,6 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "var" / "bench"
 KEY = "bench-key-0123456789abcdef0123"
 REASONS = ("too_expensive", "not_using", "temporary", "technical", "content", "switching", "other")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 nothing listens on now (the benchmarks', drills' and tests' servers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _sh(*cmd: str, env: dict | None = None) -> str:

@@ -3,22 +3,18 @@ gunicorn config, or `make bench` has nothing to compare the decision endpoint ag
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import requests
 
 from bench.echo_app import ANSWER
-from bench.run import OUT, gunicorn
+from bench.run import OUT, free_port, gunicorn
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_bare_flask_baseline_starts_and_answers_under_gunicorn_conf(tmp_path):
     OUT.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {"WEB_CONCURRENCY": "1", "BENCH_ECHO_STORE": str(tmp_path / "echo.db"),
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     with gunicorn("bench.echo_app:create_app()", port, env):

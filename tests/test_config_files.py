@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from samples import SECOND, THREE_ARMS
 
+from bench.run import free_port
 from cli import main
 from retention.configfiles import ConfigError
 from retention.experiments import ExperimentError, load_experiments
@@ -486,11 +486,6 @@ def test_experiment_check_reports_every_independent_problem_in_one_run_and_exits
 # --------------------------------------------------------------------------------------------- the service
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_the_service_refuses_to_start_with_every_problem_of_the_experiments_file(tmp_path, capfd):
     from service import CONFIG_INVALID_EXIT, create_app
@@ -512,7 +507,7 @@ def test_gunicorn_stops_on_a_bad_catalog_with_the_errors_and_no_traceback(tmp_pa
     bad.write_text(CATALOG_TEXT.replace("percent = 30", 'percent = "50"').replace('id = "none"', 'id = "nothing"'))
     (tmp_path / "prom").mkdir()
     env = {**os.environ, "RETENTION_CATALOG": str(bad), "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
-           "RETENTION_MODELS_DIR": str(tmp_path / "models"), "PORT": str(_free_port()), "WEB_CONCURRENCY": "1",
+           "RETENTION_MODELS_DIR": str(tmp_path / "models"), "PORT": str(free_port()), "WEB_CONCURRENCY": "1",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"), "RETENTION_SPOOL": str(tmp_path / "spool.db")}
     done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service:create_app()"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

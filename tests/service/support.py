@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
+from bench.run import free_port
 from service import create_app
 from store import Store
 
@@ -117,16 +117,11 @@ class Server:
         return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @contextmanager
 def serve(url: str, models_root: Path, tmp_path: Path, workers: int = 2, **env):
     """gunicorn with gunicorn.conf.py and `workers` workers on a free port; yields a Server."""
-    port = _free_port()
+    port = free_port()
     prom = tmp_path / f"prom-{port}"
     prom.mkdir()
     env = {**os.environ, "DATABASE_URL": url, "RETENTION_MODELS_DIR": str(models_root),
