@@ -22,7 +22,7 @@ from retention.configfiles import ConfigError
 from service import auth, logs, metrics
 from service.ratelimit import register_rate_limits
 from service.runtime import Runtime, default_database_url
-from service.schemas import STORABLE_TEXT, event_property
+from service.schemas import STORABLE_TEXT, document_plans, event_property
 from store import StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,6 +166,9 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(Blueprint("swagger_ui", flask_swagger_ui.__name__, static_folder="dist",
                                      static_url_path=SWAGGER_UI_ASSETS))
     api.register_blueprint(v1)
+    plans = app.extensions["retention"].catalog.plans
+    if plans is not None:
+        document_plans(api.spec.components.schemas["DecisionRequest"], plans)
     app.register_blueprint(health)
     document_health(api, app)
 

@@ -16,6 +16,7 @@ from marshmallow import fields, validate
 from retention.contract import BILLING_CHANNELS, BILLING_PERIODS, NPS_MAX, NPS_MIN, REASONS
 from retention.decision import CancelRequest, NpsAnswer, UsageSummary
 from retention.offers import OFFER_TYPES
+from retention.plans import PlanCatalog
 from service.usecases import DecisionRequest
 
 ID = validate.Length(min=1, max=128)
@@ -189,6 +190,22 @@ class DecisionRequestSchema(Strict):
         stored = {k: v for k, v in data.items() if k not in ("request_id", "reason_text")}
         return DecisionRequest(data["request_id"], cancel, stored, data.get("reason_text"))
 
+
+
+def document_plans(schema: dict, plans: PlanCatalog) -> None:
+    """State the plan check (DecisionRequestSchema.plan_and_price) in the request's JSON schema: no plan_id,
+    or one of the catalog's plans with its billing period, currencies and accepted price band. What the
+    document says is then exactly what the service accepts (schemathesis' positive-data check sends it)."""
+    branches = [{"not": {"required": ["plan_id"]}}]
+    for plan in plans.plans:
+        low, high = plans.price_band(plan)
+        branches.append({"required": ["plan_id"], "properties": {
+            "plan_id": {"type": "string", "enum": [plan.id]},
+            "billing_period": {"type": "string", "enum": [plan.period]},
+            "currency": {"type": "string", "enum": list(plan.currencies)},
+            "price": {"type": "number", "minimum": low, "maximum": high}}})
+    schema["anyOf"] = branches
+    schema["properties"]["plan_id"] = {**schema["properties"]["plan_id"], "enum": list(plans.ids)}
 
 class OfferSchema(Strict):
     id = fields.String(required=True)

@@ -32,6 +32,26 @@ def test_the_plan_catalog_is_served_to_the_frontend(client):
     assert set(schema["properties"]) == {"version", "price_tolerance", "plans"}
 
 
+def test_the_openapi_document_states_the_plan_check(client):
+    """A request the document allows is one the service takes: schemathesis' positive-data check sent
+    plan_id "0" (unknown, so a 422) while the document said any string."""
+    published = {p["id"]: p for p in client.get("/v1/plans", headers=headers("decide")).get_json()["plans"]}
+    request = client.get("/openapi.json").get_json()["components"]["schemas"]["DecisionRequest"]
+    assert request["properties"]["plan_id"]["enum"] == list(published)
+    branches = {b["properties"]["plan_id"]["enum"][0]: b["properties"] for b in request["anyOf"][1:]}
+    assert request["anyOf"][0] == {"not": {"required": ["plan_id"]}}  # no plan named: no plan check
+    for plan_id, plan in published.items():
+        stated = branches[plan_id]
+        assert [stated["price"]["minimum"], stated["price"]["maximum"]] == plan["accepted_prices"]
+        assert stated["billing_period"]["enum"] == [plan["period"]]
+        assert stated["currency"]["enum"] == plan["currencies"]
+        low, high = plan["accepted_prices"]
+        for price, status in ((low, 201), (high, 201), (round(low - 0.01, 2), 422), (round(high + 0.01, 2), 422)):
+            body = decision_body(request_id=f"band-{plan_id}-{price}", plan_id=plan_id, price=price,
+                                 billing_period=plan["period"], currency=plan["currencies"][0])
+            assert post(client, "/v1/decisions", body).status_code == status, (plan_id, price)
+
+
 @pytest.mark.parametrize("overrides, errors", [
     ({"plan_id": "plus_anual"}, {"plan_id"}),  # a typo: unknown plan
     ({"plan_id": "plus_annual", "price": 14.95, "billing_period": "monthly"}, {"billing_period", "price"}),
