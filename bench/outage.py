@@ -257,7 +257,8 @@ def drill(base: str, key: str, proxy: Proxy, direct_url: str, seconds: float, ra
                     and result["decisions_stored_as_answered"] == len(answered)
                     and result["outcomes_stored"] == len(outcomes) == result["outcome_rows"]
                     and result["retry_after_recovery_same"] and not server_errors
-                    and result["readyz_during"] is not None and result["readyz_during"]["http_status"] == 503)
+                    and result["readyz_during"] is not None and result["readyz_during"]["http_status"] == 200
+                    and "store" in result["readyz_during"]["degraded"])
     return result
 
 

@@ -22,8 +22,9 @@ def healthz():
 
 @blp.get("/readyz")
 def readyz():
-    """Ready = a verified model is loaded and the store answers. Otherwise 503 ("not ready"), naming what is
-    degraded.
+    """Ready = a verified model is loaded and the store answers. A store that does not answer, while this
+    process has a working spool, is "degraded" (200); without a model, or with the store down and no spool to
+    keep writes, 503 ("not ready"). Either way the answer names what is degraded.
 
     Without a key (a load balancer) the answer is the status and one word per degraded check, e.g.
     `{"status": "degraded", "degraded": ["features"]}`: the details name the database, model versions,
@@ -38,7 +39,10 @@ def readyz():
     Features (no snapshot loaded, or one older than RETENTION_MAX_FEATURE_AGE_HOURS) are listed under
     `degraded` with the reason, but keep the 200: the snapshot is shared by every process, so a 503 for it
     would take every replica out of the load balancer at once and block the billing frontend, which the
-    service must never do. It tells the operator; decisions go on with the old features.
+    service must never do. It tells the operator; decisions go on with the old features. The store is shared
+    the same way: while it is down (a partition, a failover) every replica still answers decisions without
+    history and spools what it writes, so each says "degraded" and stays in. Only a process that could not keep
+    those writes (no spool, or an unreadable one) leaves.
     """
     rt = current_app.extensions["retention"]
     checks: dict[str, dict] = {}
@@ -75,7 +79,8 @@ def readyz():
         except Exception as exc:  # noqa: BLE001 - readiness reports, it does not fail
             checks["spool"] = {"ok": False, "error": str(exc)}
             degraded.append("spool")
-    ready = "model" not in degraded and "store" not in degraded
+    keeps_writes = rt.spool is not None and "spool" not in degraded
+    ready = "model" not in degraded and ("store" not in degraded or keeps_writes)
     status = "not ready" if not ready else "degraded" if degraded else "ready"
     if not auth.optional_role("admin"):
         return {"status": status, "degraded": degraded}, 200 if ready else 503
@@ -90,8 +95,10 @@ _READYZ_DOC = {
         "summary": "Readiness: the status and what is degraded; the details for the admin role",
         "description": (
             "200 when a verified model is loaded and the store answers (\"ready\", or \"degraded\" naming a "
-            "stale or missing feature snapshot or an unreadable spool), else 503 (\"not ready\", naming "
-            "`model` and/or `store`). No key is needed: without one, or with any key but an admin's (a wrong "
+            "stale or missing feature snapshot or an unreadable spool), and 200 \"degraded\" naming `store` "
+            "while the store does not answer but this process spools the decisions and outcomes it answers "
+            "(every replica shares the store: a 503 would take them all out while they still answer). 503 "
+            "(\"not ready\") without a verified model, or with the store down and no working spool. No key is needed: without one, or with any key but an admin's (a wrong "
             "key too, never a 401), the body is only `status` and `degraded`, one word per check. An admin key "
             "adds `checks` (model version and the last refused reload, store and spool errors, the feature "
             "snapshot's age), `policy_version` and `catalog_version`."),
@@ -107,8 +114,9 @@ _READYZ_DOC = {
                     "policy_version": {"type": "string", "description": "admin only"},
                     "catalog_version": {"type": "string", "description": "admin only"},
                 }}}}}
-            for status, why in (("200", "Ready (perhaps degraded): keep it in the load balancer."),
-                                ("503", "Not ready: the model or the store is unavailable."))
+            for status, why in (("200", "Ready (perhaps degraded, the store too): keep it in the load balancer."),
+                                ("503", "Not ready: no verified model, or the store is down and nothing "
+                                        "spools the writes."))
         },
     }
 }

@@ -52,13 +52,29 @@ def test_wrong_keys_cost_no_store_query_per_request(client, app, monkeypatch):
     assert len(lookups) <= 1, lookups
 
 
-def test_not_ready_keeps_the_503_and_names_the_check_in_one_word(client, app, monkeypatch):
-    store = app.extensions["retention"].store
-
+def _store_down(app, monkeypatch) -> None:
     def down():
         raise StoreUnavailable("could not connect to server at postgres.internal:5432 as retention_rw")
 
-    monkeypatch.setattr(store, "latest_snapshot", down)
+    monkeypatch.setattr(app.extensions["retention"].store, "latest_snapshot", down)
+
+
+def test_a_store_outage_is_degraded_not_unready_while_the_spool_keeps_the_writes(client, app, monkeypatch):
+    """Every replica shares the store: a 503 for it would take them all out of the load balancer at once,
+    although each still answers decisions and spools them (the outside review's partition case)."""
+    _store_down(app, monkeypatch)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"status": "degraded", "degraded": ["store"]}
+    details = client.get("/readyz", headers=headers("admin"))
+    assert details.status_code == 200 and "retention_rw" in details.get_json()["checks"]["store"]["error"]
+    assert details.get_json()["checks"]["spool"]["ok"] is True
+
+
+def test_not_ready_keeps_the_503_and_names_the_check_in_one_word(client, app, monkeypatch):
+    """With the store down and no spool, what this process answers is recorded nowhere: take it out."""
+    _store_down(app, monkeypatch)
+    monkeypatch.setattr(app.extensions["retention"], "spool", None)
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.get_json() == {"status": "not ready", "degraded": ["store"]}
