@@ -40,7 +40,10 @@ def test_a_fast_server_sees_the_offered_rate(echo_server):
     port, _ = echo_server
     r = run("127.0.0.1", port, _request, rate=100, seconds=1.0)
     assert r["requests"] == 100 and r["errors"] == 0
-    assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"] < 500
+    assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"]
+    # The median, not the maximum: on a loaded machine one request can wait a scheduler slice, while a backlog
+    # (the next test) moves the median by hundreds of milliseconds.
+    assert r["p50_ms"] < 100, r
 
 
 @pytest.mark.slow
