@@ -179,6 +179,9 @@ def recommendation_line(rec: Recommendation, result: ExperimentResult) -> str:
         g = rec.breach
         return (f"Stop: guardrail breached. {rec.arm} gets {_difference(rec.evidence, rate)}, but "
                 f"{_difference(g, is_rate(g.metric, result))} on the guardrail {g.metric}; do not ship it.")
+    if rec.why == "no_data":
+        return (f"Stop: the experiment has ended with no {rec.metric} outcomes to compare; keep {result.control}. "
+                "Nothing was learnt: run it again for longer.")
     where = "at the end" if not result.running else "at the planned sample size"
     return (f"Stop: no arm beats {result.control} on {rec.metric} {where}; keep {result.control}. "
             "A difference smaller than the sample-size section's detectable effect may still exist.")

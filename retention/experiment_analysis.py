@@ -614,7 +614,9 @@ def recommend(result: ExperimentResult) -> Recommendation:
         return Recommendation(STOP, "srm", metric)
     primary = [c for c in result.comparisons if c.metric == metric and _finite(c.difference)]
     more = functools.partial(more_flows_needed, result)
-    if not primary:
+    if not primary:  # nothing to compare yet: wait for outcomes, unless the experiment has already stopped
+        if not result.running:
+            return Recommendation(STOP, "no_data", metric, baseline=control)
         return Recommendation(KEEP_RUNNING, "no_data", metric, more_flows=more({a.name for a in result.arms}))
     can_wait = result.running and not _plan_reached(result)
     variants = [c for c in primary if c.baseline == control]

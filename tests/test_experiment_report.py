@@ -401,6 +401,18 @@ def test_recommendation_keeps_running_while_nothing_is_significant():
                     "9,500 customers with a known outcome.")
 
 
+def test_with_no_outcomes_a_running_experiment_keeps_running_and_an_ended_one_stops():
+    result = make_result(effect=0.0)
+    result["comparisons"] = []
+    assert recommend(ExperimentResult.from_json(result)).action == KEEP_RUNNING
+    assert _line(render(result))[1].startswith("Recommendation: Keep running: no retained_30 outcomes yet")
+    result.update(running=False, stop="2026-12-20T00:00:00+00:00")
+    rec = recommend(ExperimentResult.from_json(result))
+    assert (rec.action, rec.why, rec.baseline) == (STOP, "no_data", "model")  # not "keep running" after its end
+    assert _line(render(result)) == ("stop", "Recommendation: Stop: the experiment has ended with no retained_30 "
+                                     "outcomes to compare; keep model. Nothing was learnt: run it again for longer.")
+
+
 def test_recommendation_stops_on_a_sample_ratio_mismatch(result):
     result = copy.deepcopy(result)
     result["srm"]["assigned"].update(chi2=48.7, p_value=1.5e-10, alarm=True)
