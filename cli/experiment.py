@@ -21,7 +21,7 @@ from cli.options import (
     open_store,
 )
 from reports.formatting import count, general, percent
-from retention import stats
+from retention.experiment_analysis import comparisons_in, plan_per_arm
 from retention.experiments import DEFAULT_EXPERIMENTS, ExperimentBook, ExperimentError, load_experiments
 from retention.files import write_atomic
 from retention.jsonvalues import jsonable
@@ -74,21 +74,24 @@ def list_(path: Path, catalog_path: Path) -> None:
 @click.option("--power", type=click.FloatRange(0.5, 0.999), default=0.8, show_default=True)
 @click.option("--arms", type=click.IntRange(min=2), default=2, show_default=True, metavar="K",
               help="Arms of the experiment including the control (a holdout not counted): K-1 comparisons with "
-                   "the control, each at alpha/(K-1) (Bonferroni).")
-def sample_size(baseline: float, mde: float, alpha: float, power: float, arms: int) -> None:
+                   "the control.")
+@click.option("--holdout/--no-holdout", default=False, show_default=True,
+              help="The experiment has a no-offer holdout: K more comparisons, every arm against it.")
+def sample_size(baseline: float, mde: float, alpha: float, power: float, arms: int, holdout: bool) -> None:
     """Customers needed per arm to detect an absolute difference `--mde` in a rate.
 
-    Every arm but the control is compared with the control; sizing each comparison at alpha/(K-1) keeps the
-    chance of any false winner at or below alpha and is a little conservative for the Holm correction that
-    `experiment report` applies (Holm's first step is this Bonferroni test; its later ones are less strict)."""
-    comparisons = arms - 1
-    each = alpha / comparisons
+    Every arm but the control is compared with the control (and, with --holdout, every arm with the holdout);
+    alpha is split over those comparisons (Bonferroni), which keeps the chance of any false winner at or
+    below alpha and is a little conservative for the Holm correction that `experiment report` applies. The
+    report's sample-size section uses the same rule (retention.experiment_analysis.plan_per_arm)."""
+    comparisons = comparisons_in(arms, holdout)
     with failing_on(ValueError):
-        n = stats.sample_size_two_proportions(baseline, mde, alpha=each, power=power)
+        n, each = plan_per_arm(baseline, mde, comparisons, alpha=alpha, power=power)
     split = f" each (Bonferroni split of {general(alpha)})" if comparisons > 1 else ""
+    against = "the control and the holdout" if holdout else "the control"
     click.echo(f"{count(n)} exposed customers per arm, {arms} arms including the control ({count(n * arms)} in all): "
                f"detect {percent(baseline)} -> {percent(baseline + mde)} with power {percent(power, 0)}; "
-               f"{comparisons} comparison{'s' if comparisons > 1 else ''} with the control at alpha {each:.3g}{split}")
+               f"{comparisons} comparison{'s' if comparisons > 1 else ''} with {against} at alpha {each:.3g}{split}")
 
 
 @experiment.command("report")

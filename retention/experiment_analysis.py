@@ -396,7 +396,7 @@ def analyse(experiment: Experiment, catalog: Catalog, records: dict, as_of: date
         comparisons=_comparisons(experiment, arms, values),
         srm=SampleRatio(assigned=SrmCheck(**stats.srm_check({a: assigned.get(a, 0) for a in arms}, shares)),
                         exposed=SrmCheck(**stats.srm_check({a: len(by_arm[a]) for a in arms}, shares))),
-        sample_size=_sample_size(experiment, values, mde),
+        sample_size=_sample_size(experiment, arms, values, mde),
         timeline=_timeline(experiment, by_arm, as_of),
         warnings=tuple(warnings),
     )
@@ -479,17 +479,35 @@ def _comparisons(experiment: Experiment, arms: list[str], values: dict) -> tuple
     return tuple(out)
 
 
-def _sample_size(experiment: Experiment, values: dict, mde: float) -> SampleSizePlan:
+def comparisons_in(arms: int, holdout: bool) -> int:
+    """How many comparisons an experiment of `arms` arms (the control included, a holdout not) makes on its
+    primary metric, as _pairs does: each other arm against the control, and with a holdout every arm against it."""
+    return (arms - 1) + (arms if holdout else 0)
+
+
+def plan_per_arm(baseline: float, mde: float, comparisons: int, alpha: float = SIGNIFICANCE,
+                 power: float = 0.8) -> tuple[int, float]:
+    """(customers per arm, alpha of each comparison) to detect an absolute change `mde` from `baseline` in a
+    rate. `alpha` is split over the comparisons (Bonferroni), the first and strictest step of the Holm
+    correction the analysis applies, so the plan is a little conservative for it. The one sizing rule of
+    `retention experiment sample-size` and of the analysis' sample-size section."""
+    each = alpha / max(1, comparisons)
+    return stats.sample_size_two_proportions(baseline, mde, alpha=each, power=power), each
+
+
+def _sample_size(experiment: Experiment, arms: list[str], values: dict, mde: float) -> SampleSizePlan:
     metric = experiment.primary_metric if experiment.primary_metric in RATE_METRICS else "retained_30"
     control = values[experiment.control][metric][0]
     smallest = min(len(values[a][metric][0]) for a in values)
     p = float(control.mean()) if len(control) else None
+    comparisons = len(_pairs(experiment, arms))
     per_arm = detectable = None
+    each = SIGNIFICANCE / max(1, comparisons)
     if p is not None and 0 < p < 1 and 0 < p + mde < 1:
-        per_arm = stats.sample_size_two_proportions(p, mde)
+        per_arm, each = plan_per_arm(p, mde, comparisons)
         if smallest >= 2:
-            detectable = stats.minimum_detectable_effect(p, smallest)
-    return SampleSizePlan(metric=metric, baseline_rate=p, mde=mde, alpha=SIGNIFICANCE, power=0.8, per_arm=per_arm,
+            detectable = stats.minimum_detectable_effect(p, smallest, alpha=each)
+    return SampleSizePlan(metric=metric, baseline_rate=p, mde=mde, alpha=each, power=0.8, per_arm=per_arm,
                           smallest_arm_now=smallest, detectable_now=detectable)
 
 

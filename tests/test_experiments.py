@@ -230,3 +230,23 @@ def test_a_sample_ratio_mismatch_is_flagged(tmp_path):
         for i in range(20_000) if e.variant_of(f"c{i}") == "pause"]
     result = analyse(e, CATALOG, _records(balanced, e.definition_hash()), datetime(2027, 3, 10, tzinfo=UTC))
     assert not result.srm.assigned.alarm
+
+
+def test_the_report_plans_the_sample_size_as_the_cli_does(tmp_path):
+    """One sizing rule: the analysis' sample-size section and `retention experiment sample-size` gave different
+    answers for the same experiment (the report sized each comparison at the full alpha, the CLI split it)."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    e = book_of(tmp_path, THREE_ARMS).get("three-arms")  # three arms and a holdout: 2 + 3 comparisons
+    rng = np.random.default_rng(1)
+    rows = [{"customer": f"c{i}", "arm": e.variant_of(f"c{i}"), "offer": "none", "active30": bool(rng.random() < 0.6)}
+            for i in range(3_000)]
+    plan = analyse(e, CATALOG, _records(rows, e.definition_hash()), datetime(2027, 3, 10, tzinfo=UTC)).sample_size
+    assert plan.alpha == pytest.approx(0.05 / 5)
+    out = CliRunner().invoke(main, ["experiment", "sample-size", "--baseline", repr(plan.baseline_rate), "--mde",
+                                    repr(plan.mde), "--arms", "3", "--holdout"])
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith(f"{plan.per_arm:,} exposed customers per arm"), (plan, out.output)
+    assert "5 comparisons with the control and the holdout at alpha 0.01 each" in out.output
