@@ -14,6 +14,7 @@ import itertools
 import json
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -198,8 +199,11 @@ _INSERT_DECISION = {
 class Store:
     """The service's state in one SQL database. Methods are thread-safe (the engine pools connections)."""
 
+    SWEEP_EVERY_SECONDS = 10.0  # how often first_use_of_request_id deletes expired signed ids
+
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._next_sweep = 0.0
 
     @classmethod
     def from_url(cls, url: str | None = None) -> Store:
@@ -309,18 +313,24 @@ class Store:
         return _client_dict(row, with_secret=False)
 
     def first_use_of_request_id(self, client_id: int, request_id: str, expires_at: datetime) -> bool:
-        """Record a signed request's id; False if this client already used it (a replay). Ids whose
-        `expires_at` (signed timestamp + replay window) has passed are deleted first, in the same
-        transaction: an expired id can no longer be replayed anyway, since its timestamp is refused."""
+        """Record a signed request's id; False if this client already used it within the window (a replay).
+        An id whose `expires_at` (signed timestamp + replay window) has passed counts as unused: its own
+        timestamp is refused anyway, so the row only waits to be deleted. Expired ids are deleted at most
+        every SWEEP_EVERY_SECONDS per process, not on every signed request (each worker deleting the same rows
+        made them wait on each other's locks)."""
         now = _now()
+        expires_at = _aware("expires_at", expires_at)
         with self.transaction(write=True) as conn:
-            conn.execute(delete(SignedRequestId).where(SignedRequestId.expires_at < now))
-            inserted = conn.execute(
-                _insert(conn, SignedRequestId).values(
-                    client_id=client_id, request_id=request_id, expires_at=_aware("expires_at", expires_at))
-                .on_conflict_do_nothing().returning(SignedRequestId.client_id)
-            ).first()
-        return inserted is not None
+            if time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + self.SWEEP_EVERY_SECONDS
+                conn.execute(delete(SignedRequestId).where(SignedRequestId.expires_at < now))
+            insert = _insert(conn, SignedRequestId).values(client_id=client_id, request_id=request_id,
+                                                            expires_at=expires_at)
+            stored = conn.execute(insert.on_conflict_do_update(
+                index_elements=[SignedRequestId.client_id, SignedRequestId.request_id],
+                set_={"expires_at": expires_at}, where=SignedRequestId.expires_at < now,
+            ).returning(SignedRequestId.client_id)).first()
+        return stored is not None
 
     # ----------------------------------------------------------------------------------------- decisions
 

@@ -112,19 +112,28 @@ def test_a_secret_from_before_whsec_secrets_signs_as_its_bytes(migrated_url, mod
 def test_signed_ids_expire_with_the_window(migrated_url):
     from datetime import UTC, datetime, timedelta
 
+    from sqlalchemy import text
+
+    def kept(store) -> list[str]:
+        with store.transaction() as conn:
+            return [r[0] for r in conn.execute(text(
+                "SELECT request_id FROM signed_request_ids ORDER BY client_id, request_id"))]
+
     with Store.from_url(migrated_url) as store:
         later = datetime.now(UTC) + timedelta(seconds=300)
         assert store.first_use_of_request_id(1, "msg_1", later) is True
         assert store.first_use_of_request_id(1, "msg_1", later) is False
         assert store.first_use_of_request_id(2, "msg_1", later) is True  # ids are per client
         assert store.first_use_of_request_id(1, "msg_old", datetime.now(UTC) - timedelta(seconds=1)) is True
-        # The next use cleans up expired ids: msg_old is gone, msg_1 is kept.
+        # Expired but not yet swept (sweeps are at most every 10 s): no replay, the id may be used again.
+        assert kept(store) == ["msg_1", "msg_old", "msg_1"]
+        assert store.first_use_of_request_id(1, "msg_old", later) is True
+        assert store.first_use_of_request_id(1, "msg_old", later) is False
+        # When a sweep is due, the next use deletes the expired ids and keeps the others.
+        assert store.first_use_of_request_id(1, "msg_gone", datetime.now(UTC) - timedelta(seconds=1)) is True
+        store._next_sweep = 0.0
         assert store.first_use_of_request_id(1, "msg_2", later) is True
-        with store.transaction() as conn:
-            from sqlalchemy import text
-
-            kept = conn.execute(text("SELECT request_id FROM signed_request_ids ORDER BY client_id, request_id"))
-            assert [r[0] for r in kept] == ["msg_1", "msg_2", "msg_1"]
+        assert kept(store) == ["msg_1", "msg_2", "msg_old", "msg_1"]
 
 
 @pytest.mark.slow
