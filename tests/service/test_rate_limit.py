@@ -69,40 +69,35 @@ def test_a_refused_key_is_not_looked_up_again(migrated_url, models_root):
         app.extensions["retention"].close()
 
 
-@pytest.mark.slow
-def test_a_sequential_client_never_reaches_the_default_limit(migrated_url, models_root, monkeypatch):
-    """The outside review's case: 15 x 429 on 92 sequential outcome posts under the former default. The
-    limiter's clock is stopped, so all 200 posts count as one second's requests however fast this machine is
-    today (a loaded CI machine managed 19 a second, too slow to tell any limit above that from none): the
-    former default (50 per second) refused 150 of them."""
+def _outcome_posts_in_one_second(migrated_url, models_root, monkeypatch, limit: str, n: int) -> list[int]:
+    """The status of a decision's `n` outcome posts by one client with the limiter's clock stopped: all of
+    them (and the decision) count as one second's requests, however fast this machine is today."""
     frozen = time.time()
     monkeypatch.setattr(limits.storage.memory, "time", SimpleNamespace(time=lambda: frozen))
     seed_clients(migrated_url)
-    app = make_app(migrated_url, models_root, RATE_LIMIT=settings_from_env()["RATE_LIMIT"])
+    app = make_app(migrated_url, models_root, RATE_LIMIT=limit)
     client = app.test_client()
     try:
-        decision = post(client, "/v1/decisions", decision_body(request_id="seq-1")).get_json()
+        decision = post(client, "/v1/decisions", decision_body(request_id=f"seq-{secrets.token_hex(4)}")).get_json()
         path = f"/v1/decisions/{decision['decision_id']}/outcome"
-        codes = [post(client, path, {"outcome": "shown"}).status_code for _ in range(200)]
-        assert codes.count(429) == 0 and set(codes) <= {200, 201}, f"{codes.count(429)} x 429 of 200 in one second"
+        return [post(client, path, {"outcome": "shown"}).status_code for _ in range(n)]
     finally:
         app.extensions["retention"].close()
+
+
+@pytest.mark.slow
+def test_a_sequential_client_never_reaches_the_default_limit(migrated_url, models_root, monkeypatch):
+    """The outside review's case: 15 x 429 on 92 sequential outcome posts under the former default. With the
+    clock stopped a loaded CI machine (19 posts a second) can tell the limits apart too."""
+    codes = _outcome_posts_in_one_second(migrated_url, models_root, monkeypatch,
+                                         settings_from_env()["RATE_LIMIT"], 200)
+    assert codes.count(429) == 0 and set(codes) <= {200, 201}, f"{codes.count(429)} x 429 of 200 in one second"
 
 
 def test_the_former_default_would_have_refused_that_client(migrated_url, models_root, monkeypatch):
-    """The check above can fail: with the clock stopped the same client over 50 per second is refused."""
-    frozen = time.time()
-    monkeypatch.setattr(limits.storage.memory, "time", SimpleNamespace(time=lambda: frozen))
-    seed_clients(migrated_url)
-    app = make_app(migrated_url, models_root, RATE_LIMIT="50 per second")
-    client = app.test_client()
-    try:
-        decision = post(client, "/v1/decisions", decision_body(request_id="seq-old")).get_json()
-        path = f"/v1/decisions/{decision['decision_id']}/outcome"
-        codes = [post(client, path, {"outcome": "shown"}).status_code for _ in range(60)]
-        assert codes.count(429) == 11, codes  # the decision and 49 outcomes fit in the second
-    finally:
-        app.extensions["retention"].close()
+    """The check above can fail: the former default (50 per second) refuses the same client."""
+    codes = _outcome_posts_in_one_second(migrated_url, models_root, monkeypatch, "50 per second", 60)
+    assert codes.count(429) == 11, codes  # the decision and 49 outcomes fit in the second
 
 
 def test_a_client_over_its_limit_gets_429_with_a_real_retry_after_and_others_do_not(migrated_url, models_root):
