@@ -125,7 +125,7 @@ test-fast: install
 	$(PYTEST) -q $(PARALLEL) -m "not slow"
 
 # The long schemathesis run (tests/service/test_hostile_input.py): every check, 1,000 examples per operation
-# (over 10,000 cases) against the service on SQLite; prints the cases and the answers by status class. The
+# (12,269 cases on 2026-12-01, 5 min) against the service on SQLite; prints the cases and the answers by status class. The
 # figures of a run are in docs/api-conformance.md. FUZZ_EXAMPLES=... for another size.
 FUZZ_EXAMPLES ?= 1000
 fuzz-long: install
