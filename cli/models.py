@@ -3,7 +3,6 @@ registry (which version is the champion, which the challenger; promote, roll bac
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -13,32 +12,16 @@ from cli.options import (
     PATH,
     catalog_from,
     catalog_path,
+    configured,
     database_url,
     fail,
     failing_on,
     models_root,
     open_store,
-    policy_from,
     policy_path,
-    validated,
+    write_json,
 )
 from retention.artifacts import ArtifactError
-from retention.files import write_atomic
-
-
-def _configured(catalog_path: Path, policy_path: Path, data_dir: Path | None):
-    """The catalog and policy the candidates decide with, after checking the logged data set (exit 2 if it
-    fails the contract)."""
-    catalog = catalog_from(catalog_path)
-    config = policy_from(catalog, policy_path)
-    if data_dir is not None:
-        validated(data_dir)
-    return catalog, config
-
-
-def _write_json(out: Path | None, result: dict) -> None:
-    if out is not None:
-        write_atomic(out, json.dumps(result, indent=2) + "\n")
 
 
 @click.command("ope")
@@ -64,14 +47,14 @@ def ope(data_dir: Path, candidates: tuple[str, ...], reward_ref: str | None, out
     from reports.text import ope_table
     from training.offpolicy import estimate, parse_candidate, read_log
 
-    catalog, config = _configured(catalog_path, policy_path, data_dir)
+    catalog, config = configured(catalog_path, policy_path, data_dir)
     with failing_on(ValueError):
         parsed = [parse_candidate(c, catalog) for c in candidates]
     with failing_on(ValueError, ArtifactError):
         log = read_log(data_dir, catalog, config)
         result = estimate(parsed, log, catalog, config, models_root, reward_ref, progress=tqdm)
     click.echo(ope_table(result))
-    _write_json(out, result)
+    write_json(out, result)
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -180,7 +163,7 @@ def compare(a: str, b: str, data_dir: Path | None, traffic_days: int | None, out
     from reports.text import comparison_text
     from training.promotion import compare as compare_versions
 
-    catalog, config = _configured(catalog_path, policy_path, data_dir)
+    catalog, config = configured(catalog_path, policy_path, data_dir)
     with failing_on(ArtifactError, ValueError):
         result = compare_versions(models_root, a, b, catalog, config, data_dir, progress=tqdm)
     if traffic_days is not None:
@@ -191,7 +174,7 @@ def compare(a: str, b: str, data_dir: Path | None, traffic_days: int | None, out
                                 if {p["champion"], p["challenger"]} <= versions]
             result["shadow_since"] = since.isoformat()
     click.echo(comparison_text(result))
-    _write_json(out, result)
+    write_json(out, result)
 
 
 @models.command("promote")
@@ -216,7 +199,7 @@ def promote(ref: str, alias: str, reason: str, data_dir: Path | None, margin: fl
     from retention.registry import RegistryError, move_alias, read_registry
     from training.promotion import promotion_checks
 
-    catalog, config = _configured(catalog_path, policy_path, data_dir)
+    catalog, config = configured(catalog_path, policy_path, data_dir)
     with failing_on(ArtifactError, RegistryError, ValueError):
         registry = read_registry(models_root)
         checks = promotion_checks(models_root, ref, alias, registry, catalog, config, data_dir, margin, progress=tqdm)

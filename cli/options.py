@@ -8,6 +8,7 @@ that cannot be verified, an unreachable database), always with an `error: ...` l
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import click
 
 from retention.artifacts import ArtifactError, load_artifact, resolve_version
 from retention.features import FEATURE_VERSION
+from retention.files import write_atomic
 from retention.offers import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
 from retention.policy import DEFAULT_POLICY, PolicyConfig, PolicyError, load_policy
 from retention.utc import parse_iso
@@ -138,3 +140,19 @@ def validated(data_dir: Path, window_end: datetime | None = None):
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     return report
+
+
+def configured(catalog_path: Path, policy_path: Path, data_dir: Path | None) -> tuple[Catalog, PolicyConfig]:
+    """The offer catalog and the policy a command decides with, after checking its logged data set (each
+    failure is exit 2 naming the file)."""
+    catalog = catalog_from(catalog_path)
+    config = policy_from(catalog, policy_path)
+    if data_dir is not None:
+        validated(data_dir)
+    return catalog, config
+
+
+def write_json(out: Path | None, result: dict) -> None:
+    """A command's result as an indented JSON file (written atomically), when --out names one."""
+    if out is not None:
+        write_atomic(out, json.dumps(result, indent=2) + "\n")

@@ -17,6 +17,7 @@ from cli.options import (
     UTC_DATETIME,
     catalog_from,
     catalog_path,
+    configured,
     fail,
     failing_on,
     model_ref,
@@ -25,8 +26,8 @@ from cli.options import (
     policy_path,
     validated,
     verified_model,
+    write_json,
 )
-from retention.files import write_atomic
 
 
 @click.command()
@@ -153,16 +154,13 @@ def evaluate_policy(ref: str, models_root: Path, data_dir: Path, since, limit: i
     if not (data_dir / TRUTH_FILE).is_file():
         fail(f"{data_dir}: no {TRUTH_FILE}: judging a policy needs the simulator's true response; "
              "use a data set written by `retention simulate`")
-    catalog = catalog_from(catalog_path)
-    policy = policy_from(catalog, policy_path)
-    validated(data_dir)
+    catalog, policy = configured(catalog_path, policy_path, data_dir)
     _, model, meta = verified_model(models_root, ref)
     with failing_on(ValueError):
         result = judge(model, meta, data_dir, catalog, policy, since=since, limit=limit, seed=seed, progress=tqdm)
     click.echo(policy_table(result))
     click.echo(json.dumps(result, indent=2))
-    if out is not None:
-        write_atomic(out, json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
 
 
 commands = [train, evaluate, score, evaluate_policy]
