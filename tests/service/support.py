@@ -92,6 +92,17 @@ def policy_file(share: float, time_budget_ms: float | None = None) -> Path:
 NO_EXPLORATION = policy_file(0.0)
 
 
+def wait_until(condition, seconds: float = 30.0, every: float = 0.1) -> bool:
+    """Poll `condition` until it is true (True) or `seconds` have passed (False): the tests' one way to wait
+    for something another process or thread does; the caller's assert says what it waited for."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
 def make_app(url: str, models_root: Path, **config):
     # Each app its own spool: a decision spooled in one test must never be replayed into another's store.
     spool = Path(tempfile.mkdtemp(prefix="spool-")) / "spool.db"

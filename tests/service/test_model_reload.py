@@ -10,13 +10,12 @@ import os
 import re
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from support import decision_body, headers, newer_copy, seed_clients, serve
+from support import decision_body, headers, newer_copy, seed_clients, serve, wait_until
 
 # Not serial: a reload is waited for (up to 60 s), never timed.
 pytestmark = pytest.mark.slow
@@ -57,13 +56,11 @@ def _wrong_feature_version(version: Path) -> None:
 def _hup_and_wait(srv) -> None:
     before = set(srv.workers())
     os.kill(srv.proc.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def replaced() -> bool:
         now = set(srv.workers())
-        if len(now) == 2 and not now & before:
-            return
-        time.sleep(0.2)
-    pytest.fail("gunicorn did not replace its workers after HUP")
+        return len(now) == 2 and not now & before
+
+    assert wait_until(replaced, 60, every=0.2), "gunicorn did not replace its workers after HUP"
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -132,11 +129,8 @@ def _assert_served_by_every_worker(srv, version: str) -> None:
     workers = set(srv.workers())
     assert len(workers) == 2
     # A worker sets its gauge right after its fork (post_fork), which can be a moment after the fork itself.
-    deadline = time.monotonic() + 20
-    while {pid for (v, pid), x in _model_loaded(srv.base).items() if v == version and x == 1.0} != workers:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    wait_until(lambda: {pid for (v, pid), x in _model_loaded(srv.base).items() if v == version and x == 1.0}
+               == workers, 20, every=0.2)  # the asserts below say what is missing
     for _ in range(4):  # a new connection each: the scrape reaches either worker, each must see the same
         samples = _model_loaded(srv.base)
         assert {pid for (v, pid), x in samples.items() if v == version and x == 1.0} == workers, samples

@@ -11,7 +11,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 from sqlalchemy import func, select
-from support import decision_body, headers, newer_copy, seed_clients, serve
+from support import decision_body, headers, newer_copy, seed_clients, serve, wait_until
 
 from cli import main
 from retention.registry import move_alias
@@ -44,12 +44,9 @@ def test_promote_and_rollback_under_load_lose_no_request(migrated_url, models_ro
                 failures.append(repr(exc))
 
     def serving(version: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if answers and answers[-1][1] == version and all(v == version for _, v in answers[-20:]):
-                return
-            time.sleep(0.2)
-        pytest.fail(f"the service did not switch to {version}")
+        assert wait_until(lambda: answers and answers[-1][1] == version
+                          and all(v == version for _, v in answers[-20:]), timeout, every=0.2), \
+            f"the service did not switch to {version}"
 
     with serve(migrated_url, models_root, tmp_path, RETENTION_MODEL="champion", RETENTION_PIDFILE=str(pidfile)) as srv:
         threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]

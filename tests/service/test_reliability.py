@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from sqlalchemy import text
-from support import decision_body, headers, seed_clients, serve
+from support import decision_body, headers, seed_clients, serve, wait_until
 
 from store import Store
 
@@ -33,14 +32,6 @@ def server(module_migrated_url, module_models_root, tmp_path_factory):
     with serve(module_migrated_url, module_models_root, tmp_path_factory.mktemp("gunicorn"),
                RETENTION_STORE_WAIT_MS="5000") as running:
         yield running, module_migrated_url
-
-
-def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _rows(url: str, sql: str, **params) -> list:
@@ -101,14 +92,14 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_write(server):
     with ThreadPoolExecutor(max_workers=clients) as pool:
         futures = [pool.submit(client, k) for k in range(clients)]
         try:  # under load before the kill, and still once the master has replaced the worker
-            _wait_for(lambda: len(acknowledged) >= 150, "150 acknowledged writes before the kill")
+            assert wait_until(lambda: len(acknowledged) >= 150), "150 acknowledged writes before the kill"
             workers = srv.workers()
             assert len(workers) == 2
             victim = workers[0]
             os.kill(victim, signal.SIGKILL)
-            _wait_for(replaced, "the master to replace the killed worker")
+            assert wait_until(replaced), "the master did not replace the killed worker"
             after = done()
-            _wait_for(lambda: done() >= after + 100, "100 more answers after the replacement")
+            assert wait_until(lambda: done() >= after + 100), "100 more answers after the replacement"
         finally:
             stop.set()
     for f in futures:

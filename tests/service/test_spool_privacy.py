@@ -7,11 +7,10 @@ by the service itself, and the service's own replay thread drains them once the 
 from __future__ import annotations
 
 import stat
-import time
 from pathlib import Path
 
 import pytest
-from support import decision_body, headers, make_app, post, seed_clients
+from support import decision_body, headers, make_app, post, seed_clients, wait_until
 
 from store import Store
 
@@ -39,15 +38,6 @@ def _spool_decision(client, request_id: str, customer_id: str, text: str | None)
                                                     reason="temporary", reason_text=text))
     assert r.status_code == 201 and "spooled" in r.get_json()["reason_codes"], r.get_json()
     return r.get_json()
-
-
-def _wait(predicate, seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture
@@ -90,7 +80,7 @@ def test_a_drained_spool_keeps_no_customer_data_and_is_private(apps, spool_path,
     rt.close()
     rt.database_url = migrated_url  # the database is back: the service's replay thread drains the spool
     wal = Path(f"{spool_path}-wal")
-    assert _wait(lambda: rt.spool.depth() == 0 and (not wal.exists() or wal.stat().st_size == 0)), \
+    assert wait_until(lambda: rt.spool.depth() == 0 and (not wal.exists() or wal.stat().st_size == 0)), \
         f"not drained: {rt.spool.depth()} rows, WAL {wal.stat().st_size} bytes"
     with Store.from_url(migrated_url) as store:
         stored = [store.get_decision(d["decision_id"]) for d in spooled]
@@ -122,12 +112,12 @@ def test_erasure_removes_the_customers_rows_still_waiting_in_the_spool(apps, spo
     body = gone.get_json()
     assert body["spooled_decisions"] == 3 and body["spooled_outcomes"] == 1 and body["decisions"] == 0
     spool = after.extensions["retention"].spool
-    assert _wait(lambda: spool.depth() == 0), "the other customer's row is replayed"
+    assert wait_until(lambda: spool.depth() == 0), "the other customer's row is replayed"
     with Store.from_url(migrated_url) as store:
         assert store.customer_data("cust-erase-me")["decisions"] == [], "an erased spooled decision was stored"
         assert [d["decision_id"] for d in store.customer_data("cust-keep-me")["decisions"]] == [kept["decision_id"]]
     wal = Path(f"{spool_path}-wal")
-    assert _wait(lambda: not wal.exists() or wal.stat().st_size == 0)
+    assert wait_until(lambda: not wal.exists() or wal.stat().st_size == 0)
     assert EMAIL.encode() not in _raw(spool_path)
     again = api.delete("/v1/customers/cust-erase-me/data", headers=headers("admin")).get_json()
     assert again["spooled_decisions"] == 0 and again["decisions"] == 0

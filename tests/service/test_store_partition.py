@@ -12,7 +12,7 @@ import time
 import pytest
 from flask import Flask
 from sqlalchemy.engine import make_url
-from support import KEYS, seed_clients, serve
+from support import KEYS, seed_clients, serve, wait_until
 
 from bench.outage import Proxy, drill, through
 from service.runtime import Runtime
@@ -75,20 +75,17 @@ def test_the_service_store_waits_briefly_then_not_at_all_and_comes_back_by_itsel
         with pytest.raises(StoreUnavailable, match="not answering"):
             store.authenticate(KEYS["decide"])
         assert time.perf_counter() - t0 < 0.1, "an open circuit does not wait at all"
-        deadline = time.monotonic() + 10  # the watchdog ends the connections left waiting (2 s)
-        while store.engine.pool.checkedout() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert store.engine.pool.checkedout() == 0
+        # the watchdog ends the connections left waiting (2 s)
+        assert wait_until(lambda: store.engine.pool.checkedout() == 0, 10), store.engine.pool.checkedout()
         proxy.restore()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             try:
-                assert store.authenticate(KEYS["decide"])["role"] == "decide"
-                break
+                return store.authenticate(KEYS["decide"])["role"] == "decide"
             except StoreUnavailable:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the circuit never closed after the link came back")
+                return False
+
+        assert wait_until(answers, 15, every=0.2), "the circuit never closed after the link came back"
     finally:
         store.close()
 
