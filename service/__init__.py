@@ -62,7 +62,8 @@ def settings_from_env() -> dict:
         # (once per request: after one unanswered call the request's others do not wait) plus at most the
         # 150 ms scoring budget; shorter, a store that is merely slow (a cold connection on
         # a busy machine) would be taken for a silent one, and a retry would get a new, spooled decision.
-        # After 3 failures in a row nothing waits: the store is probed every STORE_RETRY_SECONDS instead.
+        # After one call without an answer (or 3 errors in a row) nothing waits: the store is probed at once, then
+        # every STORE_RETRY_SECONDS, and the first probe that answers closes the circuit (service/runtime.py Breaker).
         "STORE_WAIT_MS": float(env("RETENTION_STORE_WAIT_MS", "500")),
         "DB_TIMEOUT_SECONDS": float(env("RETENTION_DB_TIMEOUT_SECONDS", "5")),
         "STORE_RETRY_SECONDS": float(env("RETENTION_STORE_RETRY_SECONDS", "1")),
