@@ -64,6 +64,9 @@ def test_every_signed_part_is_covered(client):
     late = signed_headers("POST", "/v1/decisions", body, timestamp=int(time.time()) - 301)
     assert "replay window" in refused(**late)
     assert "must sign" in refused(**{"webhook-signature": ""})
+    only_key = client.post("/v1/decisions", data=body, headers={"Authorization": good["Authorization"],
+                                                                 "Content-Type": "application/json"})
+    assert only_key.status_code == 401, "a signing client's key alone is not enough"
     # None of the refusals used up the id: the untouched request still goes through.
     assert client.post("/v1/decisions", data=body, headers=good).status_code == 201
 
