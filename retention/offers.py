@@ -161,7 +161,9 @@ class _CatalogSchema(ConfigSchema):
                     error_messages={"required": "at least one [[offer]] is required"})
 
     @post_load
-    def _catalog(self, data: dict, **_) -> Catalog:
+    def _catalog(self, data: dict, **_) -> tuple[Catalog, str | None]:
+        """The catalog without its plans yet, and the `plans` key that says where they are (load_catalog
+        loads and checks them)."""
         return Catalog(version=data["version"], offers=tuple(data["offer"])), data.get("plans")
 
 
