@@ -92,6 +92,12 @@ def policy_file(share: float, time_budget_ms: float | None = None) -> Path:
 NO_EXPLORATION = policy_file(0.0)
 
 
+# How long the service waits for its store in the tests, unless a test sets it (the outage drills use the
+# default 500 ms): a store call slower than the wait takes the outage path by design, and on a loaded CI
+# machine a few did, so tests about something else saw spooled decisions they did not expect.
+TEST_STORE_WAIT_MS = 5000.0
+
+
 def wait_until(condition, seconds: float = 30.0, every: float = 0.1) -> bool:
     """Poll `condition` until it is true (True) or `seconds` have passed (False): the tests' one way to wait
     for something another process or thread does; the caller's assert says what it waited for."""
@@ -108,7 +114,7 @@ def make_app(url: str, models_root: Path, **config):
     spool = Path(tempfile.mkdtemp(prefix="spool-")) / "spool.db"
     return create_app({"TESTING": True, "DATABASE_URL": url, "MODELS_DIR": str(models_root),
                        "MODEL_VERSION": "latest", "RATE_LIMIT": UNLIMITED, "AUTH_FAILURE_LIMIT": UNLIMITED,
-                       "SPOOL_PATH": str(spool),
+                       "SPOOL_PATH": str(spool), "STORE_WAIT_MS": TEST_STORE_WAIT_MS,
                        "POLICY_PATH": str(NO_EXPLORATION), **config})
 
 
@@ -138,7 +144,8 @@ def serve(url: str, models_root: Path, tmp_path: Path, workers: int = 2, **env):
     env = {**os.environ, "DATABASE_URL": url, "RETENTION_MODELS_DIR": str(models_root),
            "PORT": str(port), "WEB_CONCURRENCY": str(workers), "PROMETHEUS_MULTIPROC_DIR": str(prom),
            "RETENTION_RATE_LIMIT": UNLIMITED, "RETENTION_AUTH_FAILURE_LIMIT": UNLIMITED, "RETENTION_SPOOL": str(tmp_path / f"spool-{port}.db"),
-           "RETENTION_POLICY": str(NO_EXPLORATION), "RETENTION_MODEL": "latest", **env}
+           "RETENTION_POLICY": str(NO_EXPLORATION), "RETENTION_MODEL": "latest",
+           "RETENTION_STORE_WAIT_MS": str(TEST_STORE_WAIT_MS), **env}
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "service:create_app()"],

@@ -87,7 +87,7 @@ def test_a_store_outage_still_answers_without_risky_offers(app_factory, backend,
     assert d["offer"]["type"] in ("none", "followup")  # no history: no offer a guardrail could forbid
     assert "history_unavailable" in d["reason_codes"]
     ready = client.get("/readyz", headers=headers("admin"))
-    assert ready.status_code == 503 and "store" in ready.get_json()["degraded"]
+    assert ready.status_code == 200 and ready.get_json()["status"] == "degraded" and "store" in ready.get_json()["degraded"]
     out = post(client, f"/v1/decisions/{d['decision_id']}/outcome", {"outcome": "declined"})
     assert out.status_code == 202 and out.get_json()["recorded_at"] is None  # spooled, see test_store_outage
     assert ready.get_json()["checks"]["spool"]["waiting"] >= 1

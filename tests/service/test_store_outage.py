@@ -19,7 +19,7 @@ def test_a_store_outage_is_spooled_and_replayed_exactly_once(backend, migrated_u
     seed_clients(migrated_url)
     upstream = make_url(migrated_url)
     proxy = Proxy((upstream.host, upstream.port or 5432))
-    with serve(through(proxy, migrated_url), models_root, tmp_path) as srv:
+    with serve(through(proxy, migrated_url), models_root, tmp_path, RETENTION_STORE_WAIT_MS="500") as srv:
         result = drill(srv.base, KEYS["admin"], proxy, migrated_url, seconds=5, rate=20)
     print(f"outage drill: {result}")
     assert result["ok"], result
