@@ -33,8 +33,11 @@ being read or answered finish (up to `graceful_timeout`), then close idle connec
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import io
 import os
+import signal
 import sys
 import time
 from email.utils import formatdate
@@ -45,6 +48,7 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.gtornado import TornadoWorker
 from tornado import escape, httputil
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
 from tornado.wsgi import to_wsgi_str
 
 DEFAULT_HEADER_TIMEOUT_S = 5.0
@@ -101,8 +105,12 @@ class _Request(httputil.HTTPMessageDelegate):
         try:
             self.server.worker.handle_request()
             status, headers, out = self.server.call_app(self._environ(body))
-            if self.too_large is not None:
-                headers = [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
+            if self.too_large is not None or not self.server.worker.alive:
+                # Close after this answer: its body was never read, or the worker is leaving (max_requests,
+                # SIGTERM) and the client should take its next request elsewhere, not race the close. tornado
+                # then sends "Connection: close" itself; it has no public switch for a decision taken after
+                # the headers were read, hence its attribute (tornado is pinned exactly).
+                self.conn._disconnect_on_finish = True
             self._write(status, headers, out)
         finally:
             self.server.busy.discard(self.server_conn)
@@ -184,6 +192,24 @@ class _WSGIServer(HTTPServer):
         self.busy: set[object] = set()
         super().initialize(self.call_app, max_body_size=max_body, **settings)
 
+    def add_sockets(self, sockets) -> None:
+        # One connection per wake-up, not tornado's up to 128: the workers share the listening socket, and a
+        # worker that took every waiting connection at once would answer them one after another while the
+        # other worker idles (and lose them all if it died). Uses TCPServer's internals (_sockets, _handlers,
+        # _handle_connection), as add_sockets does; tornado is pinned exactly.
+        loop = IOLoop.current()
+        for sock in sockets:
+            def accept_one(fd, events, sock=sock) -> None:
+                try:
+                    connection, address = sock.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    return
+                self._handle_connection(connection, address)
+
+            self._sockets[sock.fileno()] = sock
+            loop.add_handler(sock, accept_one, IOLoop.READ)
+            self._handlers[sock.fileno()] = functools.partial(loop.remove_handler, sock)
+
     def start_request(self, server_conn, request_conn):
         return _Request(self, server_conn, request_conn)  # never tornado's adapters (xheaders is off)
 
@@ -234,6 +260,7 @@ class BufferedSyncWorker(TornadoWorker):
         if self.alive and self.nr >= self.max_requests:
             self.log.info("Autorestarting worker after current request.")
             self.alive = False
+            self._wake.set()
 
     def run(self) -> None:
         asyncio.run(self._serve())
@@ -252,6 +279,7 @@ class BufferedSyncWorker(TornadoWorker):
         }
 
     async def _serve(self) -> None:
+        self._wake = asyncio.Event()  # set when the worker is to stop: max_requests reached, SIGTERM
         settings = self.settings()
         if self.cfg.is_ssl:
             settings["ssl_options"] = ssl_context(self.cfg)
@@ -260,14 +288,22 @@ class BufferedSyncWorker(TornadoWorker):
             sock.setblocking(False)
             server.add_socket(sock)
         self.server = server
+        # SIGTERM (graceful stop) through the loop, so it starts draining at once rather than at the next tick;
+        # SIGQUIT and SIGINT keep gunicorn's handlers (exit now).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._graceful_stop)
         while self.alive:
             self.notify()
             if self.ppid != os.getppid():
                 self.log.info("Parent changed, shutting down: %s", self)
                 self.alive = False
                 break
-            await asyncio.sleep(TICK_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
         await self._drain(server)
+
+    def _graceful_stop(self) -> None:
+        self.handle_exit(signal.SIGTERM, None)
+        self._wake.set()
 
     async def _drain(self, server: _WSGIServer) -> None:
         server.stop()  # this worker accepts no new connection; the master's socket stays open for the others
