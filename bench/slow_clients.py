@@ -229,8 +229,7 @@ def main() -> None:
     with gunicorn("service:create_app()", port, env):
         ordinary(base, auth, 2.0, f"{tag}-warm", make_body)
         served = requests.post(f"{base}/v1/decisions", json=make_body(f"{tag}-check", 0), headers=auth, timeout=10).json()
-        print(f"serving model {served['model_version']} (fallback: {served['fallback']}), worker "
-              f"{requests.get(f'{base}/healthz', timeout=10).headers.get('Server', 'as configured')}", flush=True)
+        print(f"serving model {served['model_version']} (fallback: {served['fallback']})", flush=True)
         baseline = summary(ordinary(base, auth, args.seconds, f"{tag}-base", make_body))
         print(f"baseline, no slow clients: {describe(baseline)}", flush=True)
         with SlowClients("127.0.0.1", port, connections=args.slow) as slow:
