@@ -27,7 +27,10 @@ gunicorn's TornadoWorker is kept for its signal handling (SIGTERM: graceful stop
 and the parent check; `run` is replaced to pass the settings above, to notify the master (gunicorn's
 `timeout`) once a second while the loop is free, to count `max_requests` per request (gunicorn's counts
 closed connections) and to stop gracefully: stop accepting, turn keep-alive off, let every request already
-being read or answered finish (up to `graceful_timeout`), then close idle connections.
+being read or answered finish (up to `graceful_timeout`), then close idle connections. (TornadoWorker's own
+run() stops the loop one tick after it stops the server, cutting requests still in flight: benoitc/gunicorn
+issue 2672.) Its setup() hook, which gunicorn runs when it loads the worker class, only patches the Server
+header of tornado.web handlers, which this worker does not use.
 """
 
 from __future__ import annotations
