@@ -20,16 +20,17 @@ and gives up on a slow one:
 The app runs on the loop's thread, as tornado's WSGIContainer does without an executor, but this module calls
 it itself: a decision is a few milliseconds of CPU, so one at a time per worker (one worker per core) is the
 right concurrency, and no thread pool or thread-safety question is added. WSGIContainer is not used because it
-logs every request line (paths carry customer ids) to `tornado.access`, turns an app exception into a hung
+logs the request line of every 4xx and 5xx answer (paths carry customer ids) to `tornado.access`, turns an app exception into a hung
 connection, drops a chunked body (no CONTENT_LENGTH) and cannot answer 413 before reading a body.
 
-gunicorn's TornadoWorker is kept for its signal handling (SIGTERM: graceful stop; SIGQUIT/SIGINT: immediate)
-and the parent check; `run` is replaced to pass the settings above, to notify the master (gunicorn's
-`timeout`) once a second while the loop is free, to count `max_requests` per request (gunicorn's counts
-closed connections) and to stop gracefully: stop accepting, turn keep-alive off, let every request already
-being read or answered finish (up to `graceful_timeout`), then close idle connections. (TornadoWorker's own
-run() stops the loop one tick after it stops the server, cutting requests still in flight: benoitc/gunicorn
-issue 2672.) Its setup() hook, which gunicorn runs when it loads the worker class, only patches the Server
+gunicorn's TornadoWorker is kept for its signal handling (SIGQUIT/SIGINT: exit now; SIGTERM: graceful, here
+through the loop) and the parent check; `run` is replaced to pass the settings above, to notify the master
+(gunicorn's `timeout`) once a second while the loop is free, to count `max_requests` per request (gunicorn's
+counts closed connections) and to stop gracefully: stop accepting at once, turn keep-alive off, let every
+request already being read or answered finish and every just-accepted connection send its first request (up
+to the header deadline; all within `graceful_timeout`), then close the kept-alive connections idle between
+requests. (TornadoWorker's own run() stops the loop one tick after it stops the server, cutting requests
+still in flight: benoitc/gunicorn issue 2672.) Its setup() hook, which gunicorn runs when it loads the worker class, only patches the Server
 header of tornado.web handlers, which this worker does not use.
 """
 
@@ -105,6 +106,7 @@ class _Request(httputil.HTTPMessageDelegate):
         self.server.busy.discard(self.server_conn)
 
     def _answer(self, body: bytes) -> None:
+        written = None
         try:
             self.server.worker.handle_request()
             status, headers, out = self.server.call_app(self._environ(body))
@@ -114,11 +116,17 @@ class _Request(httputil.HTTPMessageDelegate):
                 # then sends "Connection: close" itself; it has no public switch for a decision taken after
                 # the headers were read, hence its attribute (tornado is pinned exactly).
                 self.conn._disconnect_on_finish = True
-            self._write(status, headers, out)
+            written = self._write(status, headers, out)
         finally:
-            self.server.busy.discard(self.server_conn)
+            # Busy until the answer has left (a graceful stop must not cut a large one to a slow reader).
+            if written is None:
+                self.server.busy.discard(self.server_conn)
+            else:
+                written.add_done_callback(lambda _: self.server.busy.discard(self.server_conn))
+            self.server.served.add(self.server_conn)
 
-    def _write(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    def _write(self, status: str, headers: list[tuple[str, str]], body: bytes):
+        """Send the answer; returns the future of its write."""
         code_text, _, reason = status.partition(" ")
         code = int(code_text)
         names = {k.lower() for k, _ in headers}
@@ -131,8 +139,9 @@ class _Request(httputil.HTTPMessageDelegate):
             response["Content-Length"] = str(len(body))
         if "date" not in names:
             response["Date"] = formatdate(usegmt=True)
-        self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, reason), response, chunk=body)
+        written = self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, reason), response, chunk=body)
         self.conn.finish()
+        return written
 
     def _environ(self, body: bytes) -> dict:
         r = self.request
@@ -185,14 +194,17 @@ class _Request(httputil.HTTPMessageDelegate):
 
 
 class _WSGIServer(HTTPServer):
-    """tornado's HTTP/1.1 server with this module's request delegate; `busy` holds the connections with a
-    request read in part (after its headers) or being answered."""
+    """tornado's HTTP/1.1 server with this module's request delegate. `busy` holds the connections with a
+    request read in part (after its headers) or being answered; `served` those that have been answered at
+    least once (so one in `connections` but in neither is new, its first request still to come)."""
 
     def initialize(self, worker: BufferedSyncWorker, app, max_body: int, **settings) -> None:
         self.worker = worker
         self.app = app
         self.max_body = max_body
         self.busy: set[object] = set()
+        self.served: set[object] = set()
+        self.connections: set[object] = set()
         super().initialize(self.call_app, max_body_size=max_body, **settings)
 
     def add_sockets(self, sockets) -> None:
@@ -214,10 +226,13 @@ class _WSGIServer(HTTPServer):
             self._handlers[sock.fileno()] = functools.partial(loop.remove_handler, sock)
 
     def start_request(self, server_conn, request_conn):
+        self.connections.add(server_conn)
         return _Request(self, server_conn, request_conn)  # never tornado's adapters (xheaders is off)
 
     def on_close(self, server_conn) -> None:
         self.busy.discard(server_conn)
+        self.served.discard(server_conn)
+        self.connections.discard(server_conn)
         super().on_close(server_conn)
 
     def call_app(self, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -263,7 +278,7 @@ class BufferedSyncWorker(TornadoWorker):
         if self.alive and self.nr >= self.max_requests:
             self.log.info("Autorestarting worker after current request.")
             self.alive = False
-            self._wake.set()
+            self._stop_accepting()
 
     def run(self) -> None:
         asyncio.run(self._serve())
@@ -306,13 +321,22 @@ class BufferedSyncWorker(TornadoWorker):
 
     def _graceful_stop(self) -> None:
         self.handle_exit(signal.SIGTERM, None)
+        self._stop_accepting()
+
+    def _stop_accepting(self) -> None:
+        # At once, not when the loop next looks: a connection accepted now would only be closed unanswered.
+        if getattr(self, "server", None) is not None:
+            self.server.stop()
         self._wake.set()
 
     async def _drain(self, server: _WSGIServer) -> None:
         server.stop()  # this worker accepts no new connection; the master's socket stays open for the others
         server.conn_params.no_keep_alive = True
         deadline = time.monotonic() + self.cfg.graceful_timeout
-        while server.busy and time.monotonic() < deadline:
+        # Wait for every request being read or answered, and for every new connection's first request (a
+        # client that just connected expects an answer; the header deadline bounds the wait). Then close what
+        # is left: kept-alive connections idle between requests.
+        while time.monotonic() < deadline and (server.busy or server.connections - server.served):
             self.notify()
             await asyncio.sleep(0.05)
         await server.close_all_connections()
