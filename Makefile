@@ -8,7 +8,7 @@ PORT   ?= 8000
 # A fixed key for the local demo only (the README's curl example uses it); real keys come from `retention keys create`.
 DEMO_KEY ?= demo-frontend-key-not-for-production
 
-.PHONY: install demo-model run test test-fast fuzz-long lint simulate train migrate bench bench-features bench-policy bench-scale experiment-demo soak outage-drill clean
+.PHONY: install demo-model run test test-fast fuzz-long lint simulate train migrate bench bench-features bench-slow-clients bench-policy bench-scale experiment-demo soak outage-drill clean
 
 # Installs the project and its pinned dependencies into a local virtualenv (re-run when setup.cfg changes).
 $(BIN)/retention: setup.cfg pyproject.toml
@@ -43,6 +43,11 @@ bench: demo-model
 # Feature aggregation: DuckDB against a plain pandas groupby of the same usage features (bench/features.py).
 bench-features: demo-model
 	$(BIN)/python -m bench.features --data $(DATA)
+
+# Slow clients (bench/slow_clients.py): an ordinary client's decision latency for 20 s alone, then for 20 s
+# while 50 connections send a request's headers one byte every 0.5 s; p50/p99/max of both and their ratio.
+bench-slow-clients: demo-model
+	$(BIN)/python -m bench.slow_clients --data $(DATA) --models models
 
 # Soak (bench/soak.py): 10 minutes of mixed decisions, outcomes and NPS events at 70% of the measured maximum
 # against gunicorn, then every acknowledged write looked up in the store; exit 1 on any 5xx or lost write.

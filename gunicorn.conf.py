@@ -9,11 +9,17 @@ import tempfile
 # Listen on loopback by default; a platform sets PORT (Heroku-style) and BIND=0.0.0.0 to expose it.
 bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 
-# Sync workers, one per core: each decision is a few milliseconds of CPU (feature assembly and a small
-# gradient-boosting prediction) with short database calls, so threads or async would add contention, not
-# throughput. The machines we size for have 2 cores.
+# One worker per core, each answering one request at a time: each decision is a few milliseconds of CPU
+# (feature assembly and a small gradient-boosting prediction) with short database calls, so threads or async
+# application code would add contention, not throughput. The machines we size for have 2 cores.
 workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
-worker_class = "sync"
+# Not gunicorn's sync worker, which reads each request itself: a client sending its headers one byte every
+# 0.5 s held a whole worker, and two such connections (no key needed) stalled the service (issue 15).
+# BufferedSyncWorker (service/worker.py, gunicorn's tornado worker underneath) reads every connection
+# asynchronously and only hands the app a complete request: headers within RETENTION_HEADER_TIMEOUT (5 s),
+# body within RETENTION_BODY_TIMEOUT (5 s), header section at most RETENTION_MAX_HEADER_BYTES (16 KiB), body
+# at most the app's MAX_CONTENT_LENGTH (RETENTION_MAX_BODY_BYTES); then it runs the app synchronously.
+worker_class = "service.worker.BufferedSyncWorker"
 
 # Load the app (and so the verified model) once in the master, then fork: workers share the model's memory
 # copy-on-write and a bad artifact is reported once at start-up. Safe because database engines and the
@@ -24,7 +30,10 @@ preload_app = True
 # after 10 s means a stuck worker, which gunicorn then replaces.
 timeout = 10
 graceful_timeout = 20
-# Frontends keep connections open between cancel requests.
+# Frontends keep connections open between cancel requests. With BufferedSyncWorker this is only on (> 0) or
+# off (0); a kept-alive connection is closed once idle for RETENTION_HEADER_TIMEOUT (5 s: tornado uses one
+# deadline for the next request's headers and for idleness). An idle connection costs a file descriptor, not
+# a worker. (The sync worker ignored keepalive: it closed every connection after one request.)
 keepalive = 5
 
 # Recycle workers now and then so slow leaks (in any library) cannot accumulate; jitter avoids restarting
@@ -60,10 +69,6 @@ pidfile = os.environ.get("RETENTION_PIDFILE") or None
 # gunicorn's runtime control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which two
 # servers on one machine (tests, a second instance) would fight over. Platforms restart processes instead.
 control_socket_disable = True
-
-# A slow client must not hold a worker with a huge header section.
-limit_request_field_size = 8190
-limit_request_line = 4094
 
 # Prometheus multiprocess mode: every worker writes its samples to this folder and /metrics adds them up.
 # It must exist and be empty before the workers start, so the master creates a fresh one.

@@ -3,8 +3,8 @@ have come back, and each latency is measured from the request's scheduled time. 
 shows up as queueing in the percentiles instead of silently lowering the offered rate (the "coordinated
 omission" that closed-loop tools such as wrk suffer from; wrk2 fixes it the same way, but is not packaged).
 
-Each request opens its own connection to 127.0.0.1, as gunicorn's sync workers close the connection after
-every response; at most `connections` are in flight, and waiting for one counts as latency. Used by
+Each request opens its own connection to 127.0.0.1 (as a frontend without keep-alive would; the service's
+worker would keep it open, the sync worker it replaced closed it after every response); at most `connections` are in flight, and waiting for one counts as latency. Used by
 bench/run.py for "latency at half the maximum rate".
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """(status, body) of one HTTP/1.1 response with a Content-Length (what gunicorn's sync workers send)."""
+    """(status, body) of one HTTP/1.1 response with a Content-Length (what the service's worker always sends)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
