@@ -30,11 +30,15 @@ preload_app = True
 # after 10 s means a stuck worker, which gunicorn then replaces.
 timeout = 10
 graceful_timeout = 20
-# Frontends keep connections open between cancel requests. With BufferedSyncWorker this is only on (> 0) or
-# off (0); a kept-alive connection is closed once idle for RETENTION_HEADER_TIMEOUT (5 s: tornado uses one
-# deadline for the next request's headers and for idleness). An idle connection costs a file descriptor, not
-# a worker. (The sync worker ignored keepalive: it closed every connection after one request.)
-keepalive = 5
+# Keep-alive is off by default: every answer closes its connection, as the sync worker did. With it on, a
+# client that sends on a kept-alive connection just as its worker closes it (a model promotion or rollback
+# restarts the workers, SIGHUP) loses that request: tests/service/test_promote_under_load.py lost 1 of a few
+# hundred that way. A new connection per cancel request costs a TCP handshake (well under a millisecond on a
+# LAN). RETENTION_KEEPALIVE=5 turns it on: then a kept-alive connection is closed once idle for
+# RETENTION_HEADER_TIMEOUT (5 s; tornado uses one deadline for the next request's headers and for idleness),
+# and an idle connection costs a file descriptor, not a worker; the client must retry a request on a
+# connection closed under it (decisions and outcomes are idempotent by their ids).
+keepalive = int(os.environ.get("RETENTION_KEEPALIVE", "0"))
 
 # Recycle workers now and then so slow leaks (in any library) cannot accumulate; jitter avoids restarting
 # all workers at once.

@@ -30,7 +30,8 @@ def sqlite_url(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def server(sqlite_url, module_models_root, tmp_path_factory):
-    with serve(sqlite_url, module_models_root, tmp_path_factory.mktemp("gunicorn")) as running:
+    # Keep-alive on (RETENTION_KEEPALIVE; off by default, gunicorn.conf.py says why), so its tests mean something.
+    with serve(sqlite_url, module_models_root, tmp_path_factory.mktemp("gunicorn"), RETENTION_KEEPALIVE="5") as running:
         yield running
 
 
@@ -128,7 +129,7 @@ def test_the_failed_auth_limit_counts_the_peer_address_whatever_x_forwarded_for_
 def test_max_requests_replaces_workers_and_a_kept_alive_client_sees_no_error(sqlite_url, module_models_root,
                                                                              tmp_path):
     with serve(sqlite_url, module_models_root, tmp_path,
-               GUNICORN_CMD_ARGS="--max-requests 5 --max-requests-jitter 0") as running:
+               GUNICORN_CMD_ARGS="--max-requests 5 --max-requests-jitter 0", RETENTION_KEEPALIVE="5") as running:
         first = set(running.workers())
         seen = set(first)
         statuses = []
