@@ -101,7 +101,8 @@ def _store():
 
 @blp.route("", methods=["GET"])
 @requires("followups")
-@blp.arguments(FollowupQuerySchema(), location="query")
+# webargs excludes unknown query parameters by default; the document says they are refused, so they are.
+@blp.arguments(FollowupQuerySchema(), location="query", unknown=ma.RAISE)
 @blp.response(200, FollowupListSchema)
 @document_errors(401, 403, 429, 503)
 @blp.doc(security=SECURED)

@@ -88,6 +88,8 @@ def test_the_list_filters_by_status_due_time_risk_and_limit(client):
     assert listed(client, "?status=closed") == []
     r = client.get("/v1/followups?status=done&limit=0", headers=headers("followups"))
     assert r.status_code == 422 and set(r.get_json()["errors"]["query"]) == {"status", "limit"}
+    r = client.get("/v1/followups?=true&statu=open", headers=headers("followups"))
+    assert r.status_code == 422 and set(r.get_json()["errors"]["query"]) == {"", "statu"}
 
 
 def _gauge(text: str, name: str) -> float:
