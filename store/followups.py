@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from retention.followups import (
@@ -71,9 +71,7 @@ class FollowupStore:
             return
         new_ids = {a[2] for batch in answers.values() for a in batch}
         earlier = self._stored_answers(conn, sorted(answers), exclude=new_ids)
-        for customer_id in sorted(answers):
-            for t in answer_triggers(customer_id, answers[customer_id], earlier.get(customer_id, [])):
-                self._apply_trigger(conn, t)
+        self._apply_triggers(conn, {c: answer_triggers(c, a, earlier.get(c, [])) for c, a in answers.items()})
 
     def _followups_for_decision(self, conn: Connection, row: dict) -> None:
         """Tasks for a decision just inserted: its inline NPS answers, then the decision itself (a follow-up
@@ -84,19 +82,18 @@ class FollowupStore:
         if not (offered or inline or row.get("nps_segment") == "detractor"):
             return
         customer_id = row["customer_id"]
-        answers = []
-        for a in inline:
-            at = a["responded_at"]
-            answers.append((parse_iso(at) if isinstance(at, str) else at, int(a["score"]), None))
-        if answers:
+        triggers = []
+        if inline:
+            answers = [(parse_iso(a["responded_at"]) if isinstance(a["responded_at"], str) else a["responded_at"],
+                        int(a["score"]), None) for a in inline]
             earlier = self._stored_answers(conn, [customer_id]).get(customer_id, [])
-            for t in answer_triggers(customer_id, answers, earlier):
-                self._apply_trigger(conn, t)
+            triggers = answer_triggers(customer_id, answers, earlier)
         p_stay = row.get("p_stay")
-        self._apply_trigger(conn, Trigger(
+        triggers.append(Trigger(
             customer_id, row["created_at"], decision_id=row["decision_id"], reason=row.get("reason"),
             churn_risk=None if p_stay is None else round(1.0 - float(p_stay), 6),
             segment=row.get("nps_segment"), followup_offer=offered))
+        self._apply_triggers(conn, {customer_id: triggers})
 
     @staticmethod
     def _stored_answers(conn: Connection, customers: list[str], exclude: set[str] = frozenset()
@@ -111,40 +108,61 @@ class FollowupStore:
                     out[e.customer_id].append((e.occurred_at, score))
         return out
 
-    def _apply_trigger(self, conn: Connection, t: Trigger) -> None:
+    def _apply_triggers(self, conn: Connection, triggers: dict[str, list[Trigger]]) -> None:
+        """Each customer's triggers, in order, folded into their active task or a new one; a few statements
+        per call, not per answer (a batch of 5,000 answers is one call)."""
         rules = self.followup_rules
-        active = self._active(conn, t.customer_id)
-        if active is None:
-            made = creates(rules, t)
-            if made is None or self._already_handled(conn, t):
-                return
-            fields = new_task(rules, t, *made)
-            now = _now()
+        customers = sorted(c for c, ts in triggers.items() if ts)
+        active: dict[str, dict] = {}
+        for batch in _batches(customers):
+            for r in conn.execute(select(_T).where(_T.c.active_customer.in_(batch)).with_for_update()):
+                active[r.active_customer] = dict(r._mapping)
+        # The latest answer a closed task covered: an answer no newer (an old one re-sent inline with a later
+        # decision) does not open a task again.
+        handled: dict[str, datetime] = {}
+        for batch in _batches([c for c in customers if c not in active]):
+            handled.update(conn.execute(select(_T.c.customer_id, func.max(_T.c.answered_at)).where(
+                _T.c.customer_id.in_(batch), _T.c.status == "closed").group_by(_T.c.customer_id)).all())
+        created: dict[str, dict] = {}
+        changes: dict[str, dict] = {}
+        for c in customers:
+            for t in triggers[c]:
+                if c in active:
+                    changes.setdefault(c, {}).update(update_task(rules, {**active[c], **changes.get(c, {})}, t))
+                elif c in created:
+                    created[c].update(update_task(rules, created[c], t))
+                else:
+                    made = creates(rules, t)
+                    opens_again = t.score is not None and not t.followup_offer
+                    if made is not None and not (opens_again and c in handled and t.at <= handled[c]):
+                        created[c] = new_task(rules, t, *made)
+        now = _now()
+        lost: list[str] = []
+        if created:
             insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(_T)
-            inserted = conn.execute(insert.values(
-                task_id=uuid.uuid4().hex, active_customer=t.customer_id, created_at=now, updated_at=now,
-                claimed_by=None, claimed_at=None, closed_at=None, outcome=None, close_reason=None, **fields,
-            ).on_conflict_do_nothing(index_elements=["active_customer"]).returning(_T.c.task_id)).first()
-            if inserted is not None:
-                return
-            active = self._active(conn, t.customer_id)  # another transaction opened it meanwhile
-        changes = update_task(rules, dict(active._mapping), t)
-        if changes:
-            conn.execute(update(_T).where(_T.c.task_id == active.task_id).values(**changes, updated_at=_now()))
+            stmt = insert.on_conflict_do_nothing(index_elements=["active_customer"]).returning(_T.c.active_customer)
+            rows = [{"task_id": uuid.uuid4().hex, "active_customer": c, "created_at": now, "updated_at": now,
+                     "claimed_by": None, "claimed_at": None, "closed_at": None, "outcome": None,
+                     "close_reason": None, **fields} for c, fields in sorted(created.items())]
+            inserted: set[str] = set()
+            for batch in _batches(rows):
+                inserted.update(conn.execute(stmt, batch).scalars())
+            lost = [c for c in created if c not in inserted]  # another transaction opened it meanwhile
+        self._write_changes(conn, {active[c]["task_id"]: ch for c, ch in changes.items() if ch}, now)
+        if lost:
+            self._apply_triggers(conn, {c: triggers[c] for c in lost})  # now they find the winner's task
 
     @staticmethod
-    def _active(conn: Connection, customer_id: str):
-        return conn.execute(select(_T).where(_T.c.active_customer == customer_id).with_for_update()).one_or_none()
-
-    @staticmethod
-    def _already_handled(conn: Connection, t: Trigger) -> bool:
-        """An answer no newer than one a closed task of the customer covered (an old answer re-sent inline
-        with a later decision) does not open a task again."""
-        if t.score is None or t.followup_offer:
-            return False
-        latest = conn.execute(select(func.max(_T.c.answered_at)).where(
-            _T.c.customer_id == t.customer_id, _T.c.status == "closed")).scalar_one_or_none()
-        return latest is not None and t.at <= latest
+    def _write_changes(conn: Connection, changes: dict[str, dict], now: datetime) -> None:
+        """One executemany UPDATE per set of changed columns."""
+        by_columns: dict[tuple[str, ...], list[dict]] = defaultdict(list)
+        for task_id, ch in changes.items():
+            by_columns[tuple(sorted(ch))].append({"key": task_id, **{f"v_{k}": v for k, v in ch.items()},
+                                                  "v_updated_at": now})
+        for columns, params in by_columns.items():
+            stmt = update(_T).where(_T.c.task_id == bindparam("key")).values(
+                {k: bindparam(f"v_{k}") for k in (*columns, "updated_at")})
+            conn.execute(stmt, params)
 
     # ------------------------------------------------------------------ worked by agents
 

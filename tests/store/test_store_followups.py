@@ -64,7 +64,7 @@ def test_no_event_is_stored_without_its_task(store, monkeypatch):
     def broken(*_a, **_k):
         raise RuntimeError("the task write fails")
 
-    monkeypatch.setattr(Store, "_apply_trigger", broken)
+    monkeypatch.setattr(Store, "_apply_triggers", broken)
     with pytest.raises(RuntimeError):
         store.record_events([nps("e1", "c1", 3, T0), nps("e2", "c2", 8, T0)])
     with store.transaction() as conn:
@@ -218,3 +218,32 @@ def test_erasing_a_customer_erases_their_tasks(store):
     assert len(store.customer_data("c1")["followups"]) == 1
     assert store.delete_customer("c1")["followups"] == 1
     assert [t["customer_id"] for t in tasks(store)] == ["c2"] and store.customer_data("c1")["followups"] == []
+
+
+def test_a_re_sent_passive_answer_draws_the_same_as_the_first_time(store):
+    store.followup_rules = replace(FollowupRules(), sample={"passive": 0.5, "promoter": 0.05})
+    answers = [nps(f"e{i}", f"p{i}", 8, T0 + timedelta(minutes=i)) for i in range(200)]
+    store.record_events(answers)
+    first = {t["customer_id"] for t in tasks(store)}
+    assert 60 < len(first) < 140  # about half, drawn
+    store.record_events([{**a, "event_id": "again-" + a["event_id"]} for a in answers])  # new ids, same answers
+    assert {t["customer_id"] for t in tasks(store)} == first and len(tasks(store)) == len(first)
+
+
+def test_the_migration_can_be_undone_and_redone(db_url):
+    from alembic import command
+    from sqlalchemy import inspect
+
+    import store.db
+    from store import make_engine, upgrade
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(store.db.alembic_config(conn), "0005")
+        with engine.connect() as conn:
+            assert not inspect(conn).has_table("followup_tasks")
+    finally:
+        engine.dispose()
+    assert upgrade(db_url) == "0006"
