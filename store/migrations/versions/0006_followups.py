@@ -18,6 +18,8 @@ branch_labels = None
 depends_on = None
 
 
+# 0001's helper, written again: a revision is a frozen snapshot that imports neither the models nor another
+# revision, so that later changes cannot alter what it did.
 def _time(name: str, nullable: bool = False) -> sa.Column:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
