@@ -44,6 +44,7 @@ def settings_from_env() -> dict:
         "CATALOG_PATH": env("RETENTION_CATALOG", str(ROOT / "config" / "offers.toml")),
         "POLICY_PATH": env("RETENTION_POLICY", str(ROOT / "config" / "policy.toml")),
         "EXPERIMENTS_PATH": env("RETENTION_EXPERIMENTS", str(ROOT / "config" / "experiments.toml")),
+        "FOLLOWUPS_PATH": env("RETENTION_FOLLOWUPS", str(ROOT / "config" / "followups.toml")),
         "SIGNATURE_WINDOW_SECONDS": int(env("RETENTION_SIGNATURE_WINDOW_SECONDS", "300")),
         "MAX_CONTENT_LENGTH": int(env("RETENTION_MAX_BODY_BYTES", str(1024 * 1024))),
         "LOG_LEVEL": env("RETENTION_LOG_LEVEL", "INFO"),
@@ -152,6 +153,7 @@ def _text_parameter(converter) -> dict:
 
 def register_api(app: Flask) -> None:
     from service.api import blp as v1
+    from service.followups_api import blp as followups
     from service.health import blp as health
     from service.health import document as document_health
 
@@ -167,6 +169,7 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(Blueprint("swagger_ui", flask_swagger_ui.__name__, static_folder="dist",
                                      static_url_path=SWAGGER_UI_ASSETS))
     api.register_blueprint(v1)
+    api.register_blueprint(followups)
     plans = app.extensions["retention"].catalog.plans
     if plans is not None:
         document_plans(api.spec.components.schemas["DecisionRequest"], plans)

@@ -138,6 +138,11 @@ def _store_call(fn, *args, **kwargs):
         abort(503, message="the store is unavailable; retry shortly", headers={"Retry-After": "5"})
 
 
+# For the other /v1 blueprints (service/followups_api.py): the same I-JSON parser, error documentation,
+# store-outage answer and clock (defined below).
+V1Blueprint, document_errors, store_call = _Blueprint, _errors, _store_call
+
+
 @blp.route("/decisions", methods=["POST"])
 @requires("decide")
 @blp.arguments(DecisionRequestSchema())  # an instance: given a class, webargs builds one per request
@@ -269,6 +274,9 @@ def _now() -> datetime:
     sets it, so a deployed service always decides at the wall-clock time."""
     clock = current_app.config.get("CLOCK")
     return clock() if clock else datetime.now(UTC)
+
+
+request_time = _now
 
 
 def _registry_view(rt) -> dict:

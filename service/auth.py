@@ -1,7 +1,8 @@
 """API keys with roles, request signing in the Standard Webhooks scheme, and the failed-authentication limit.
 
 - A key is sent as `Authorization: Bearer <key>` (or `X-API-Key: <key>`). The store keeps only its SHA-256.
-- Roles: `decide` (the billing frontend), `events` (the billing system), `admin` (catalog, models, history).
+- Roles: `decide` (the billing frontend), `events` (the billing system), `followups` (the team that works
+  follow-up tasks), `admin` (catalog, models, history).
   `admin` may do everything.
 - A client created with a signing secret (`retention keys create --sign`, a `whsec_...` secret) must sign
   every request the Standard Webhooks way (https://www.standardwebhooks.com), so any of its libraries can
@@ -56,7 +57,7 @@ from werkzeug.exceptions import HTTPException
 from service.ratelimit import limits
 from store import StoreUnavailable
 
-ROLES = ("decide", "events", "admin")
+ROLES = ("decide", "events", "followups", "admin")
 AUTH_CACHE_SECONDS = 300.0  # a verified key is re-checked against the store after this long
 STALE_SECONDS = 86_400.0  # ...but while the store is down, a key verified within this long still works
 # A key the store refused is answered 401 from memory for this long. Short, so a key that is created after

@@ -1,6 +1,6 @@
 """Prometheus metrics: request counts and latency by endpoint and status, decisions by offer and fallback,
-fail-open events, the model version each process serves, the feature snapshot's age, and the drift of recent
-decisions from the served model's training data (service.monitoring).
+fail-open events, the model version each process serves, the feature snapshot's age, open and overdue
+follow-up tasks, and the drift of recent decisions from the served model's training data (service.monitoring).
 
 Under gunicorn each worker is a process; with PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py does), every
 worker writes its samples there and /metrics aggregates them, so a scrape sees the whole server, not the
@@ -62,8 +62,16 @@ OFFER_MIX_PSI = Gauge("retention_offer_mix_psi", "Population Stability Index of 
                       multiprocess_mode="livemostrecent")
 DRIFT_DECISIONS = Gauge("retention_drift_decisions", "Recent decisions the drift gauges were computed on",
                         multiprocess_mode="livemostrecent")
+# Follow-up tasks (service/followups_api.py on_scrape), counted in the store by the process a scrape reaches.
+FOLLOWUPS_OPEN = Gauge("retention_followups_open", "Follow-up tasks open (not claimed yet)",
+                       multiprocess_mode="livemostrecent")
+FOLLOWUPS_CLAIMED = Gauge("retention_followups_claimed", "Follow-up tasks claimed by an agent, not closed",
+                          multiprocess_mode="livemostrecent")
+FOLLOWUPS_OVERDUE = Gauge("retention_followups_overdue", "Follow-up tasks open or claimed past their due time",
+                          multiprocess_mode="livemostrecent")
 _psi_features: set[str] = set()
-for _gauge in (SNAPSHOT_AGE, FEATURE_PSI_MAX, OFFER_MIX_PSI, DRIFT_DECISIONS):
+for _gauge in (SNAPSHOT_AGE, FEATURE_PSI_MAX, OFFER_MIX_PSI, DRIFT_DECISIONS, FOLLOWUPS_OPEN, FOLLOWUPS_CLAIMED,
+               FOLLOWUPS_OVERDUE):
     _gauge.set(math.nan)  # not measured yet, rather than a reassuring 0
 
 
@@ -102,6 +110,12 @@ def set_drift(report: DriftReport) -> None:
     FEATURE_PSI_MAX.set(math.nan if report.max_psi is None else report.max_psi)
     OFFER_MIX_PSI.set(report.offer_mix.psi if report.offer_mix else math.nan)
     DRIFT_DECISIONS.set(report.decisions)
+
+
+def set_followups(counts: dict[str, int]) -> None:
+    FOLLOWUPS_OPEN.set(counts["open"])
+    FOLLOWUPS_CLAIMED.set(counts["claimed"])
+    FOLLOWUPS_OVERDUE.set(counts["overdue"])
 
 
 def exposition() -> tuple[bytes, str]:

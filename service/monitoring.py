@@ -1,6 +1,6 @@
 """What the operator watches besides requests: how old the feature snapshot is (/readyz names it stale past
 RETENTION_MAX_FEATURE_AGE_HOURS) and how far recent decisions drift from the served model's training data
-(retention.drift), both as gauges on /metrics.
+(retention.drift), both as gauges on /metrics, with the open and overdue follow-up tasks.
 
 Drift reads at most RETENTION_DRIFT_MAX_DECISIONS decisions of the last RETENTION_DRIFT_WINDOW_DAYS and is
 recomputed at most every RETENTION_DRIFT_REFRESH_SECONDS per process, in a background thread that a scrape
@@ -10,6 +10,7 @@ prometheus-client's "livemostrecent" mode). Neither staleness nor drift changes 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -100,6 +101,8 @@ class Monitor:
             pass  # the store is down: the age keeps growing from the time read last
         metrics.set_snapshot_age(None if self._snapshot_as_of is None
                                  else (datetime.now(UTC) - self._snapshot_as_of).total_seconds())
+        with contextlib.suppress(StoreError):  # the store is down: the last counts stay
+            metrics.set_followups(rt.store.followup_counts())  # open and overdue follow-up tasks now
         self.refresh_drift(rt, wait=False)
 
     def refresh_drift(self, rt: Runtime, wait: bool = True, force: bool = False) -> bool:

@@ -26,6 +26,7 @@ from retention.artifacts import ArtifactError
 from retention.contract import REASONS
 from retention.decision import CancelRequest
 from retention.experiments import load_experiments
+from retention.followups import DEFAULT_FOLLOWUPS, FollowupRules, load_followups
 from retention.loading import load_served
 from retention.offers import Catalog, load_catalog
 from retention.policy import ModelScorer, Policy, load_policy
@@ -54,6 +55,7 @@ class Runtime:
     db_timeout: float = 5.0  # RETENTION_DB_TIMEOUT_SECONDS (see GuardedStore)
     store_wait: float = 0.5  # RETENTION_STORE_WAIT_MS, in seconds
     store_retry: float = 1.0  # RETENTION_STORE_RETRY_SECONDS
+    followups: FollowupRules = field(default_factory=FollowupRules)  # RETENTION_FOLLOWUPS
     _store: Store | GuardedStore | None = None
     _store_pid: int = -1
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -65,6 +67,7 @@ class Runtime:
         catalog = load_catalog(config["CATALOG_PATH"])
         policy_config = load_policy(catalog, config["POLICY_PATH"])
         experiments = load_experiments(catalog, config["EXPERIMENTS_PATH"])
+        followups = load_followups(config.get("FOLLOWUPS_PATH") or DEFAULT_FOLLOWUPS)
         scorer, meta, error = None, {}, None
         try:
             scorer, meta = _load_scorer(Path(config["MODELS_DIR"]), config["MODEL_VERSION"], catalog)
@@ -79,7 +82,7 @@ class Runtime:
                    models_dir=config["MODELS_DIR"], model_ref=config["MODEL_VERSION"], monitor=monitor,
                    challenger_error=shadow_error, db_timeout=float(config.get("DB_TIMEOUT_SECONDS", 5)),
                    store_wait=float(config.get("STORE_WAIT_MS", 500)) / 1000.0,
-                   store_retry=float(config.get("STORE_RETRY_SECONDS", 1)))
+                   store_retry=float(config.get("STORE_RETRY_SECONDS", 1)), followups=followups)
 
     @property
     def model_version(self) -> str | None:
@@ -90,8 +93,10 @@ class Runtime:
         return self.policy.shadow.version if self.policy.shadow else None
 
     def open_store(self) -> Store:
-        """A store of its own on the service's database, with the service's time limits."""
-        return Store(make_engine(self.database_url, call_timeout=self.db_timeout))
+        """A store of its own on the service's database, with the service's time limits and follow-up rules."""
+        store = Store(make_engine(self.database_url, call_timeout=self.db_timeout))
+        store.followup_rules = self.followups
+        return store
 
     @property
     def store(self) -> Store:

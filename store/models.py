@@ -14,7 +14,7 @@ from sqlalchemy.types import TypeDecorator
 
 from retention.utc import as_utc, naive_utc, require_aware
 
-ROLES: tuple[str, ...] = ("decide", "events", "admin")
+ROLES: tuple[str, ...] = ("decide", "events", "followups", "admin")
 # "shown": the frontend displayed the answer (the offer, or for no offer the plain cancel page): an exposure.
 OUTCOME_KINDS: tuple[str, ...] = ("shown", "accepted", "declined", "cancelled")
 EVENT_TYPES: tuple[str, ...] = ("nps", "usage", "payment", "still_active", "cancelled", "customer")
@@ -205,3 +205,38 @@ class FeatureSnapshot(Base):
     # store's own history, or one loaded before the table existed.
     customers: Mapped[int | None]
     loaded_at: Mapped[datetime]
+
+
+class FollowupTask(Base):
+    """A personal follow-up to work ("close the loop", retention.followups): made by a detractor's NPS
+    answer, a sampled passive's or promoter's, or a follow-up decision, in the same transaction as that fact."""
+
+    __tablename__ = "followup_tasks"
+    __table_args__ = (Index(None, "status", "due_at"),)  # the work queue, and the overdue count
+
+    task_id: Mapped[str] = mapped_column(primary_key=True)  # uuid4 hex
+    customer_id: Mapped[str] = mapped_column(index=True)
+    # The customer id while the task is active (open, claimed, holdout), null once closed: the unique
+    # constraint keeps one active task per customer on SQLite and PostgreSQL alike (NULLs never collide).
+    active_customer: Mapped[str | None] = mapped_column(unique=True)
+    status: Mapped[str]  # retention.followups.STATUSES
+    holdout: Mapped[bool]  # drawn into the randomised no-contact group (kept when a decision opens it)
+    segment: Mapped[str]  # the NPS segment that made the task (a decision's, for a follow-up offer)
+    sample_rate: Mapped[float]  # the probability that the trigger made a task: 1 for detractors and decisions
+    source: Mapped[str]  # "nps" or "decision": what made it
+    triggered_at: Mapped[datetime] = mapped_column(index=True)  # the answer's (or decision's) time
+    due_at: Mapped[datetime]
+    score: Mapped[int | None]  # the customer's latest answer
+    previous_score: Mapped[int | None]  # the answer before it: the trend
+    answered_at: Mapped[datetime | None]  # the latest answer's time
+    event_id: Mapped[str | None]  # the latest answer's event, when it came as one
+    decision_id: Mapped[str | None]  # the latest decision of the customer while the task was active
+    reason: Mapped[str | None]  # that decision's cancel reason
+    churn_risk: Mapped[float | None]  # that decision's 1 - p_stay
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    claimed_by: Mapped[str | None]
+    claimed_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    outcome: Mapped[str | None]  # retention.followups.OUTCOMES
+    close_reason: Mapped[str | None] = mapped_column(Text)

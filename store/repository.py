@@ -30,6 +30,7 @@ from retention.jsonvalues import jsonable
 from retention.utc import require_aware
 from store.db import WRITES, make_engine, unavailable_as_store_errors
 from store.errors import Conflict, IdempotencyConflict, InvalidRecord, NotFound
+from store.followups import FollowupStore
 from store.models import (
     EVENT_TYPES,
     NO_OFFER,
@@ -196,7 +197,7 @@ _INSERT_DECISION = {
 }
 
 
-class Store:
+class Store(FollowupStore):
     """The service's state in one SQL database. Methods are thread-safe (the engine pools connections)."""
 
     SWEEP_EVERY_SECONDS = 10.0  # how often first_use_of_request_id deletes expired signed ids
@@ -353,6 +354,7 @@ class Store:
             # A prepared Core statement, not an ORM insert: a third of the cost per decision.
             inserted = conn.execute(_INSERT_DECISION[conn.dialect.name], row).first()
             if inserted is not None:  # the common case: what we inserted is what is stored
+                self._followups_for_decision(conn, row)  # its follow-up task, in the same transaction
                 return {**row, "outcomes": []}, True
             stored = self._decision_where(conn, _DECISION_BY_REQUEST, row["request_id"], row["client"])
         if stored["body_hash"] != row["body_hash"]:
@@ -505,8 +507,8 @@ class Store:
 
     def customer_data(self, customer_id: str) -> dict:
         """Everything stored about one customer (a data-subject access request): decisions with their
-        outcomes and free text, events, the feature snapshot row and the loaded data set's customer row; one
-        read transaction."""
+        outcomes and free text, events, the feature snapshot row, the loaded data set's customer row and the
+        follow-up tasks; one read transaction."""
         with self.transaction(snapshot=True) as conn:
             rows = conn.execute(select(Decision).where(Decision.customer_id == customer_id)
                                 .order_by(Decision.created_at, Decision.decision_id)).all()
@@ -516,12 +518,14 @@ class Store:
             features = self._features_row(conn, customer_id)
             customer = conn.execute(select(Customer.__table__)
                                     .where(Customer.customer_id == customer_id)).one_or_none()
+            followups = self._followups_of(conn, customer_id)
         return {"customer_id": customer_id, "decisions": [self._decision_dict(r, outcomes) for r in rows],
                 "events": [self._event_dict(e) for e in events], "features": features,
-                "customer": None if customer is None else dict(customer._mapping)}
+                "customer": None if customer is None else dict(customer._mapping), "followups": followups}
 
     def delete_customer(self, customer_id: str) -> dict:
-        """Erase one customer: their decisions (with outcomes), events, feature row and customer row, in one
+        """Erase one customer: their decisions (with outcomes), events, feature row, customer row and
+        follow-up tasks, in one
         transaction; returns how many rows of each went. Deleting again deletes nothing. Billing's `still_active` events
         about their decisions carry their customer id, so they go too."""
         with self.transaction(write=True) as conn:
@@ -535,8 +539,9 @@ class Store:
             features = conn.execute(delete(CustomerFeatures)
                                     .where(CustomerFeatures.customer_id == customer_id)).rowcount
             customer = conn.execute(delete(Customer).where(Customer.customer_id == customer_id)).rowcount
+            followups = self._delete_followups(conn, customer_id)
         return {"customer_id": customer_id, "decisions": decisions, "outcomes": outcomes, "events": events,
-                "features": features, "customer": customer}
+                "features": features, "customer": customer, "followups": followups}
 
     # ------------------------------------------------------------------------------------------ outcomes
 
@@ -585,6 +590,9 @@ class Store:
             recorded_at = _now()
             for batch in _batches(rows):
                 created.update(conn.execute(stmt, [{**r, "recorded_at": recorded_at} for r in batch]).scalars())
+            # Follow-up tasks of the NPS answers stored now (the first row of each id is the one inserted).
+            self._followups_for_events(conn, list({r["event_id"]: r for r in reversed(rows)
+                                                   if r["event_id"] in created}.values()))
             # Rows that were not inserted (stored before, or twice in this call): compare with what is stored.
             seen: set[str] = set()
             candidates = []

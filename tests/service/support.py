@@ -28,6 +28,7 @@ from store import Store
 KEYS = {
     "decide": "test-decide-key-0123456789abcdef",
     "events": "test-events-key-0123456789abcdef",
+    "followups": "test-followups-key-0123456789abc",
     "admin": "test-admin-key-0123456789abcdef0",
 }
 # Tests drive one key far faster than a frontend would, and send many wrong keys on purpose; tests of the

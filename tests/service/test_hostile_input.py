@@ -322,7 +322,7 @@ def test_a_body_sent_as_another_media_type_is_a_415(sqlite_client, fuzz_app, con
         assert error_body(r, 415) == expected, path
     store = fuzz_app.extensions["retention"].store
     assert store.customer_data("ct-customer") == {"customer_id": "ct-customer", "decisions": [], "events": [],
-                                                  "features": None, "customer": None}
+                                                  "features": None, "customer": None, "followups": []}
 
 
 def test_json_with_a_charset_or_a_json_suffix_is_json(sqlite_client):
