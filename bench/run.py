@@ -247,7 +247,7 @@ def format_report(r: dict) -> str:
         lines.append(f"  {name:<8} " + ", ".join(f"RSS {w['rss_mb']:.0f} MB / PSS {w['pss_mb']:.0f} MB"
                                                    for w in workers))
     s = r["scoring"]
-    lines.append(f"scoring alone ({s['offers_per_set']} offers, {s['n_trees']} trees): "
+    lines.append(f"scoring alone ({s['offers_per_set']} offers, learner {s['learner']}): "
                  f"{s['compiled_us_per_offer_set']} us per offer set compiled, {s['pipeline_us_per_offer_set']} us "
                  f"with the Pipeline; max |difference| {s['max_abs_difference']:.1e}")
     if r.get("profile"):
