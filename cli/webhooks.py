@@ -144,16 +144,18 @@ def deliveries(subscription_id: int | None, outbox_id: int | None, limit: int, u
               show_default=True, help="POSTs in flight at once.")
 @click.option("--poll", type=click.FloatRange(min=0.01), envvar="RETENTION_WEBHOOK_POLL_SECONDS", default=1.0,
               show_default=True, help="Seconds between looks at the outbox when nothing is due.")
+@click.option("--lease-seconds", type=click.FloatRange(min=0.1), envvar="RETENTION_WEBHOOK_LEASE_SECONDS",
+              default=None, help="How long a claim lasts [default: enough for a batch of timeouts, plus 10 s].")
 @database_url
 def worker(until_idle: bool, timeout: float, max_attempts: int, backoff: float, backoff_max: float, batch: int,
-           concurrency: int, poll: float, url: str | None) -> None:
+           concurrency: int, poll: float, lease_seconds: float | None, url: str | None) -> None:
     """Deliver the outbox: claim due events (with a lease), sign, POST, record, retry, dead-letter."""
     from service.logs import configure
     from service.webhook_worker import WebhookWorker, WorkerSettings
 
     configure()
     settings = WorkerSettings(timeout=timeout, max_attempts=max_attempts, backoff=backoff, backoff_max=backoff_max,
-                              batch=batch, concurrency=concurrency, poll=poll)
+                              batch=batch, concurrency=concurrency, poll=poll, lease_seconds=lease_seconds)
     with open_store(url) as store:
         store.ping()
         w = WebhookWorker(store, settings)

@@ -39,11 +39,15 @@ class WorkerSettings:
     batch: int = 20  # events per claim
     concurrency: int = 4  # POSTs in flight at once (a slow receiver holds one thread, not the batch)
     poll: float = 1.0  # seconds between claims when nothing is due
+    lease_seconds: float | None = None  # how long a claim lasts; None: long enough for the batch (see lease)
 
     @property
     def lease(self) -> timedelta:
-        """How long a claim lasts: long enough for the whole batch to time out, a wave of `concurrency` at a
-        time, plus a margin; a killed worker's events wait this long at most before another run takes them."""
+        """How long a claim lasts. By default long enough for the whole batch to time out, a wave of
+        `concurrency` at a time, plus 10 s; a killed worker's events wait this long at most before another run
+        takes them. A shorter lease sends a slow batch's events twice (still at least once)."""
+        if self.lease_seconds is not None:
+            return timedelta(seconds=self.lease_seconds)
         waves = -(-self.batch // self.concurrency)
         return timedelta(seconds=waves * self.timeout + 10.0)
 
