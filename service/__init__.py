@@ -150,6 +150,7 @@ def _text_parameter(converter) -> dict:
 
 
 def register_api(app: Flask) -> None:
+    from service import webhooks_api  # noqa: F401 - its views join the v1 blueprint
     from service.api import blp as v1
     from service.health import blp as health
     from service.health import document as document_health

@@ -66,7 +66,7 @@ class OutboxMixin:
         """Queue `event_type` with `data` for every active subscription that wants it, on `conn`, inside the
         caller's transaction (the fact and its event commit or roll back together); returns the rows queued.
         An `event_id` already queued for a subscription is not queued again (ids derived from the fact make
-        an announcement idempotent). Costs one indexed read when nobody subscribes."""
+        an announcement idempotent). Costs one read of the (small) subscriptions table when nobody subscribes."""
         wanted = [s.id for s in conn.execute(_ACTIVE) if matches(s.events, event_type)]
         if not wanted:
             return 0
