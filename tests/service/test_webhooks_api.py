@@ -8,9 +8,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+from support import decision_body, headers, post
+
 import retention.experiment_analysis
 from service import usecases
-from support import decision_body, headers, post
 
 
 def _outbox(app) -> list[dict]:
