@@ -138,32 +138,35 @@ def deliveries(subscription_id: int | None, outbox_id: int | None, limit: int, u
               show_default=True, help="Seconds before the first retry (doubling after each failure, jittered).")
 @click.option("--backoff-max", type=click.FloatRange(min=0), envvar="RETENTION_WEBHOOK_BACKOFF_MAX_SECONDS",
               default=3600.0, show_default=True, help="The longest wait between two attempts.")
-@click.option("--batch", type=click.IntRange(min=1), envvar="RETENTION_WEBHOOK_BATCH", default=20,
-              show_default=True, help="Events per claim.")
-@click.option("--concurrency", type=click.IntRange(min=1), envvar="RETENTION_WEBHOOK_CONCURRENCY", default=4,
+@click.option("--concurrency", type=click.IntRange(min=1), envvar="RETENTION_WEBHOOK_CONCURRENCY", default=8,
               show_default=True, help="POSTs in flight at once.")
+@click.option("--per-receiver", type=click.IntRange(min=1), envvar="RETENTION_WEBHOOK_PER_RECEIVER", default=2,
+              show_default=True, help="Of those, at most this many to one subscription (a hanging receiver "
+              "holds no more threads).")
 @click.option("--poll", type=click.FloatRange(min=0.01), envvar="RETENTION_WEBHOOK_POLL_SECONDS", default=1.0,
               show_default=True, help="Seconds between looks at the outbox when nothing is due.")
 @click.option("--lease-seconds", type=click.FloatRange(min=0.1), envvar="RETENTION_WEBHOOK_LEASE_SECONDS",
-              default=None, help="How long a claim lasts [default: enough for a batch of timeouts, plus 10 s].")
+              default=None, help="How long a claim lasts [default: the timeout plus 10 s].")
 @database_url
-def worker(until_idle: bool, timeout: float, max_attempts: int, backoff: float, backoff_max: float, batch: int,
-           concurrency: int, poll: float, lease_seconds: float | None, url: str | None) -> None:
+def worker(until_idle: bool, timeout: float, max_attempts: int, backoff: float, backoff_max: float,
+           concurrency: int, per_receiver: int, poll: float, lease_seconds: float | None, url: str | None) -> None:
     """Deliver the outbox: claim due events (with a lease), sign, POST, record, retry, dead-letter."""
     from service.logs import configure
     from service.webhook_worker import WebhookWorker, WorkerSettings
 
     configure()
     settings = WorkerSettings(timeout=timeout, max_attempts=max_attempts, backoff=backoff, backoff_max=backoff_max,
-                              batch=batch, concurrency=concurrency, poll=poll, lease_seconds=lease_seconds)
+                              concurrency=concurrency, per_receiver=per_receiver, poll=poll,
+                              lease_seconds=lease_seconds)
     with open_store(url) as store:
         store.ping()
         w = WebhookWorker(store, settings)
-        # SIGTERM (the platform, `make run`'s trap) and Ctrl-C finish the batch in flight, then stop; a kill
-        # -9 instead leaves the batch claimed until its lease expires, and the next run sends it again.
+        # SIGTERM (the platform, `make run`'s trap) and Ctrl-C finish the POSTs in flight, then stop; a kill
+        # -9 instead leaves them claimed until their lease expires, and the next run sends them again.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: w.stopping.set())
-        click.echo(f"webhook worker {w.name}: lease {settings.lease.total_seconds():g} s, batch {batch}", err=True)
+        click.echo(f"webhook worker {w.name}: {concurrency} threads, {per_receiver} per receiver, lease "
+                   f"{settings.lease.total_seconds():g} s", err=True)
         try:
             w.run(until_idle=until_idle)
         finally:

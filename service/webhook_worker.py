@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -36,20 +36,17 @@ class WorkerSettings:
     max_attempts: int = 8  # failed attempts before an event is dead-lettered
     backoff: float = 30.0  # seconds before the first retry; doubling after each failure ...
     backoff_max: float = 3600.0  # ... up to this (8 attempts: about 1 h 4 min of retrying in all)
-    batch: int = 20  # events per claim
-    concurrency: int = 4  # POSTs in flight at once (a slow receiver holds one thread, not the batch)
+    concurrency: int = 8  # POSTs in flight at once; each free thread claims the next due event
+    per_receiver: int = 2  # of those, at most this many to one subscription: a hanging receiver holds 2 threads
     poll: float = 1.0  # seconds between claims when nothing is due
-    lease_seconds: float | None = None  # how long a claim lasts; None: long enough for the batch (see lease)
+    lease_seconds: float | None = None  # how long a claim lasts; None: the timeout plus 10 s (see lease)
 
     @property
     def lease(self) -> timedelta:
-        """How long a claim lasts. By default long enough for the whole batch to time out, a wave of
-        `concurrency` at a time, plus 10 s; a killed worker's events wait this long at most before another run
-        takes them. A shorter lease sends a slow batch's events twice (still at least once)."""
-        if self.lease_seconds is not None:
-            return timedelta(seconds=self.lease_seconds)
-        waves = -(-self.batch // self.concurrency)
-        return timedelta(seconds=waves * self.timeout + 10.0)
+        """How long a claim lasts. Each claimed event goes to a free thread at once, so by default the timeout
+        plus 10 s; a killed worker's events wait this long at most before another run takes them. A shorter
+        lease sends a slow receiver's events twice (still at least once)."""
+        return timedelta(seconds=self.lease_seconds if self.lease_seconds is not None else self.timeout + 10.0)
 
 
 def sign(event_id: str, timestamp: datetime, body: str, secrets: list[str]) -> str:
@@ -75,33 +72,68 @@ class WebhookWorker:
         self.settings = settings or WorkerSettings()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._session = requests.Session()
+        # A connection pool as large as the threads (urllib3's default keeps 10 per host).
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.settings.concurrency)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
         self._pool = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="webhook")
         self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, int] = {}  # subscription id -> POSTs in flight in this process
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._session.close()
 
+    def _claim(self, room: int) -> list[dict]:
+        """Up to `room` due events, none of a subscription that already has `per_receiver` in flight here."""
+        with self._lock:
+            in_flight = dict(self._in_flight)
+        events = self.store.claim_events(self.name, room, self.settings.lease,
+                                         per_subscription=self.settings.per_receiver, in_flight=in_flight)
+        with self._lock:
+            for e in events:
+                self._in_flight[e["subscription_id"]] = self._in_flight.get(e["subscription_id"], 0) + 1
+        return events
+
+    def _deliver_and_release(self, event: dict) -> str:
+        try:
+            return self._deliver(event)
+        finally:
+            with self._lock:
+                self._in_flight[event["subscription_id"]] -= 1
+
     def run_once(self) -> int:
-        """Claim one batch and deliver it; returns how many events were claimed."""
-        events = self.store.claim_events(self.name, self.settings.batch, self.settings.lease)
-        for _ in self._pool.map(self._deliver, events):
+        """Claim as many events as there are threads and deliver them; returns how many were claimed."""
+        events = self._claim(self.settings.concurrency)
+        for _ in self._pool.map(self._deliver_and_release, events):
             pass
         return len(events)
 
     def run(self, until_idle: bool = False) -> None:
-        """Deliver until `stopping` is set (SIGTERM, SIGINT), or, with `until_idle`, until nothing is due.
-        A store that does not answer is waited for, never a crash: the events stay in the outbox."""
-        while not self.stopping.is_set():
-            try:
-                claimed = self.run_once()
-            except StoreError as exc:
-                log.warning("webhook_store_unavailable", extra={"fields": {"error": str(exc)[:_ERROR_CHARS]}})
-                claimed = 0
-            if claimed == 0:
-                if until_idle:
-                    return
-                self.stopping.wait(self.settings.poll)
+        """Deliver until `stopping` is set (SIGTERM, SIGINT), or, with `until_idle`, until nothing is due and
+        nothing is in flight. A thread that finishes takes the next due event at once (no waiting for a whole
+        batch, so one slow receiver does not hold back the others). A store that does not answer is waited
+        for, never a crash: the events stay in the outbox. On stop, the POSTs in flight are finished."""
+        pending: set = set()
+        try:
+            while not self.stopping.is_set():
+                room = self.settings.concurrency - len(pending)
+                claimed: list[dict] = []
+                if room > 0:
+                    try:
+                        claimed = self._claim(room)
+                    except StoreError as exc:
+                        log.warning("webhook_store_unavailable", extra={"fields": {"error": str(exc)[:_ERROR_CHARS]}})
+                    pending |= {self._pool.submit(self._deliver_and_release, e) for e in claimed}
+                if not pending:
+                    if until_idle and not claimed:
+                        return
+                    self.stopping.wait(self.settings.poll)
+                else:  # every thread busy, or nothing more due now: until a thread is free, or the next look
+                    _, pending = wait(pending, timeout=self.settings.poll, return_when=FIRST_COMPLETED)
+        finally:
+            wait(pending)
 
     def _deliver(self, event: dict) -> str:
         started = datetime.now(UTC)

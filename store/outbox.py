@@ -12,7 +12,7 @@ is at least once; receivers dedupe on the event id (webhook-id).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -160,18 +160,40 @@ class OutboxMixin:
 
     # ----------------------------------------------------------------------------------- the worker
 
-    def claim_events(self, worker: str, limit: int, lease: timedelta) -> list[dict]:
+    def claim_events(self, worker: str, limit: int, lease: timedelta, per_subscription: int | None = None,
+                     in_flight: Mapping[int, int] | None = None) -> list[dict]:
         """Up to `limit` pending events that are due, of active subscriptions, leased to `worker` for `lease`:
         each with its body, url, attempts so far and the secrets to sign with (the previous one only
-        within its grace period)."""
+        within its grace period). With `per_subscription`, at most that many per subscription counting the
+        worker's `in_flight` ones (subscription id -> count): a receiver that hangs holds that many of the
+        worker's threads, never all of them."""
         now = _now()
-        due = (select(_O.c.id).join(_S, _S.c.id == _O.c.subscription_id)
+        in_flight = in_flight or {}
+        due = (select(_O.c.id, _O.c.subscription_id).join(_S, _S.c.id == _O.c.subscription_id)
                .where(_O.c.state == "pending", _O.c.next_attempt_at <= now, _S.c.disabled_at.is_(None),
                       or_(_O.c.claimed_until.is_(None), _O.c.claimed_until <= now))
-               .order_by(_O.c.next_attempt_at, _O.c.id).limit(limit)
-               .with_for_update(skip_locked=True, of=_O))  # PostgreSQL; SQLite renders no locking clause
+               .order_by(_O.c.next_attempt_at, _O.c.id))
+        if per_subscription is not None:
+            full = [s for s, n in in_flight.items() if n >= per_subscription]
+            if full:
+                due = due.where(_O.c.subscription_id.notin_(full))
+            # Candidates beyond `limit`, so that one receiver's backlog at the head leaves room for others;
+            # the rows not kept are only locked until this transaction ends.
+            due = due.limit(limit * 4)
+        else:
+            due = due.limit(limit)
+        due = due.with_for_update(skip_locked=True, of=_O)  # PostgreSQL; SQLite renders no locking clause
         with self.transaction(write=True) as conn:
-            ids = list(conn.execute(due).scalars())
+            ids, room = [], {}
+            for event_id, sub in conn.execute(due):
+                if per_subscription is not None:
+                    room.setdefault(sub, per_subscription - in_flight.get(sub, 0))
+                    if room[sub] <= 0:
+                        continue
+                    room[sub] -= 1
+                ids.append(event_id)
+                if len(ids) == limit:
+                    break
             if not ids:
                 return []
             conn.execute(update(_O).where(_O.c.id.in_(ids)).values(claimed_until=now + lease, claimed_by=worker))
