@@ -1,11 +1,16 @@
 """Does a webhook receiver slow `POST /v1/decisions`? The service under gunicorn (gunicorn.conf.py) with the
-delivery worker running as its own process (`retention webhooks worker`), open-loop decisions at a fixed
-rate (bench/openloop.py), in alternating rounds: no subscription (the baseline, measured in the same run)
-against three subscriptions to every event, one of them a receiver that accepts the connection and never
-answers. Prints p50/p99 per round and their ratios to the baseline; writes var/bench/webhooks.json.
+delivery worker as its own process (`retention webhooks worker`), open-loop decisions at a fixed rate
+(bench/openloop.py), in rotating rounds of three arms:
 
-The decision path never calls a receiver: it writes one outbox row per subscription in the decision's own
-transaction, so what this measures is that write (and the worker's share of the machine), not the receiver.
+- baseline: no subscription (measured in the same run);
+- queued: three subscriptions to every event, one a receiver that accepts the connection and never
+  answers, with the worker stopped: what the decision path itself pays (one outbox row per subscription in
+  the decision's transaction);
+- delivering: the same with the worker running: the decision path plus a worker POSTing ~60 events/s and
+  logging each attempt in the same store, on the same cores.
+
+The receivers run in a process of their own, so serving them does not slow the load generator. Prints p50/p99
+per round and the ratios to the baseline; writes var/bench/webhooks.json.
 
     .venv/bin/python -m bench.webhooks --data var/data/demo --models models
 """
@@ -14,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import threading
+import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +34,8 @@ from pathlib import Path
 from bench.openloop import run as openloop
 from bench.run import OUT, ROOT, free_port, gunicorn, prepare_store, request_maker
 from store import Store
+
+ARMS = ("baseline", "queued", "delivering")
 
 
 def hanging_receiver() -> tuple[str, socket.socket]:
@@ -39,20 +47,36 @@ def hanging_receiver() -> tuple[str, socket.socket]:
     return f"http://127.0.0.1:{s.getsockname()[1]}/hook", s
 
 
-def answering_receiver() -> tuple[str, ThreadingHTTPServer]:
-    class Ok(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(204)
-            self.end_headers()
+class _Ok(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(204)
+        self.end_headers()
 
-        def log_message(self, *args):
-            pass
+    def log_message(self, *args):
+        pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+
+def _serve(port: int) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Ok)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/hook", server
+    server.serve_forever()
+
+
+def answering_receiver() -> tuple[str, multiprocessing.Process]:
+    """A receiver answering 204 at once, in a process of its own."""
+    port = free_port()
+    proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,), daemon=True)
+    proc.start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return f"http://127.0.0.1:{port}/hook", proc
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit("the receiver did not start")
+            time.sleep(0.1)
 
 
 def set_subscriptions(store: Store, ids: list[int], active: bool) -> None:
@@ -87,9 +111,19 @@ def main() -> None:
                "RETENTION_MODEL": "latest"}
         port = free_port()
         worker_log = open(OUT / "webhook-worker.log", "w")  # noqa: SIM115 - closed in finally below
-        worker = subprocess.Popen([str(Path(sys.executable).parent / "retention"), "webhooks", "worker"],
-                                  cwd=ROOT, env={**os.environ, **env}, stdout=worker_log, stderr=subprocess.STDOUT)
+        worker = None
+
+        def start_worker() -> subprocess.Popen:
+            return subprocess.Popen([str(Path(sys.executable).parent / "retention"), "webhooks", "worker"],
+                                    cwd=ROOT, env={**os.environ, **env}, stdout=worker_log, stderr=subprocess.STDOUT)
+
+        def stop_worker(proc: subprocess.Popen | None) -> None:
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)  # it finishes its POSTs in flight (at most the 5 s timeout)
+                proc.wait(timeout=60)
+
         try:
+            worker = start_worker()
             with gunicorn("service:create_app()", port, env):
                 def decide(tag: str) -> dict:
                     return openloop("127.0.0.1", port, request_maker("/v1/decisions", customers, tag), args.rate,
@@ -97,39 +131,43 @@ def main() -> None:
 
                 decide("warm")
                 rounds = []
-                for r in range(2 * args.rounds):
-                    arm = "subscribed" if r % 2 else "baseline"
-                    set_subscriptions(store, subs, active=arm == "subscribed")
+                for r in range(len(ARMS) * args.rounds):
+                    arm = ARMS[r % len(ARMS)]
+                    set_subscriptions(store, subs, active=arm != "baseline")
+                    if arm == "queued":
+                        stop_worker(worker)
+                        worker = None
+                    elif worker is None:
+                        worker = start_worker()
+                        time.sleep(3)  # started and claiming
                     result = decide(f"r{r}")
                     rounds.append({"arm": arm, **result})
                     print(f"round {r + 1} {arm:<10}: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
                           f"{result['achieved_rps']:.1f} rps, {result['errors']} errors", flush=True)
             events = {s: store.outbox_events(s, limit=1_000_000) for s in subs}
         finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=60)
+            stop_worker(worker)
             worker_log.close()
-            ok.shutdown()
+            ok.terminate()
             hang.close()
 
     def med(arm: str, key: str) -> float:
         return statistics.median(x[key] for x in rounds if x["arm"] == arm)
 
     report = {"rate": args.rate, "seconds_per_round": args.seconds, "workers": args.workers, "rounds": rounds,
-              "p50_ms": {a: med(a, "p50_ms") for a in ("baseline", "subscribed")},
-              "p99_ms": {a: med(a, "p99_ms") for a in ("baseline", "subscribed")},
+              "p50_ms": {a: med(a, "p50_ms") for a in ARMS}, "p99_ms": {a: med(a, "p99_ms") for a in ARMS},
               "events_by_subscription": {
                   name: {state: sum(e["state"] == state for e in events[s]) for state in ("pending", "delivered", "dead")}
                   for name, s in zip(("hanging", "answering-1", "answering-2"), subs, strict=True)}}
-    report["ratio_p50"] = report["p50_ms"]["subscribed"] / report["p50_ms"]["baseline"]
-    report["ratio_p99"] = report["p99_ms"]["subscribed"] / report["p99_ms"]["baseline"]
+    report["ratios"] = {a: {q: report[f"{q}_ms"][a] / report[f"{q}_ms"]["baseline"] for q in ("p50", "p99")}
+                        for a in ARMS[1:]}
     (OUT / "webhooks.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"median of {args.rounds} rounds each at {args.rate:g} decisions/s:")
-    print(f"  baseline (no subscription):           p50 {report['p50_ms']['baseline']:.1f} ms  "
-          f"p99 {report['p99_ms']['baseline']:.1f} ms")
-    print(f"  3 subscriptions, one receiver hanging: p50 {report['p50_ms']['subscribed']:.1f} ms  "
-          f"p99 {report['p99_ms']['subscribed']:.1f} ms")
-    print(f"  ratio subscribed / baseline:           p50 {report['ratio_p50']:.3f}  p99 {report['ratio_p99']:.3f}")
+    print(f"median of {args.rounds} rounds per arm at {args.rate:g} decisions/s:")
+    for arm, label in zip(ARMS, ("no subscription (baseline)", "3 subscriptions, worker stopped",
+                                 "3 subscriptions, worker delivering"), strict=True):
+        ratio = "" if arm == "baseline" else (f"  ratio p50 {report['ratios'][arm]['p50']:.3f}, "
+                                              f"p99 {report['ratios'][arm]['p99']:.3f}")
+        print(f"  {label:<36} p50 {report['p50_ms'][arm]:6.1f} ms  p99 {report['p99_ms'][arm]:6.1f} ms{ratio}")
     print(f"  outbox after the run: {report['events_by_subscription']}")
 
 

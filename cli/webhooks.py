@@ -4,6 +4,7 @@ subscription, a bad URL or event type, an unreachable database exit 2 with an `e
 
 from __future__ import annotations
 
+import os
 import signal
 from datetime import timedelta
 
@@ -147,14 +148,19 @@ def deliveries(subscription_id: int | None, outbox_id: int | None, limit: int, u
               show_default=True, help="Seconds between looks at the outbox when nothing is due.")
 @click.option("--lease-seconds", type=click.FloatRange(min=0.1), envvar="RETENTION_WEBHOOK_LEASE_SECONDS",
               default=None, help="How long a claim lasts [default: the timeout plus 10 s].")
+@click.option("--nice", "niceness", type=click.IntRange(0, 19), envvar="RETENTION_WEBHOOK_NICE", default=10,
+              show_default=True, help="Lower the worker's CPU priority by this much: on a host it shares with "
+              "the service, decisions come first.")
 @database_url
 def worker(until_idle: bool, timeout: float, max_attempts: int, backoff: float, backoff_max: float,
-           concurrency: int, per_receiver: int, poll: float, lease_seconds: float | None, url: str | None) -> None:
+           concurrency: int, per_receiver: int, poll: float, lease_seconds: float | None, niceness: int,
+           url: str | None) -> None:
     """Deliver the outbox: claim due events (with a lease), sign, POST, record, retry, dead-letter."""
     from service.logs import configure
     from service.webhook_worker import WebhookWorker, WorkerSettings
 
     configure()
+    os.nice(niceness)
     settings = WorkerSettings(timeout=timeout, max_attempts=max_attempts, backoff=backoff, backoff_max=backoff_max,
                               concurrency=concurrency, per_receiver=per_receiver, poll=poll,
                               lease_seconds=lease_seconds)
