@@ -4,9 +4,11 @@ subscription's delivery log, replay of its dead-lettered or delivered events. Th
 
 from __future__ import annotations
 
+import re
+
 from flask_smorest import abort
 from flask_smorest.error_handler import ErrorSchema
-from marshmallow import fields, validate
+from marshmallow import RAISE, ValidationError, fields, validate
 
 from retention.webhooks import ALL, EVENT_TYPES
 from service.api import AUTH, BODY, SECURED, blp, documented_errors, store_call
@@ -18,9 +20,21 @@ _PG_INT = 2**31 - 1  # ids are 32-bit integers on PostgreSQL: a larger one names
 _SUBSCRIPTION = f"/webhooks/<int(max={_PG_INT}):subscription_id>"
 
 
+# A receiver's URL as the document states it (and as retention.webhooks.check_url needs it: a host): the
+# same class of characters in JSON Schema's and Python's regular expressions (printable ASCII; a URL
+# percent-encodes the rest), matched as a whole string (Python's `$` would also take a final newline).
+_URL = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+_URL_RE = re.compile(_URL)
+
+
+def _receiver_url(value: str) -> None:
+    if not _URL_RE.fullmatch(value):
+        raise ValidationError("must be an http(s) URL with a host, in printable ASCII")
+
+
 class WebhookCreateSchema(Strict):
-    url = Text(required=True, validate=validate.Length(min=1, max=2048),
-               metadata={"description": "The receiver's http(s) URL; events are POSTed to it."})
+    url = Text(required=True, validate=[validate.Length(min=1, max=2048), _receiver_url],
+               metadata={"description": "The receiver's http(s) URL; events are POSTed to it.", "pattern": _URL})
     events = fields.List(fields.String(validate=validate.OneOf((*EVENT_TYPES, ALL))), required=True,
                          validate=validate.Length(min=1, max=len(EVENT_TYPES) + 1),
                          metadata={"description": f"Event types, or {ALL!r} for all."})
@@ -50,7 +64,7 @@ class SubscriptionListSchema(Strict):
 
 
 class DeliveriesQuerySchema(Strict):
-    limit = Whole(validate=validate.Range(min=1, max=1000), metadata={"description": "At most this many (50)."})
+    limit = fields.Integer(validate=validate.Range(min=1, max=1000), metadata={"description": "At most this many (50)."})
 
 
 class DeliverySchema(Strict):
@@ -136,7 +150,7 @@ def delete_webhook(subscription_id: int):
 
 @blp.route(f"{_SUBSCRIPTION}/deliveries", methods=["GET"])
 @requires("admin")
-@blp.arguments(DeliveriesQuerySchema(), location="query")
+@blp.arguments(DeliveriesQuerySchema(), location="query", unknown=RAISE)  # webargs: EXCLUDE for queries
 @blp.response(200, DeliveryListSchema)
 @blp.alt_response(404, schema=ErrorSchema, description="No such subscription.")
 @documented_errors(*AUTH, 422)
