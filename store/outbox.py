@@ -256,12 +256,7 @@ class OutboxMixin:
         """Queued events, newest first, without their bodies."""
         q = select(_O.c.id, _O.c.event_id, _O.c.subscription_id, _O.c.event_type, _O.c.state, _O.c.attempts,
                    _O.c.next_attempt_at, _O.c.created_at, _O.c.delivered_at, _O.c.last_error)
-        if subscription_id is not None:
-            q = q.where(_O.c.subscription_id == subscription_id)
-        if state is not None:
-            q = q.where(_O.c.state == state)
-        with self.transaction() as conn:
-            return [dict(r._mapping) for r in conn.execute(q.order_by(_O.c.id.desc()).limit(limit))]
+        return self._newest(q, _O.c.id, {_O.c.subscription_id: subscription_id, _O.c.state: state}, limit)
 
     def delivery_attempts(self, subscription_id: int | None = None, outbox_id: int | None = None,
                           limit: int = 50) -> list[dict]:
@@ -269,9 +264,10 @@ class OutboxMixin:
         q = (select(_W.c.id, _W.c.outbox_id, _O.c.event_id, _O.c.event_type, _O.c.subscription_id,
                     _W.c.attempted_at, _W.c.status_code, _W.c.ms, _W.c.ok, _W.c.error, _W.c.worker)
              .join(_O, _O.c.id == _W.c.outbox_id))
-        if subscription_id is not None:
-            q = q.where(_O.c.subscription_id == subscription_id)
-        if outbox_id is not None:
-            q = q.where(_W.c.outbox_id == outbox_id)
+        return self._newest(q, _W.c.id, {_O.c.subscription_id: subscription_id, _W.c.outbox_id: outbox_id}, limit)
+
+    def _newest(self, query, key, equal: dict, limit: int) -> list[dict]:
+        """`query`'s rows, newest (highest `key`) first, where each column of `equal` is its value (None: any)."""
+        query = query.where(*(column == value for column, value in equal.items() if value is not None))
         with self.transaction() as conn:
-            return [dict(r._mapping) for r in conn.execute(q.order_by(_W.c.id.desc()).limit(limit))]
+            return [dict(r._mapping) for r in conn.execute(query.order_by(key.desc()).limit(limit))]
