@@ -26,6 +26,7 @@ from store import Store, StoreError
 
 log = logging.getLogger("retention.webhooks")
 _ERROR_CHARS = 500  # of a receiver's answer or an exception, kept in the attempt log
+BATCH_SECONDS = 0.05  # POSTs that end within this of the first are recorded in the same transaction
 
 
 @dataclass(frozen=True)
@@ -96,26 +97,41 @@ class WebhookWorker:
                 self._in_flight[e["subscription_id"]] = self._in_flight.get(e["subscription_id"], 0) + 1
         return events
 
-    def _deliver_and_release(self, event: dict) -> str:
+    def _record(self, done: list[tuple[dict, dict]]) -> None:
+        """Record finished POSTs ((event, attempt) pairs) in one store transaction, then free their
+        subscriptions' slots. A store that fails here leaves the events claimed: their lease expires and
+        they are sent again (at least once)."""
+        if not done:
+            return
         try:
-            return self._deliver(event)
+            states = self.store.record_attempts(self.name, [a for _, a in done])
+        except StoreError as exc:
+            log.warning("webhook_attempts_not_recorded", extra={"fields": {"events": len(done),
+                                                                           "error": str(exc)[:_ERROR_CHARS]}})
+            states = ["unknown"] * len(done)
         finally:
             with self._lock:
-                self._in_flight[event["subscription_id"]] -= 1
+                for event, _ in done:
+                    self._in_flight[event["subscription_id"]] -= 1
+        for (event, attempt), state in zip(done, states, strict=True):
+            log.info("webhook_attempt", extra={"fields": {
+                "event_id": event["event_id"], "event_type": event["event_type"],
+                "subscription_id": event["subscription_id"], "status": attempt["status_code"],
+                "ms": round(attempt["ms"], 1), "state": state}})
 
     def run_once(self) -> int:
-        """Claim as many events as there are threads and deliver them; returns how many were claimed."""
+        """Claim as many events as there are threads, deliver and record them; returns how many were claimed."""
         events = self._claim(self.settings.concurrency)
-        for _ in self._pool.map(self._deliver_and_release, events):
-            pass
+        self._record(list(zip(events, self._pool.map(self._deliver, events), strict=True)))
         return len(events)
 
     def run(self, until_idle: bool = False) -> None:
         """Deliver until `stopping` is set (SIGTERM, SIGINT), or, with `until_idle`, until nothing is due and
-        nothing is in flight. A thread that finishes takes the next due event at once (no waiting for a whole
-        batch, so one slow receiver does not hold back the others). A store that does not answer is waited
-        for, never a crash: the events stay in the outbox. On stop, the POSTs in flight are finished."""
-        pending: set = set()
+        nothing is in flight. A thread that finishes takes the next due event soon (no waiting for a whole
+        batch, so one slow receiver does not hold back the others); what finished within BATCH_SECONDS of
+        each other is recorded in one transaction. A store that does not answer is waited for, never a
+        crash: the events stay in the outbox. On stop, the POSTs in flight are finished and recorded."""
+        pending: dict = {}  # future -> event
         try:
             while not self.stopping.is_set():
                 room = self.settings.concurrency - len(pending)
@@ -125,17 +141,24 @@ class WebhookWorker:
                         claimed = self._claim(room)
                     except StoreError as exc:
                         log.warning("webhook_store_unavailable", extra={"fields": {"error": str(exc)[:_ERROR_CHARS]}})
-                    pending |= {self._pool.submit(self._deliver_and_release, e) for e in claimed}
+                    pending.update({self._pool.submit(self._deliver, e): e for e in claimed})
                 if not pending:
                     if until_idle and not claimed:
                         return
                     self.stopping.wait(self.settings.poll)
-                else:  # every thread busy, or nothing more due now: until a thread is free, or the next look
-                    _, pending = wait(pending, timeout=self.settings.poll, return_when=FIRST_COMPLETED)
+                    continue
+                # Every thread busy, or nothing more due now: until a POST ends (or the next look), and then
+                # a moment longer, so that what ends together is recorded (and re-claimed) together.
+                done, _ = wait(pending, timeout=self.settings.poll, return_when=FIRST_COMPLETED)
+                if done:
+                    done, _ = wait(pending, timeout=BATCH_SECONDS)
+                self._record([(pending.pop(f), f.result()) for f in done])
         finally:
             wait(pending)
+            self._record([(e, f.result()) for f, e in pending.items()])
 
-    def _deliver(self, event: dict) -> str:
+    def _deliver(self, event: dict) -> dict:
+        """POST one event (on a pool thread); returns the attempt for record_attempts."""
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         status, error = None, None
@@ -154,13 +177,5 @@ class WebhookWorker:
         if not ok and failures < self.settings.max_attempts:
             retry_at = datetime.now(UTC) + timedelta(
                 seconds=retry_delay(failures, self.settings.backoff, self.settings.backoff_max))
-        try:
-            state = self.store.record_attempt(event["id"], self.name, started, ms, ok, status, error, retry_at)
-        except StoreError as exc:  # the lease expires and the event is sent again: at least once
-            log.warning("webhook_attempt_not_recorded", extra={"fields": {"event_id": event["event_id"],
-                                                                          "error": str(exc)[:_ERROR_CHARS]}})
-            return "unknown"
-        log.info("webhook_attempt", extra={"fields": {
-            "event_id": event["event_id"], "event_type": event["event_type"],
-            "subscription_id": event["subscription_id"], "status": status, "ms": round(ms, 1), "state": state}})
-        return state
+        return {"outbox_id": event["id"], "attempted_at": started, "ms": ms, "ok": ok, "status_code": status,
+                "error": error, "retry_at": retry_at}

@@ -215,22 +215,36 @@ class OutboxMixin:
     def record_attempt(self, outbox_id: int, worker: str, attempted_at: datetime, ms: float, ok: bool,
                        status_code: int | None = None, error: str | None = None,
                        retry_at: datetime | None = None) -> str:
-        """Log one attempt and move the event on: delivered (ok), pending until `retry_at`, or dead (neither).
-        A failure is applied only while this worker still holds the claim and the event is pending: a late
-        report from a worker whose lease expired never undoes another's delivery. Returns the new state."""
+        """Log one attempt and move the event on (see record_attempts); returns its new state."""
+        (state,) = self.record_attempts(worker, [{
+            "outbox_id": outbox_id, "attempted_at": attempted_at, "ms": ms, "ok": ok, "status_code": status_code,
+            "error": error, "retry_at": retry_at}])
+        return state
+
+    def record_attempts(self, worker: str, attempts: list[dict]) -> list[str]:
+        """Log attempts (each: outbox_id, attempted_at, ms, ok, status_code, error, retry_at) in one
+        transaction, and move each event on: delivered (ok), pending until `retry_at`, or dead (neither). A
+        failure is applied only while this worker still holds the claim and the event is pending: a late
+        report from a worker whose lease expired never undoes another's delivery. Returns the new states.
+        One transaction for a worker's batch: on SQLite every write transaction holds the one write lock,
+        which the decisions wait for."""
+        now = _now()
         with self.transaction(write=True) as conn:
-            conn.execute(_W.insert().values(outbox_id=outbox_id, attempted_at=attempted_at, status_code=status_code,
-                                            ms=ms, ok=ok, error=error, worker=worker))
-            if ok:
-                conn.execute(update(_O).where(_O.c.id == outbox_id, _O.c.state == "pending").values(
-                    state="delivered", delivered_at=_now(), claimed_until=None, claimed_by=None, last_error=None))
-            else:
+            conn.execute(_W.insert(), [{k: a[k] for k in ("outbox_id", "attempted_at", "status_code", "ms", "ok",
+                                                          "error")} | {"worker": worker} for a in attempts])
+            for a in attempts:
+                if a["ok"]:
+                    conn.execute(update(_O).where(_O.c.id == a["outbox_id"], _O.c.state == "pending").values(
+                        state="delivered", delivered_at=now, claimed_until=None, claimed_by=None, last_error=None))
+                    continue
                 values = {"attempts": _O.c.attempts + 1, "claimed_until": None, "claimed_by": None,
-                          "last_error": error or f"HTTP {status_code}"}
-                values.update({"next_attempt_at": retry_at} if retry_at is not None else {"state": "dead"})
-                conn.execute(update(_O).where(_O.c.id == outbox_id, _O.c.state == "pending",
+                          "last_error": a["error"] or f"HTTP {a['status_code']}"}
+                values.update({"next_attempt_at": a["retry_at"]} if a["retry_at"] is not None else {"state": "dead"})
+                conn.execute(update(_O).where(_O.c.id == a["outbox_id"], _O.c.state == "pending",
                                               _O.c.claimed_by == worker).values(**values))
-            return conn.execute(select(_O.c.state).where(_O.c.id == outbox_id)).scalar_one()
+            states = dict(conn.execute(select(_O.c.id, _O.c.state).where(
+                _O.c.id.in_([a["outbox_id"] for a in attempts]))).all())
+        return [states[a["outbox_id"]] for a in attempts]
 
     def replay_events(self, ids: Iterable[int] = (), subscription_id: int | None = None,
                       state: str | None = None) -> int:
