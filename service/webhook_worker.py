@@ -26,7 +26,7 @@ from store import Store, StoreError
 
 log = logging.getLogger("retention.webhooks")
 _ERROR_CHARS = 500  # of a receiver's answer or an exception, kept in the attempt log
-BATCH_SECONDS = 0.05  # POSTs that end within this of the first are recorded in the same transaction
+BATCH_SECONDS = 0.02  # POSTs that end within this of the first are recorded in the same transaction
 
 
 @dataclass(frozen=True)
@@ -86,62 +86,53 @@ class WebhookWorker:
         self._pool.shutdown(wait=True)
         self._session.close()
 
-    def _claim(self, room: int) -> list[dict]:
-        """Up to `room` due events, none of a subscription that already has `per_receiver` in flight here."""
+    def _round(self, done: list[tuple[dict, dict]], room: int) -> list[dict]:
+        """One store transaction: record finished POSTs ((event, attempt) pairs), free their subscriptions'
+        slots and claim up to `room` due events, none of a subscription that has `per_receiver` in flight
+        here. A store that fails here leaves the finished events claimed: their lease expires and they are
+        sent again (at least once)."""
         with self._lock:
+            for event, _ in done:
+                self._in_flight[event["subscription_id"]] -= 1
             in_flight = dict(self._in_flight)
-        events = self.store.claim_events(self.name, room, self.settings.lease,
-                                         per_subscription=self.settings.per_receiver, in_flight=in_flight)
-        with self._lock:
-            for e in events:
-                self._in_flight[e["subscription_id"]] = self._in_flight.get(e["subscription_id"], 0) + 1
-        return events
-
-    def _record(self, done: list[tuple[dict, dict]]) -> None:
-        """Record finished POSTs ((event, attempt) pairs) in one store transaction, then free their
-        subscriptions' slots. A store that fails here leaves the events claimed: their lease expires and
-        they are sent again (at least once)."""
-        if not done:
-            return
         try:
-            states = self.store.record_attempts(self.name, [a for _, a in done])
+            states, events = self.store.settle_and_claim(
+                self.name, [a for _, a in done], room, self.settings.lease,
+                per_subscription=self.settings.per_receiver, in_flight=in_flight)
         except StoreError as exc:
-            log.warning("webhook_attempts_not_recorded", extra={"fields": {"events": len(done),
-                                                                           "error": str(exc)[:_ERROR_CHARS]}})
-            states = ["unknown"] * len(done)
-        finally:
-            with self._lock:
-                for event, _ in done:
-                    self._in_flight[event["subscription_id"]] -= 1
+            log.warning("webhook_store_unavailable", extra={"fields": {"unrecorded": len(done),
+                                                                       "error": str(exc)[:_ERROR_CHARS]}})
+            return []
         for (event, attempt), state in zip(done, states, strict=True):
             log.info("webhook_attempt", extra={"fields": {
                 "event_id": event["event_id"], "event_type": event["event_type"],
                 "subscription_id": event["subscription_id"], "status": attempt["status_code"],
                 "ms": round(attempt["ms"], 1), "state": state}})
+        with self._lock:
+            for e in events:
+                self._in_flight[e["subscription_id"]] = self._in_flight.get(e["subscription_id"], 0) + 1
+        return events
 
     def run_once(self) -> int:
         """Claim as many events as there are threads, deliver and record them; returns how many were claimed."""
-        events = self._claim(self.settings.concurrency)
-        self._record(list(zip(events, self._pool.map(self._deliver, events), strict=True)))
+        events = self._round([], self.settings.concurrency)
+        self._round(list(zip(events, self._pool.map(self._deliver, events), strict=True)), 0)
         return len(events)
 
     def run(self, until_idle: bool = False) -> None:
         """Deliver until `stopping` is set (SIGTERM, SIGINT), or, with `until_idle`, until nothing is due and
         nothing is in flight. A thread that finishes takes the next due event soon (no waiting for a whole
-        batch, so one slow receiver does not hold back the others); what finished within BATCH_SECONDS of
-        each other is recorded in one transaction. A store that does not answer is waited for, never a
-        crash: the events stay in the outbox. On stop, the POSTs in flight are finished and recorded."""
+        batch, so one slow receiver does not hold back the others): what finished within BATCH_SECONDS of
+        each other is recorded, and the next events claimed, in one transaction. A store that does not
+        answer is waited for, never a crash: the events stay in the outbox. On stop, the POSTs in flight
+        are finished and recorded."""
         pending: dict = {}  # future -> event
+        done: list[tuple[dict, dict]] = []
         try:
             while not self.stopping.is_set():
-                room = self.settings.concurrency - len(pending)
-                claimed: list[dict] = []
-                if room > 0:
-                    try:
-                        claimed = self._claim(room)
-                    except StoreError as exc:
-                        log.warning("webhook_store_unavailable", extra={"fields": {"error": str(exc)[:_ERROR_CHARS]}})
-                    pending.update({self._pool.submit(self._deliver, e): e for e in claimed})
+                claimed = self._round(done, self.settings.concurrency - len(pending))
+                done = []
+                pending.update({self._pool.submit(self._deliver, e): e for e in claimed})
                 if not pending:
                     if until_idle and not claimed:
                         return
@@ -149,13 +140,13 @@ class WebhookWorker:
                     continue
                 # Every thread busy, or nothing more due now: until a POST ends (or the next look), and then
                 # a moment longer, so that what ends together is recorded (and re-claimed) together.
-                done, _ = wait(pending, timeout=self.settings.poll, return_when=FIRST_COMPLETED)
-                if done:
-                    done, _ = wait(pending, timeout=BATCH_SECONDS)
-                self._record([(pending.pop(f), f.result()) for f in done])
+                finished, _ = wait(pending, timeout=self.settings.poll, return_when=FIRST_COMPLETED)
+                if finished:
+                    finished, _ = wait(pending, timeout=BATCH_SECONDS)
+                done = [(pending.pop(f), f.result()) for f in finished]
         finally:
             wait(pending)
-            self._record([(e, f.result()) for f, e in pending.items()])
+            self._round(done + [(e, f.result()) for f, e in pending.items()], 0)
 
     def _deliver(self, event: dict) -> dict:
         """POST one event (on a pool thread); returns the attempt for record_attempts."""

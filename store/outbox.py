@@ -167,8 +167,60 @@ class OutboxMixin:
         within its grace period). With `per_subscription`, at most that many per subscription counting the
         worker's `in_flight` ones (subscription id -> count): a receiver that hangs holds that many of the
         worker's threads, never all of them."""
+        return self.settle_and_claim(worker, [], limit, lease, per_subscription, in_flight)[1]
+
+    def record_attempt(self, outbox_id: int, worker: str, attempted_at: datetime, ms: float, ok: bool,
+                       status_code: int | None = None, error: str | None = None,
+                       retry_at: datetime | None = None) -> str:
+        """Log one attempt and move the event on (see settle_and_claim); returns its new state."""
+        attempt = {"outbox_id": outbox_id, "attempted_at": attempted_at, "ms": ms, "ok": ok,
+                   "status_code": status_code, "error": error, "retry_at": retry_at}
+        return self.settle_and_claim(worker, [attempt], 0, timedelta(0))[0][0]
+
+    def settle_and_claim(self, worker: str, attempts: list[dict], limit: int, lease: timedelta,
+                         per_subscription: int | None = None,
+                         in_flight: Mapping[int, int] | None = None) -> tuple[list[str], list[dict]]:
+        """In one transaction: log `attempts` (each: outbox_id, attempted_at, ms, ok, status_code, error,
+        retry_at) and move each event on, delivered (ok), pending until `retry_at`, or dead (neither); then
+        claim as claim_events does. Returns (the attempts' new states, the claimed events). A failure is
+        applied only while this worker still holds the claim and the event is pending: a late report from a
+        worker whose lease expired never undoes another's delivery. One transaction per round of the worker:
+        on SQLite each write transaction holds the one write lock, which the decisions wait for."""
         now = _now()
-        in_flight = in_flight or {}
+        with self.transaction(write=True) as conn:
+            states = self._settle(conn, worker, attempts, now) if attempts else []
+            rows = self._claim(conn, worker, limit, lease, per_subscription, in_flight or {}, now) if limit else []
+        out = []
+        for r in rows:
+            secrets = [r.secret]
+            if r.previous_secret and r.previous_secret_until and r.previous_secret_until > now:
+                secrets.append(r.previous_secret)
+            out.append({"id": r.id, "event_id": r.event_id, "event_type": r.event_type, "body": r.body,
+                        "attempts": r.attempts, "subscription_id": r.subscription_id, "url": r.url,
+                        "secrets": secrets})
+        return states, out
+
+    @staticmethod
+    def _settle(conn: Connection, worker: str, attempts: list[dict], now: datetime) -> list[str]:
+        conn.execute(_W.insert(), [{k: a[k] for k in ("outbox_id", "attempted_at", "status_code", "ms", "ok",
+                                                      "error")} | {"worker": worker} for a in attempts])
+        for a in attempts:
+            if a["ok"]:
+                conn.execute(update(_O).where(_O.c.id == a["outbox_id"], _O.c.state == "pending").values(
+                    state="delivered", delivered_at=now, claimed_until=None, claimed_by=None, last_error=None))
+                continue
+            values = {"attempts": _O.c.attempts + 1, "claimed_until": None, "claimed_by": None,
+                      "last_error": a["error"] or f"HTTP {a['status_code']}"}
+            values.update({"next_attempt_at": a["retry_at"]} if a["retry_at"] is not None else {"state": "dead"})
+            conn.execute(update(_O).where(_O.c.id == a["outbox_id"], _O.c.state == "pending",
+                                          _O.c.claimed_by == worker).values(**values))
+        states = dict(conn.execute(select(_O.c.id, _O.c.state).where(
+            _O.c.id.in_([a["outbox_id"] for a in attempts]))).all())
+        return [states[a["outbox_id"]] for a in attempts]
+
+    @staticmethod
+    def _claim(conn: Connection, worker: str, limit: int, lease: timedelta, per_subscription: int | None,
+               in_flight: Mapping[int, int], now: datetime) -> list:
         due = (select(_O.c.id, _O.c.subscription_id).join(_S, _S.c.id == _O.c.subscription_id)
                .where(_O.c.state == "pending", _O.c.next_attempt_at <= now, _S.c.disabled_at.is_(None),
                       or_(_O.c.claimed_until.is_(None), _O.c.claimed_until <= now))
@@ -183,68 +235,24 @@ class OutboxMixin:
         else:
             due = due.limit(limit)
         due = due.with_for_update(skip_locked=True, of=_O)  # PostgreSQL; SQLite renders no locking clause
-        with self.transaction(write=True) as conn:
-            ids, room = [], {}
-            for event_id, sub in conn.execute(due):
-                if per_subscription is not None:
-                    room.setdefault(sub, per_subscription - in_flight.get(sub, 0))
-                    if room[sub] <= 0:
-                        continue
-                    room[sub] -= 1
-                ids.append(event_id)
-                if len(ids) == limit:
-                    break
-            if not ids:
-                return []
-            conn.execute(update(_O).where(_O.c.id.in_(ids)).values(claimed_until=now + lease, claimed_by=worker))
-            rows = conn.execute(
-                select(_O.c.id, _O.c.event_id, _O.c.event_type, _O.c.body, _O.c.attempts, _O.c.subscription_id,
-                       _S.c.url, _S.c.secret, _S.c.previous_secret, _S.c.previous_secret_until)
-                .join(_S, _S.c.id == _O.c.subscription_id).where(_O.c.id.in_(ids))
-                .order_by(_O.c.next_attempt_at, _O.c.id)).all()
-        out = []
-        for r in rows:
-            secrets = [r.secret]
-            if r.previous_secret and r.previous_secret_until and r.previous_secret_until > now:
-                secrets.append(r.previous_secret)
-            out.append({"id": r.id, "event_id": r.event_id, "event_type": r.event_type, "body": r.body,
-                        "attempts": r.attempts, "subscription_id": r.subscription_id, "url": r.url,
-                        "secrets": secrets})
-        return out
-
-    def record_attempt(self, outbox_id: int, worker: str, attempted_at: datetime, ms: float, ok: bool,
-                       status_code: int | None = None, error: str | None = None,
-                       retry_at: datetime | None = None) -> str:
-        """Log one attempt and move the event on (see record_attempts); returns its new state."""
-        (state,) = self.record_attempts(worker, [{
-            "outbox_id": outbox_id, "attempted_at": attempted_at, "ms": ms, "ok": ok, "status_code": status_code,
-            "error": error, "retry_at": retry_at}])
-        return state
-
-    def record_attempts(self, worker: str, attempts: list[dict]) -> list[str]:
-        """Log attempts (each: outbox_id, attempted_at, ms, ok, status_code, error, retry_at) in one
-        transaction, and move each event on: delivered (ok), pending until `retry_at`, or dead (neither). A
-        failure is applied only while this worker still holds the claim and the event is pending: a late
-        report from a worker whose lease expired never undoes another's delivery. Returns the new states.
-        One transaction for a worker's batch: on SQLite every write transaction holds the one write lock,
-        which the decisions wait for."""
-        now = _now()
-        with self.transaction(write=True) as conn:
-            conn.execute(_W.insert(), [{k: a[k] for k in ("outbox_id", "attempted_at", "status_code", "ms", "ok",
-                                                          "error")} | {"worker": worker} for a in attempts])
-            for a in attempts:
-                if a["ok"]:
-                    conn.execute(update(_O).where(_O.c.id == a["outbox_id"], _O.c.state == "pending").values(
-                        state="delivered", delivered_at=now, claimed_until=None, claimed_by=None, last_error=None))
+        ids, room = [], {}
+        for event_id, sub in conn.execute(due):
+            if per_subscription is not None:
+                room.setdefault(sub, per_subscription - in_flight.get(sub, 0))
+                if room[sub] <= 0:
                     continue
-                values = {"attempts": _O.c.attempts + 1, "claimed_until": None, "claimed_by": None,
-                          "last_error": a["error"] or f"HTTP {a['status_code']}"}
-                values.update({"next_attempt_at": a["retry_at"]} if a["retry_at"] is not None else {"state": "dead"})
-                conn.execute(update(_O).where(_O.c.id == a["outbox_id"], _O.c.state == "pending",
-                                              _O.c.claimed_by == worker).values(**values))
-            states = dict(conn.execute(select(_O.c.id, _O.c.state).where(
-                _O.c.id.in_([a["outbox_id"] for a in attempts]))).all())
-        return [states[a["outbox_id"]] for a in attempts]
+                room[sub] -= 1
+            ids.append(event_id)
+            if len(ids) == limit:
+                break
+        if not ids:
+            return []
+        conn.execute(update(_O).where(_O.c.id.in_(ids)).values(claimed_until=now + lease, claimed_by=worker))
+        return conn.execute(
+            select(_O.c.id, _O.c.event_id, _O.c.event_type, _O.c.body, _O.c.attempts, _O.c.subscription_id,
+                   _S.c.url, _S.c.secret, _S.c.previous_secret, _S.c.previous_secret_until)
+            .join(_S, _S.c.id == _O.c.subscription_id).where(_O.c.id.in_(ids))
+            .order_by(_O.c.next_attempt_at, _O.c.id)).all()
 
     def replay_events(self, ids: Iterable[int] = (), subscription_id: int | None = None,
                       state: str | None = None) -> int:
