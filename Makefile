@@ -20,13 +20,16 @@ $(BIN)/retention: setup.cfg pyproject.toml
 install: $(BIN)/retention
 
 # Main job: the decision service on SQLite with a verified model. Simulates a demo data set and trains a model
-# only when there is none yet, loads the customers' features, registers the demo frontend key, then serves.
+# only when there is none yet, loads the customers' features, registers the demo frontend key, then serves,
+# with the webhook delivery worker in the background (stopped when gunicorn stops).
 run: demo-model
 	$(BIN)/retention db upgrade
 	$(BIN)/retention load-features --data $(DATA) --if-stale
 	$(BIN)/retention keys create --name demo-frontend --role decide --key $(DEMO_KEY)
 	@echo "serving on http://127.0.0.1:$(PORT)  (API docs: http://127.0.0.1:$(PORT)/docs)"
-	PORT=$(PORT) RETENTION_PIDFILE=var/gunicorn.pid $(BIN)/gunicorn -c gunicorn.conf.py "service:create_app()"
+	@# The webhook delivery worker (the Procfile's worker:) runs beside gunicorn and stops with it.
+	$(BIN)/retention webhooks worker & worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT; \
+	  PORT=$(PORT) RETENTION_PIDFILE=var/gunicorn.pid $(BIN)/gunicorn -c gunicorn.conf.py "service:create_app()"
 
 # The demo data set and a model trained on it, each made only when missing.
 demo-model: install

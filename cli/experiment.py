@@ -115,6 +115,7 @@ def report(name: str, path: Path, catalog_path: Path, url: str | None, as_of: da
     with open_store(url) as store, failing_on(UnknownExperiment):
         result = experiment_results(book, catalog, store.experiment_records, name, as_of or datetime.now(UTC),
                                     mde=mde)
+        store.publish_srm_alarms(result)  # experiment.srm_alarm webhooks, once per definition and stage
     _emit(result, html, json_out)
 
 

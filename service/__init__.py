@@ -152,6 +152,7 @@ def _text_parameter(converter) -> dict:
 
 
 def register_api(app: Flask) -> None:
+    from service import webhooks_api  # noqa: F401 - its views join the v1 blueprint
     from service.api import blp as v1
     from service.followups_api import blp as followups
     from service.health import blp as health

@@ -347,3 +347,7 @@ class CustomerData(MethodView):
         `spooled_outcomes`: deleted, never stored); counts what went (admin; for a data-subject erasure
         request). Idempotent: a second call deletes nothing."""
         return _store_call(usecases.erase_customer, _runtime(), customer_id)
+
+
+# For the views other modules add to this blueprint (service/webhooks_api.py).
+documented_errors, store_call, AUTH, BODY = _errors, _store_call, _AUTH, _BODY

@@ -238,8 +238,13 @@ def experiment_results(runtime: Runtime, name: str, as_of: datetime | None = Non
     # Imported here: the statistics need scipy, which the decision path does not load (worker memory).
     from retention.experiment_analysis import experiment_results as analyse_experiment
 
-    return analyse_experiment(runtime.policy.experiments, runtime.catalog, runtime.store.experiment_records, name,
-                              as_of or datetime.now(UTC), **({"mde": mde} if mde else {}))
+    result = analyse_experiment(runtime.policy.experiments, runtime.catalog, runtime.store.experiment_records, name,
+                                as_of or datetime.now(UTC), **({"mde": mde} if mde else {}))
+    try:  # experiment.srm_alarm webhooks, once per definition and stage (the next analysis retries a failure)
+        runtime.store.publish_srm_alarms(result)
+    except StoreUnavailable:
+        log.warning("srm_alarm_not_queued", extra={"fields": {"experiment": name}})
+    return result
 
 
 EVENT_BASE = ("event_id", "type", "customer_id", "occurred_at", "decision_id")

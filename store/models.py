@@ -240,3 +240,68 @@ class FollowupTask(Base):
     closed_at: Mapped[datetime | None]
     outcome: Mapped[str | None]  # retention.followups.OUTCOMES
     close_reason: Mapped[str | None] = mapped_column(Text)
+
+
+# ------------------------------------------------------------------------------------------- webhooks
+# Outbound webhooks (retention/webhooks.py, store/outbox.py, service/webhook_worker.py; migration 0007).
+OUTBOX_STATES: tuple[str, ...] = ("pending", "delivered", "dead")
+
+
+class WebhookSubscription(Base):
+    """A receiver of outbound webhooks: where to send, which event types, the secret to sign with."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str]
+    events: Mapped[list] = mapped_column(JSON)  # event types (retention.webhooks.EVENT_TYPES), or ["*"]
+    description: Mapped[str | None]
+    # whsec_ secrets, stored as they are (not hashed): the worker must recompute the signature. After a
+    # rotation the previous one still signs (a second signature) until previous_secret_until.
+    secret: Mapped[str]
+    previous_secret: Mapped[str | None]
+    previous_secret_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+
+class OutboxEvent(Base):
+    """One event to deliver to one subscription, written in the transaction of the fact it announces (fan-out
+    at write time: each receiver has its own attempts, backoff and dead-letter state). `event_id` is the
+    webhook-id, the same for every subscription and every retry."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (UniqueConstraint("event_id", "subscription_id"),  # an event at most once per receiver
+                      Index(None, "state", "next_attempt_at"))  # the worker's claim
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str]
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id"), index=True)
+    event_type: Mapped[str]
+    body: Mapped[str] = mapped_column(Text)  # the JSON envelope as sent, the same bytes on every attempt
+    customer_id: Mapped[str | None] = mapped_column(index=True)  # for a customer's erasure
+    state: Mapped[str]  # one of OUTBOX_STATES
+    attempts: Mapped[int]  # failed attempts since it was (re)queued
+    next_attempt_at: Mapped[datetime]
+    # The lease of a worker's claim: until then no other worker takes it; a worker killed mid-batch loses
+    # it when it expires, and another run delivers the event again.
+    claimed_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None]
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """Every attempt to deliver an outbox event: when, how long, what the receiver answered."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("webhook_outbox.id"), index=True)
+    attempted_at: Mapped[datetime]
+    status_code: Mapped[int | None]  # null when no answer came (timeout, refused connection)
+    ms: Mapped[float]
+    ok: Mapped[bool]
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str]

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from retention.contract import CUSTOMERS
 from retention.jsonvalues import jsonable
 from retention.utc import require_aware
+from retention.webhooks import DECISION_CREATED, OUTCOME_RECORDED, decision_created, outcome_recorded
 from store.db import WRITES, make_engine, unavailable_as_store_errors
 from store.errors import Conflict, IdempotencyConflict, InvalidRecord, NotFound
 from store.followups import FollowupStore
@@ -45,6 +46,7 @@ from store.models import (
     Outcome,
     SignedRequestId,
 )
+from store.outbox import OutboxMixin
 
 KEY_PREFIX = "rk"
 # Generated keys are rk_<key_id>_<secret>: the key id is public (it finds the row), only the whole key
@@ -197,7 +199,7 @@ _INSERT_DECISION = {
 }
 
 
-class Store(FollowupStore):
+class Store(FollowupStore, OutboxMixin):
     """The service's state in one SQL database. Methods are thread-safe (the engine pools connections)."""
 
     SWEEP_EVERY_SECONDS = 10.0  # how often first_use_of_request_id deletes expired signed ids
@@ -355,6 +357,8 @@ class Store(FollowupStore):
             inserted = conn.execute(_INSERT_DECISION[conn.dialect.name], row).first()
             if inserted is not None:  # the common case: what we inserted is what is stored
                 self._followups_for_decision(conn, row)  # its follow-up task, in the same transaction
+                self.enqueue(conn, DECISION_CREATED, decision_created(row), customer_id=row["customer_id"],
+                             created_at=row["created_at"])
                 return {**row, "outcomes": []}, True
             stored = self._decision_where(conn, _DECISION_BY_REQUEST, row["request_id"], row["client"])
         if stored["body_hash"] != row["body_hash"]:
@@ -527,7 +531,8 @@ class Store(FollowupStore):
         """Erase one customer: their decisions (with outcomes), events, feature row, customer row and
         follow-up tasks, in one
         transaction; returns how many rows of each went. Deleting again deletes nothing. Billing's `still_active` events
-        about their decisions carry their customer id, so they go too."""
+        about their decisions carry their customer id, so they go too, and so do the webhook events queued about them
+        (`webhook_events`: with their delivery log)."""
         with self.transaction(write=True) as conn:
             ids = [d for (d,) in conn.execute(select(Decision.decision_id)
                                                 .where(Decision.customer_id == customer_id))]
@@ -540,8 +545,10 @@ class Store(FollowupStore):
                                     .where(CustomerFeatures.customer_id == customer_id)).rowcount
             customer = conn.execute(delete(Customer).where(Customer.customer_id == customer_id)).rowcount
             followups = self._delete_followups(conn, customer_id)
+            webhook_events = self.erase_outbox(conn, customer_id)
         return {"customer_id": customer_id, "decisions": decisions, "outcomes": outcomes, "events": events,
-                "features": features, "customer": customer, "followups": followups}
+                "features": features, "customer": customer, "followups": followups,
+                "webhook_events": webhook_events}
 
     # ------------------------------------------------------------------------------------------ outcomes
 
@@ -557,8 +564,8 @@ class Store(FollowupStore):
         with self.transaction(write=True) as conn:
             # Locks the decision (PostgreSQL; SQLite is already serialised) so that the checks below still
             # hold at the insert: two concurrent calls cannot record both "accepted" and "declined".
-            decision = conn.execute(select(Decision.offer_id).where(Decision.decision_id == decision_id)
-                                    .with_for_update()).one_or_none()
+            decision = conn.execute(select(Decision.offer_id, Decision.customer_id)
+                                    .where(Decision.decision_id == decision_id).with_for_update()).one_or_none()
             if decision is None:
                 raise NotFound(f"no decision {decision_id!r}")
             existing = {o["kind"]: o for o in self._outcomes(conn, [decision_id])[decision_id]}
@@ -573,6 +580,9 @@ class Store(FollowupStore):
                                                        occurred_at=occurred_at, recorded_at=_now()))
             stored = conn.execute(select(Outcome).where(Outcome.decision_id == decision_id,
                                                         Outcome.kind == kind)).one()
+            self.enqueue(conn, OUTCOME_RECORDED, outcome_recorded(decision_id, decision.customer_id, decision.offer_id,
+                                                                  kind, stored.occurred_at, stored.recorded_at),
+                         customer_id=decision.customer_id)
         return dict(stored._mapping), True
 
     # -------------------------------------------------------------------------------------------- events

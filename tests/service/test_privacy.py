@@ -78,7 +78,8 @@ def test_a_customer_can_be_exported_and_erased(client):
     assert client.delete("/v1/customers/cust-erase-1/data", headers=headers()).status_code == 403
     gone = client.delete("/v1/customers/cust-erase-1/data", headers=admin).get_json()
     assert gone == {"customer_id": "cust-erase-1", "decisions": 1, "outcomes": 1, "events": 2, "features": 0,
-                    "customer": 0, "followups": 1, "spooled_decisions": 0, "spooled_outcomes": 0}
+                    "customer": 0, "followups": 1, "webhook_events": 0, "spooled_decisions": 0,
+                    "spooled_outcomes": 0}
     after = client.get("/v1/customers/cust-erase-1/data", headers=admin).get_json()
     assert after["decisions"] == [] and after["events"] == [] and after["features"] is None
     assert after["followups"] == []  # the detractor answer's task went with the customer
