@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="A data set [default: simulate the reference world].")
     ap.add_argument("--customers", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--capacities", default="2,5,10,25,50")
+    ap.add_argument("--capacities", default="5,10,15,20,25,50,100")
     ap.add_argument("--hours", choices=("9-17", "24x7"), default="9-17",
                     help="9-17: 09:00-17:00 UTC, Monday to Friday; 24x7: around the clock, every day.")
     ap.add_argument("--json", type=Path, default=None)

@@ -11,41 +11,28 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from cli.options import (
-    PATH,
-    UTC_DATETIME,
-    catalog_from,
-    catalog_path,
-    database_url,
-    fail,
-    failing_on,
-    model_ref,
-    models_root,
-    open_store,
-    validated,
-    verified_model,
-)
+from cli import options as opts
 
 
 @click.command("at-risk")
-@model_ref
-@models_root
-@click.option("--data", "data_dir", type=PATH, required=True)
-@click.option("--as-of", "as_of", type=UTC_DATETIME, default=None, help="List as of this time [default: now].")
+@opts.model_ref
+@opts.models_root
+@click.option("--data", "data_dir", type=opts.PATH, required=True)
+@click.option("--as-of", "as_of", type=opts.UTC_DATETIME, default=None, help="List as of this time [default: now].")
 @click.option("--top", type=click.IntRange(min=1), default=None,
               help="The N riskiest customers [default: 100 unless --min-risk is given].")
 @click.option("--min-risk", type=click.FloatRange(0.0, 1.0), default=None,
               help="Only customers with at least this 30-day churn risk.")
 @click.option("--reasons", "n_reasons", type=click.IntRange(1, 10), default=3, show_default=True,
               help="Reason codes per customer.")
-@click.option("--out", "outs", type=PATH, multiple=True,
+@click.option("--out", "outs", type=opts.PATH, multiple=True,
               help="Write the list to this .csv or .json file (repeatable) [default: print it].")
 @click.option("--create-followups", is_flag=True,
               help="Open (or update) a follow-up task for every detractor on the list, in the store.")
-@click.option("--followup-rules", "rules_path", envvar="RETENTION_FOLLOWUPS", type=PATH, default=None,
+@click.option("--followup-rules", "rules_path", envvar="RETENTION_FOLLOWUPS", type=opts.PATH, default=None,
               help="Follow-up rules [env: RETENTION_FOLLOWUPS; default: config/followups.toml].")
-@database_url
-@catalog_path
+@opts.database_url
+@opts.catalog_path
 def at_risk(ref: str, models_root: Path, data_dir: Path, as_of: datetime | None, top: int | None,
             min_risk: float | None, n_reasons: int, outs: tuple[Path, ...], create_followups: bool,
             rules_path: Path | None, url: str | None, catalog_path: Path) -> None:
@@ -56,14 +43,14 @@ def at_risk(ref: str, models_root: Path, data_dir: Path, as_of: datetime | None,
 
     for out in outs:
         if out.suffix not in (".csv", ".json"):
-            fail(f"{out}: --out must end in .csv or .json")
+            opts.fail(f"{out}: --out must end in .csv or .json")
     as_of = as_of or datetime.now(UTC)
     if top is None and min_risk is None:
         top = 100
-    catalog = catalog_from(catalog_path)
-    validated(data_dir)  # data after T is fine: features only read rows before T
-    _, model, meta = verified_model(models_root, ref)
-    with failing_on(ValueError):
+    catalog = opts.catalog_from(catalog_path)
+    opts.validated(data_dir)  # data after T is fine: features only read rows before T
+    _, model, meta = opts.verified_model(models_root, ref)
+    with opts.failing_on(ValueError):
         listed, summary = risk_list(model, meta, data_dir, catalog, as_of, top=top, min_risk=min_risk,
                                     n_reasons=n_reasons, progress=lambda it, **kw: tqdm(it, file=sys.stderr, **kw))
     for out in outs:
@@ -90,12 +77,12 @@ def _create_followups(listed: list[dict], rules_path: Path | None, url: str | No
     try:
         rules = load_followups(rules_path) if rules_path else load_followups()
     except ConfigError as exc:
-        fail(str(exc))
+        opts.fail(str(exc))
     now = datetime.now(UTC)  # the list is the trigger: due the rules' window from now
     triggers = [Trigger(x["customer_id"], now, segment="detractor", churn_risk=x["churn_risk_30d"],
                         followup_offer=True, source="at_risk")
                 for x in listed if x["suggested_action"] == "follow-up"]
-    with open_store(url) as store:
+    with opts.open_store(url) as store:
         store.followup_rules = rules
         counts = store.upsert_followups(triggers)
     click.echo(f"follow-ups: {counts['created']} task(s) opened, {counts['existing']} detractor(s) already had "

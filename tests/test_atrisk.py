@@ -104,7 +104,8 @@ def test_the_command_writes_csv_and_json(held_out, sim_dir, tmp_path):
     result = _run("at-risk", "--data", str(sim_dir), "--models", str(version.parent), "--model", version.name,
                   "--as-of", T.isoformat(), "--top", "25", "--out", str(csv_out), "--out", str(json_out))
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(csv_out.open()))
+    with csv_out.open() as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 25 and [int(r["rank"]) for r in rows] == list(range(1, 26))
     assert all(set(r["reason_codes"].split(";")) <= set(meta["feature_names"]["churn_risk"]) for r in rows)
     doc = json.loads(json_out.read_text())
