@@ -64,6 +64,16 @@ soak: demo-model
 outage-drill: demo-model
 	$(BIN)/python -m bench.outage --seconds $(or $(SECONDS),60) --mode $(or $(MODE),cut)
 
+# The risk list's top-decile lift on a held-out month of two simulated worlds (bench/atrisk.py, ~80 s).
+.PHONY: bench-atrisk bench-followup-capacity
+bench-atrisk: install
+	$(BIN)/python -m bench.atrisk
+
+# Follow-up capacity (bench/followup_capacity.py, ~20 s): the share of detractors contacted within 48 h when
+# C tasks a day are worked, on the reference world's NPS answers. HOURS=24x7 for a team around the clock.
+bench-followup-capacity: install
+	$(BIN)/python -m bench.followup_capacity $(if $(HOURS),--hours $(HOURS))
+
 # The offer policy on every world of training/simulator/worlds.py (bench/policy.py, ~10 minutes): simulate,
 # train as `retention train` does, decide a fresh population with the service's Policy, value it with the
 # world's truth; rewrites the results table in docs/worlds.md. WORLDS=types,tiny for some of them.

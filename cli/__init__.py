@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from cli import data, drift, experiment, followups, models, offers, store, train, webhooks
+from cli import atrisk, data, drift, experiment, followups, models, offers, store, train, webhooks
 
 
 @click.group()
@@ -20,6 +20,6 @@ def main() -> None:
     """retention-offers: simulate and validate data, train and judge models, run the store, experiments."""
 
 
-for _leaf in (data, train, models, drift, store, experiment, offers, followups, webhooks):
+for _leaf in (data, train, models, drift, store, experiment, offers, followups, webhooks, atrisk):
     for _command in _leaf.commands:
         main.add_command(_command)

@@ -101,7 +101,8 @@ class Trigger:
     reason: str | None = None  # a decision's cancel reason
     churn_risk: float | None = None  # a decision's 1 - p_stay
     segment: str | None = None  # a decision's NPS segment
-    followup_offer: bool = False  # a decision that offered a follow-up
+    followup_offer: bool = False  # a decision that offered a follow-up (or another request for a call)
+    source: str | None = None  # what made it, when not an answer or a decision: "at_risk" (the risk list)
 
 
 def trend(score: int | None, previous: int | None) -> str:
@@ -127,7 +128,7 @@ def new_task(rules: FollowupRules, t: Trigger, segment: str, rate: float) -> dic
     holdout = t.score is not None and not t.followup_offer and segment == "detractor" and in_holdout(
         rules, t.customer_id)
     return {"customer_id": t.customer_id, "status": "holdout" if holdout else "open", "holdout": holdout,
-            "segment": segment, "sample_rate": rate, "source": "decision" if t.followup_offer else "nps",
+            "segment": segment, "sample_rate": rate, "source": t.source or ("decision" if t.followup_offer else "nps"),
             "triggered_at": t.at, "due_at": t.at + rules.window, "score": t.score,
             "previous_score": t.previous_score if t.score is not None else None,
             "answered_at": t.at if t.score is not None else None, "event_id": t.event_id,

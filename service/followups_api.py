@@ -69,7 +69,7 @@ class FollowupSchema(Strict):
     sample_rate = fields.Float(required=True, metadata={
         "description": "The probability that its answer made a task (1 for detractors and follow-up decisions); "
                        "weight 1 / sample_rate."})
-    source = fields.String(required=True, validate=validate.OneOf(("nps", "decision")))
+    source = fields.String(required=True, validate=validate.OneOf(("nps", "decision", "at_risk")))
     triggered_at = _time("The answer (or decision) that made it.", nullable=False)
     due_at = _time("Contact the customer before this time.", nullable=False)
     score = _maybe(fields.Integer, "The customer's latest NPS answer.")

@@ -95,6 +95,20 @@ class FollowupStore:
             segment=row.get("nps_segment"), followup_offer=offered))
         self._apply_triggers(conn, {customer_id: triggers})
 
+    def upsert_followups(self, triggers: list[Trigger]) -> dict[str, int]:
+        """Fold `triggers` (any source: `retention at-risk --create-followups` passes its detractors) into the
+        customers' active tasks or new ones, by the same rules as an answer or a decision, in one write
+        transaction; returns how many customers had no active task before (created) and how many had one."""
+        by_customer: dict[str, list[Trigger]] = defaultdict(list)
+        for t in sorted(triggers, key=lambda t: t.at):
+            by_customer[t.customer_id].append(t)
+        with self.transaction(write=True) as conn:
+            had = set()
+            for batch in _batches(sorted(by_customer)):
+                had.update(conn.execute(select(_T.c.active_customer).where(_T.c.active_customer.in_(batch))).scalars())
+            self._apply_triggers(conn, dict(by_customer))
+        return {"created": len(by_customer) - len(had), "existing": len(had)}
+
     @staticmethod
     def _stored_answers(conn: Connection, customers: list[str], exclude: set[str] = frozenset()
                         ) -> dict[str, list[tuple[datetime, int]]]:

@@ -223,7 +223,7 @@ class FollowupTask(Base):
     holdout: Mapped[bool]  # drawn into the randomised no-contact group (kept when a decision opens it)
     segment: Mapped[str]  # the NPS segment that made the task (a decision's, for a follow-up offer)
     sample_rate: Mapped[float]  # the probability that the trigger made a task: 1 for detractors and decisions
-    source: Mapped[str]  # "nps" or "decision": what made it
+    source: Mapped[str]  # "nps", "decision" or "at_risk" (`retention at-risk --create-followups`): what made it
     triggered_at: Mapped[datetime] = mapped_column(index=True)  # the answer's (or decision's) time
     due_at: Mapped[datetime]
     score: Mapped[int | None]  # the customer's latest answer
