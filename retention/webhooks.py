@@ -94,6 +94,21 @@ def outcome_recorded(decision_id: str, customer_id: str, offer_id: str, kind: st
                      "occurred_at": occurred_at, "recorded_at": recorded_at})
 
 
+# What a followup.* payload carries of a task: not the agent's free-text close reason (it may quote the
+# customer), nor the internal active_customer key.
+_FOLLOWUP_FIELDS = ("task_id", "customer_id", "status", "source", "segment", "holdout", "sample_rate",
+                    "triggered_at", "due_at", "score", "previous_score", "trend", "decision_id", "reason",
+                    "churn_risk", "claimed_by", "claimed_at", "closed_at", "outcome")
+
+
+def followup_event(kind: str, task: Mapping[str, Any]) -> tuple[str, dict]:
+    """(event id, data) of followup.created / .overdue / .closed for a task. The id is the task's and the
+    kind's: a task is announced created, overdue and closed once each, however often the store or the
+    worker looks (a task is closed once; a customer's next task has another id)."""
+    key = f"{kind}\n{task['task_id']}".encode()
+    return "evt_fu_" + hashlib.sha256(key).hexdigest()[:32], jsonable({k: task.get(k) for k in _FOLLOWUP_FIELDS})
+
+
 def srm_alarms(result) -> list[tuple[str, dict]]:
     """(event id, data) of each sample-ratio alarm of an experiment result (retention.experiment_analysis).
     The id is derived from the experiment, its definition and the stage, so analysing the same experiment

@@ -27,6 +27,10 @@ from store import Store, StoreError
 log = logging.getLogger("retention.webhooks")
 _ERROR_CHARS = 500  # of a receiver's answer or an exception, kept in the attempt log
 BATCH_SECONDS = 0.02  # POSTs that end within this of the first are recorded in the same transaction
+# How often the worker looks for follow-up tasks that have fallen due (followup.overdue), and how far back
+# its first look goes (a task that fell due while no worker ran for longer is not announced).
+OVERDUE_EVERY = timedelta(seconds=60)
+OVERDUE_FIRST_LOOK = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class WebhookWorker:
 
     def __init__(self, store: Store, settings: WorkerSettings | None = None, name: str | None = None) -> None:
         self.store = store
+        self._overdue_looked: datetime | None = None  # the previous look for overdue follow-ups
         self.settings = settings or WorkerSettings()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._session = requests.Session()
@@ -113,8 +118,24 @@ class WebhookWorker:
                 self._in_flight[e["subscription_id"]] = self._in_flight.get(e["subscription_id"], 0) + 1
         return events
 
+    def announce_overdue(self, now: datetime | None = None) -> int | None:
+        """Queue followup.overdue for tasks that fell due since the previous look, when a look is due
+        (OVERDUE_EVERY); returns how many, or None when no look was due or the store did not answer."""
+        now = now or datetime.now(UTC)
+        if self._overdue_looked is not None and now - self._overdue_looked < OVERDUE_EVERY:
+            return None
+        since = self._overdue_looked or now - OVERDUE_FIRST_LOOK
+        try:
+            n = self.store.announce_overdue(since, now)
+        except StoreError as exc:  # the store is down: look again next time, from the same point
+            log.warning("followup_overdue_look_failed", extra={"fields": {"error": str(exc).splitlines()[0]}})
+            return None
+        self._overdue_looked = now
+        return n
+
     def run_once(self) -> int:
         """Claim as many events as there are threads, deliver and record them; returns how many were claimed."""
+        self.announce_overdue()
         events = self._round([], self.settings.concurrency)
         self._round(list(zip(events, self._pool.map(self._deliver, events), strict=True)), 0)
         return len(events)
@@ -130,6 +151,7 @@ class WebhookWorker:
         done: list[tuple[dict, dict]] = []
         try:
             while not self.stopping.is_set():
+                self.announce_overdue()
                 claimed = self._round(done, self.settings.concurrency - len(pending))
                 done = []
                 pending.update({self._pool.submit(self._deliver, e): e for e in claimed})

@@ -30,6 +30,7 @@ from retention.followups import (
     update_task,
 )
 from retention.utc import parse_iso
+from retention.webhooks import FOLLOWUP_CLOSED, FOLLOWUP_CREATED, FOLLOWUP_OVERDUE, followup_event
 from store.errors import Conflict, InvalidRecord, NotFound
 from store.models import Decision, Event, FollowupTask, Outcome
 
@@ -162,6 +163,9 @@ class FollowupStore:
             for batch in _batches(rows):
                 inserted.update(conn.execute(stmt, batch).scalars())
             lost = [c for c in created if c not in inserted]  # another transaction opened it meanwhile
+            for row in rows:  # announced in the same transaction (store/outbox.py); a holdout task is not worked
+                if row["active_customer"] in inserted and row["status"] != "holdout":
+                    self._announce(conn, FOLLOWUP_CREATED, {**row, "trend": trend(row["score"], row["previous_score"])})
         self._write_changes(conn, {active[c]["task_id"]: ch for c, ch in changes.items() if ch}, now)
         if lost:
             self._apply_triggers(conn, {c: triggers[c] for c in lost})  # now they find the winner's task
@@ -244,7 +248,25 @@ class FollowupStore:
             conn.execute(update(_T).where(_T.c.task_id == task_id).values(
                 status="closed", active_customer=None, outcome=outcome, close_reason=reason, closed_at=now,
                 updated_at=now))
-            return task_dict(self._locked(conn, task_id)), True
+            closed = task_dict(self._locked(conn, task_id))
+            self._announce(conn, FOLLOWUP_CLOSED, closed)
+            return closed, True
+
+    def announce_overdue(self, since: datetime, now: datetime | None = None) -> int:
+        """Queue followup.overdue for the open or claimed tasks that fell due in (since, now]; returns how many
+        tasks. The webhook worker calls it every minute or so with the time of its previous look (a task is
+        announced once: the event id is the task's; store/outbox.py skips an id already queued)."""
+        now = now or _now()
+        with self.transaction(write=True) as conn:
+            rows = conn.execute(select(_T).where(_T.c.status.in_(WORKED), _T.c.due_at > since,
+                                                 _T.c.due_at <= now)).all()
+            for r in rows:
+                self._announce(conn, FOLLOWUP_OVERDUE, task_dict(r))
+        return len(rows)
+
+    def _announce(self, conn: Connection, kind: str, task: dict) -> None:
+        event_id, data = followup_event(kind, task)
+        self.enqueue(conn, kind, data, event_id=event_id, customer_id=task["customer_id"])
 
     def followup_counts(self, now: datetime | None = None) -> dict[str, int]:
         """Open and claimed tasks, and those of them past due (for /metrics)."""

@@ -40,3 +40,33 @@ def test_retry_waits_grow_with_jitter_up_to_the_cap():
         assert all(step / 2 <= w <= step for w in waits)
         assert max(waits) - min(waits) > step / 4  # jittered, not one fixed wait
     assert retry_delay(20, 30.0, 3600.0, rng) <= 3600.0
+
+
+def test_the_worker_looks_for_overdue_follow_ups_every_minute_from_where_it_left_off():
+    from datetime import UTC, datetime, timedelta
+
+    from service.webhook_worker import WebhookWorker
+    from store import StoreUnavailable
+
+    looks = []
+
+    class FakeStore:
+        down = False
+
+        def announce_overdue(self, since, now):
+            if self.down:
+                raise StoreUnavailable("no answer")
+            looks.append((since, now))
+            return 1
+
+    store = FakeStore()
+    worker = WebhookWorker.__new__(WebhookWorker)  # only the overdue look: no pool, no session
+    worker.store, worker._overdue_looked = store, None
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    assert worker.announce_overdue(t0) == 1 and looks == [(t0 - timedelta(hours=24), t0)]
+    assert worker.announce_overdue(t0 + timedelta(seconds=30)) is None  # not due yet
+    store.down = True
+    assert worker.announce_overdue(t0 + timedelta(seconds=61)) is None  # a store outage is no crash
+    store.down = False
+    assert worker.announce_overdue(t0 + timedelta(seconds=90)) == 1
+    assert looks[-1] == (t0, t0 + timedelta(seconds=90))  # from the last look that worked

@@ -248,3 +248,36 @@ def test_the_migration_can_be_undone_and_redone(db_url):
     finally:
         engine.dispose()
     assert upgrade(db_url) == head_revision()
+
+
+def test_a_task_is_announced_to_webhooks_created_overdue_and_closed_once_each(store):
+    """followup.created in the transaction of the answer that made the task, followup.overdue when the
+    webhook worker's look finds it past due (once, however often it looks), followup.closed with the close;
+    the agent's free-text reason is not in the payload."""
+    import json
+
+    from store.models import OutboxEvent
+
+    sub = store.add_subscription("http://127.0.0.1:1/crm", ["followup.created", "followup.overdue",
+                                                             "followup.closed"])
+
+    def sent() -> list[tuple[str, dict]]:
+        with store.transaction() as conn:
+            rows = conn.execute(select(OutboxEvent.event_type, OutboxEvent.body)
+                                .where(OutboxEvent.subscription_id == sub["id"]).order_by(OutboxEvent.id)).all()
+        return [(t, json.loads(b)["data"]) for t, b in rows]
+
+    store.record_events([nps("w1", "c-wh", 2, T0), nps("w2", "c-wh", 1, T0 + timedelta(hours=1))])
+    assert [t for t, _ in sent()] == ["followup.created"]  # the second answer updated the task
+    task = sent()[0][1]
+    assert task["customer_id"] == "c-wh" and task["score"] == 1 and task["due_at"].startswith("2026-06-03T12:00")
+    assert store.announce_overdue(T0, T0 + timedelta(hours=47)) == 0
+    assert store.announce_overdue(T0, T0 + timedelta(hours=49)) == 1
+    assert store.announce_overdue(T0, T0 + timedelta(hours=50)) == 1  # looked at again: not queued again
+    assert [t for t, _ in sent()] == ["followup.created", "followup.overdue"]
+    store.close_followup(task["task_id"], "resolved", "called, fixed the billing mistake")
+    store.close_followup(task["task_id"], "resolved", "called, fixed the billing mistake")  # idempotent
+    kinds = [t for t, _ in sent()]
+    assert kinds == ["followup.created", "followup.overdue", "followup.closed"]
+    closed = sent()[-1][1]
+    assert closed["outcome"] == "resolved" and "close_reason" not in closed and "billing" not in json.dumps(closed)
