@@ -6,8 +6,11 @@ delivery worker as its own process (`retention webhooks worker`), open-loop deci
 - queued: three subscriptions to every event, one a receiver that accepts the connection and never
   answers, with the worker stopped: what the decision path itself pays (one outbox row per subscription in
   the decision's transaction);
-- delivering: the same with the worker running: the decision path plus a worker POSTing ~60 events/s and
-  logging each attempt in the same store, on the same cores.
+- healthy: three subscriptions to receivers that all answer, the worker running: what delivering costs the
+  decisions (the worker POSTing ~3 events per decision and logging each attempt in the same store, on the
+  same cores);
+- delivering: the queued arm's subscriptions (one receiver hanging) with the worker running: against
+  `healthy`, what a hanging receiver adds.
 
 The receivers run in a process of their own, so serving them does not slow the load generator. Prints p50/p99
 per round and the ratios to the baseline; writes var/bench/webhooks.json.
@@ -35,7 +38,7 @@ from bench.openloop import run as openloop
 from bench.run import OUT, ROOT, free_port, gunicorn, prepare_store, request_maker
 from store import Store
 
-ARMS = ("baseline", "queued", "delivering")
+ARMS = ("baseline", "queued", "healthy", "delivering")
 
 
 def hanging_receiver() -> tuple[str, socket.socket]:
@@ -105,7 +108,8 @@ def main() -> None:
     ok_url, ok = answering_receiver()
     with Store.from_url(url) as store:
         subs = [store.add_subscription(u, ["*"])["id"] for u in (hang_url, ok_url, ok_url)]
-        set_subscriptions(store, subs, active=False)
+        healthy = [store.add_subscription(ok_url, ["*"])["id"] for _ in range(3)]
+        set_subscriptions(store, subs + healthy, active=False)
         env = {"DATABASE_URL": url, "RETENTION_MODELS_DIR": str(args.models), "WEB_CONCURRENCY": str(args.workers),
                "RETENTION_LOG_LEVEL": "WARNING", "RETENTION_RATE_LIMIT": "100000 per second",
                "RETENTION_MODEL": "latest"}
@@ -133,7 +137,8 @@ def main() -> None:
                 rounds = []
                 for r in range(len(ARMS) * args.rounds):
                     arm = ARMS[r % len(ARMS)]
-                    set_subscriptions(store, subs, active=arm != "baseline")
+                    set_subscriptions(store, healthy, active=arm == "healthy")
+                    set_subscriptions(store, subs, active=arm in ("queued", "delivering"))
                     if arm == "queued":
                         stop_worker(worker)
                         worker = None
@@ -164,7 +169,7 @@ def main() -> None:
     (OUT / "webhooks.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"median of {args.rounds} rounds per arm at {args.rate:g} decisions/s:")
     for arm, label in zip(ARMS, ("no subscription (baseline)", "3 subscriptions, worker stopped",
-                                 "3 subscriptions, worker delivering"), strict=True):
+                                 "3 answering receivers, delivering", "one of 3 hanging, delivering"), strict=True):
         ratio = "" if arm == "baseline" else (f"  ratio p50 {report['ratios'][arm]['p50']:.3f}, "
                                               f"p99 {report['ratios'][arm]['p99']:.3f}")
         print(f"  {label:<36} p50 {report['p50_ms'][arm]:6.1f} ms  p99 {report['p99_ms'][arm]:6.1f} ms{ratio}")
