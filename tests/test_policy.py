@@ -242,3 +242,19 @@ def test_the_rules_offer_long_standing_promoters_the_reward_for_content_and_othe
                         ).offer.id == "credit_1"
     assert all(rules.decide(request(r, 10, signup_at=TWO_YEARS_AGO), None, NOW).offer.type != "referral"
                for r in ("too_expensive", "not_using", "temporary", "technical", "content", "switching", "other"))
+
+
+def test_a_model_trained_before_a_catalog_offer_existed_is_refused_not_served_blind(trained):
+    # The offer encoding (offer_id, offer_type, reason_offer, months/percent/to_price) did not change for the
+    # reward and referral types, so FEATURE_VERSION stays; a model version trained on the 2026-11-25 catalog
+    # has never seen them and is refused at load by the catalog check (the service then decides by the rules
+    # and says why in /readyz), exactly as a version missing any other catalog offer.
+    from retention.artifacts import ArtifactError
+    from retention.loading import load_served
+
+    extra = replace(CATALOG["reward_loyalty"], id="reward_gold", credits=5, cost=12.0)
+    newer = replace(CATALOG, offers=CATALOG.offers + (extra,))
+    with pytest.raises(ArtifactError, match=r"trained without offers \['reward_gold'\]; retrain with the current"):
+        load_served(trained.parent, trained.name, newer)
+    scorer, _ = load_served(trained.parent, trained.name, CATALOG)  # trained with the rewards: served
+    assert scorer.offers is not None

@@ -327,3 +327,27 @@ def test_a_switched_off_offer_is_never_chosen(migrated_url, models_root, tmp_pat
         assert offers["pause_1m"] is False and offers["pause_3m"] is True
     finally:
         app.extensions["retention"].close()
+
+
+def test_rewards_and_referrals_are_in_the_catalog_the_schema_and_only_for_long_standing_promoters(client):
+    offers = {o["id"]: o for o in client.get("/v1/offers", headers=headers()).get_json()["offers"]}
+    assert offers["reward_loyalty"]["type"] == "reward" and offers["reward_loyalty"]["credits"] == 2
+    ref = offers["referral_both"]
+    assert (ref["type"], ref["cost"], ref["friend_cost"], ref["signup_rate"], ref["signup_value"]) == (
+        "referral", 4.0, 4.0, 0.15, 60.0)
+    spec = client.get("/openapi.json").get_json()
+    assert {"reward", "referral"} <= set(spec["components"]["schemas"]["Offer"]["properties"]["type"]["enum"])
+    long_ago = (datetime.now(UTC) - timedelta(days=800)).isoformat()
+    answered = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    for i, reason in enumerate(("content", "other", "too_expensive", "not_using")):
+        d = decide(client, request_id=f"det-{i}", customer_id=f"det-{i}", reason=reason, signup_at=long_ago,
+                   nps=[{"score": 3, "responded_at": answered}]).get_json()
+        assert {"reward_not_promoter", "referral_not_promoter"} <= set(d["reason_codes"])
+        assert d["offer"]["type"] not in ("reward", "referral")
+    d = decide(client, request_id="pro-1", customer_id="pro-1", reason="content", signup_at=long_ago,
+               nps=[{"score": 10, "responded_at": answered}]).get_json()
+    assert not {c for c in d["reason_codes"] if c.startswith(("reward_", "referral_"))}, d["reason_codes"]
+    new = decide(client, request_id="pro-2", customer_id="pro-2", reason="content",
+                 signup_at=(datetime.now(UTC) - timedelta(days=60)).isoformat(),
+                 nps=[{"score": 10, "responded_at": answered}]).get_json()
+    assert "reward_tenure_short" in new["reason_codes"] and "referral_not_promoter" not in new["reason_codes"]
