@@ -53,12 +53,8 @@ def referral_value(offer: Offer) -> float:
     return offer.signup_rate * (offer.signup_value - offer.friend_cost)
 
 
-def net_stay_value(
-    offer: Offer,
-    price: np.ndarray | float,
-    billing_period: np.ndarray | str,
-    horizon_months: int = DEFAULT_HORIZON_MONTHS,
-) -> np.ndarray:
+def net_stay_value(offer: Offer, price: np.ndarray | float, billing_period: np.ndarray | str,
+                   horizon_months: int = DEFAULT_HORIZON_MONTHS) -> np.ndarray:
     """What a customer who stays after `offer` is worth net: stay revenue - the offer's direct cost + what a
     referral brings from the friend (`referral_value`)."""
     return stay_revenue(offer, price, billing_period, horizon_months) - offer.cost + referral_value(offer)
