@@ -351,3 +351,32 @@ def test_rewards_and_referrals_are_in_the_catalog_the_schema_and_only_for_long_s
                  signup_at=(datetime.now(UTC) - timedelta(days=60)).isoformat(),
                  nps=[{"score": 10, "responded_at": answered}]).get_json()
     assert "reward_tenure_short" in new["reason_codes"] and "referral_not_promoter" not in new["reason_codes"]
+
+
+def test_a_customer_who_accepted_a_referral_is_never_offered_another(migrated_url, models_root, tmp_path):
+    # The record of having referred is the customer's own decision history in the store: an accepted
+    # referral decision. An experiment arm that gives the referral to 99% makes the first one.
+    path = tmp_path / "experiments.toml"
+    start = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path.write_text(f'[[experiment]]\nname = "referrals"\nstart = {start}\nholdout = 0.01\ncontrol = "referral"\n'
+                    'variants = [{ name = "referral", kind = "offer", offer = "referral_both" }]\n')
+    seed_clients(migrated_url)
+    app = make_app(migrated_url, models_root, EXPERIMENTS_PATH=str(path))
+    client = app.test_client()
+    try:
+        nps = [{"score": 10, "responded_at": (datetime.now(UTC) - timedelta(days=3)).isoformat()}]
+        first = decide(client, request_id="ref-1", customer_id="ref-cust", reason="other", nps=nps).get_json()
+        assert first["offer"]["id"] == "referral_both", first["reason_codes"]
+        assert post(client, f"/v1/decisions/{first['decision_id']}/outcome", {"outcome": "accepted"}).status_code == 201
+        for i, reason in enumerate(("other", "content", "too_expensive")):
+            again = decide(client, request_id=f"ref-{i + 2}", customer_id="ref-cust", reason=reason, nps=nps).get_json()
+            assert "referral_already_referred" in again["reason_codes"]
+            assert again["offer"]["type"] != "referral"
+        # declined is not having referred: another promoter who declined may be asked again
+        other = decide(client, request_id="ref-9", customer_id="ref-other", reason="other", nps=nps).get_json()
+        assert other["offer"]["id"] == "referral_both"
+        assert post(client, f"/v1/decisions/{other['decision_id']}/outcome", {"outcome": "declined"}).status_code == 201
+        later = decide(client, request_id="ref-10", customer_id="ref-other", reason="other", nps=nps).get_json()
+        assert "referral_already_referred" not in later["reason_codes"]
+    finally:
+        app.extensions["retention"].close()
