@@ -15,6 +15,12 @@ Codes (per offer):
 - `downgrade_not_cheaper`        the customer already pays the target plan's price or less
 - `downgrade_not_for_plan`       the plan catalog (config/plans.toml) moves the customer's plan to another
                                  plan than this offer's (`downgrade_to`), or to none
+- `reward_not_promoter`          a loyalty reward is for promoters (last NPS answer 9-10) only; a detractor,
+                                 a passive or a customer who never answered gets none
+- `reward_tenure_short`          subscribed for less than `reward_min_tenure_months` (or tenure unknown)
+- `reward_used_recently`         a reward was accepted within the last `reward_once_per_months`
+- `referral_not_promoter`        a referral is for promoters only (see Guardrails for why not passives)
+- `referral_already_referred`    the customer accepted a referral offer before: they have referred already
 - `offer_cap_reached`            `max_offers_per_year` offers were already shown (follow-ups are exempt)
 - `history_unavailable`          the customer's offer history cannot be read (store down): no offer that a
                                  history guardrail could forbid is made
@@ -32,8 +38,26 @@ from retention.value import monthly_price
 
 # Offer types that change what the customer pays; only one may run at a time.
 PRICE_CHANGING = frozenset({"pause", "discount", "downgrade"})
-# Offer types that count towards the yearly cap. A follow-up is a support contact, not an incentive.
-CAPPED = frozenset({"pause", "discount", "downgrade", "credit"})
+# Offer types that count towards the yearly cap. A follow-up is a support contact, not an incentive; a
+# reward or a referral is one.
+CAPPED = frozenset({"pause", "discount", "downgrade", "credit", "reward", "referral"})
+# Offer types only promoters may get (NPS 9-10, by their last answer).
+PROMOTERS_ONLY = frozenset({"reward", "referral"})
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the customer-based guardrails need beyond the request: the NPS segment of the last answer
+    (detractor, passive, promoter, none) and the tenure in days (None: unknown), as the features have them."""
+
+    nps_segment: str = "none"
+    tenure_days: float | None = None
+
+    @classmethod
+    def of(cls, features: dict) -> Standing:
+        tenure = features.get("tenure_days")
+        known = isinstance(tenure, (int, float)) and not isinstance(tenure, bool) and tenure == tenure  # not NaN
+        return cls(str(features.get("nps_segment") or "none"), float(tenure) if known else None)
 
 
 @dataclass(frozen=True)
@@ -42,9 +66,16 @@ class Guardrails:
     discount_cooldown_days: int = 90
     max_offers_per_year: int = 3
     days_per_month: int = 30
+    # A loyalty reward: only for promoters subscribed at least this long, at most once per this many months.
+    reward_min_tenure_months: int = 12
+    reward_once_per_months: int = 12
+    # A referral only for promoters who never referred (no accepted referral in their history). Not for
+    # passives: a 7-8 is by NPS's own definition someone who would not actively recommend us, so a referral
+    # reward to them is mostly a credit in disguise paid to people unlikely to bring anyone.
 
     def __post_init__(self) -> None:
-        for name in ("pause_once_per_days", "discount_cooldown_days", "max_offers_per_year", "days_per_month"):
+        for name in ("pause_once_per_days", "discount_cooldown_days", "max_offers_per_year", "days_per_month",
+                     "reward_min_tenure_months", "reward_once_per_months"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"guardrails.{name} must be a non-negative integer, got {value!r}")
@@ -55,12 +86,17 @@ def _running(p: PastOffer, now: datetime, days_per_month: int) -> bool:
 
 
 def exclusions(
-    catalog: Catalog, request: CancelRequest, history: list[PastOffer] | None, now: datetime, rules: Guardrails
+    catalog: Catalog, request: CancelRequest, history: list[PastOffer] | None, now: datetime, rules: Guardrails,
+    standing: Standing | None = None,
 ) -> dict[str, tuple[str, ...]]:
     """Offer id -> reason codes for every catalog offer this customer may NOT get now. `none` is never excluded.
 
-    `history` None means it is unknown; then only offers no history guardrail applies to remain.
+    `history` None means it is unknown; then only offers no history guardrail applies to remain. `standing`
+    None means the customer's NPS segment and tenure are unknown: no reward or referral.
     """
+    standing = standing or Standing()
+    promoter = standing.nps_segment == "promoter"
+    month = timedelta(days=rules.days_per_month)
     unknown_history = history is None
     history = history or []
     year_ago = now - timedelta(days=365)
@@ -70,6 +106,9 @@ def exclusions(
     discount_running = any(_running(p, now, rules.days_per_month) for p in discounts)
     pause_running = any(_running(p, now, rules.days_per_month) for p in pauses)
     offers_shown = sum(1 for p in recent if p.offer_type in CAPPED)
+    rewarded = any(p.accepted and p.offer_type == "reward" and now - p.at < rules.reward_once_per_months * month
+                   for p in history)
+    referred = any(p.accepted and p.offer_type == "referral" for p in history)
 
     out: dict[str, tuple[str, ...]] = {}
     for offer in catalog.offers:
@@ -83,6 +122,15 @@ def exclusions(
                 codes.append("discount_active")
             elif any(now - p.at < timedelta(days=rules.discount_cooldown_days) for p in discounts):
                 codes.append("discount_cooldown")
+        if offer.type in PROMOTERS_ONLY and not promoter:
+            codes.append(f"{offer.type}_not_promoter")
+        if offer.type == "reward":
+            if standing.tenure_days is None or standing.tenure_days < rules.reward_min_tenure_months * rules.days_per_month:
+                codes.append("reward_tenure_short")
+            if rewarded:
+                codes.append("reward_used_recently")
+        if offer.type == "referral" and referred:
+            codes.append("referral_already_referred")
         if offer.type in PRICE_CHANGING and (
             (pause_running and offer.type != "pause") or (discount_running and offer.type != "discount")
         ):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from marshmallow import ValidationError, post_load, validates_schema
+from marshmallow import ValidationError, post_load, validate, validates_schema
 
 from retention.configfiles import (
     Bool,
@@ -30,7 +30,7 @@ from retention.configfiles import (
 from retention.contract import BILLING_CHANNELS, BILLING_PERIODS
 from retention.plans import DEFAULT_PLANS, PlanCatalog, PlanCatalogError, load_plans
 
-OFFER_TYPES: tuple[str, ...] = ("none", "pause", "discount", "downgrade", "credit", "followup")
+OFFER_TYPES: tuple[str, ...] = ("none", "pause", "discount", "downgrade", "credit", "followup", "reward", "referral")
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "config" / "offers.toml"
 
 
@@ -49,6 +49,11 @@ class Offer:
     to_price: float | None = None
     credits: int = 0
     cost: float = 0.0
+    # A referral (invite a friend, both get a reward): what the friend's reward costs us, the share of
+    # referrers who stay and bring a friend who signs up, and that friend's revenue over the value horizon.
+    friend_cost: float = 0.0
+    signup_rate: float = 0.0
+    signup_value: float = 0.0
     billing_periods: tuple[str, ...] = BILLING_PERIODS
     channels: tuple[str, ...] = BILLING_CHANNELS
     enabled: bool = True
@@ -92,7 +97,14 @@ _REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
     "downgrade": ("to_plan", "to_price"),
     "credit": ("credits",),
     "followup": (),
+    # A loyalty reward (free extra content or credit) and a referral have a direct cost by definition: without
+    # it the value of giving one would be overstated, so the file must say it (0 is allowed, if written).
+    "reward": ("credits", "cost"),
+    "referral": ("credits", "cost", "friend_cost", "signup_rate", "signup_value"),
 }
+# Keys that only mean something for one type: elsewhere they are errors, not silently ignored.
+_ONLY_FOR: dict[str, tuple[str, ...]] = {name: ("referral",) for name in ("friend_cost", "signup_rate",
+                                                                          "signup_value")}
 
 
 class _OfferSchema(ConfigSchema):
@@ -107,6 +119,10 @@ class _OfferSchema(ConfigSchema):
     to_price = Number(validate=at_least(0))
     credits = Int(validate=at_least(0))
     cost = Number(validate=at_least(0))
+    friend_cost = Number(validate=at_least(0))
+    signup_rate = Number(validate=validate.Range(min=0.0, max=1.0, error="must be between {min} and {max}, "
+                                                                          "got {input}"))
+    signup_value = Number(validate=at_least(0))
     billing_periods = StrList(BILLING_PERIODS)
     channels = StrList(BILLING_CHANNELS)
     enabled = Bool()
@@ -119,6 +135,11 @@ class _OfferSchema(ConfigSchema):
         for name in _REQUIRED_PARAMS.get(otype, ()):
             if name not in raw:
                 errors[name] = [f"required for type {otype!r}"]
+        for name, types in _ONLY_FOR.items():
+            if name in raw and otype in OFFER_TYPES and otype not in types:
+                errors[name] = [f"only for type {' or '.join(map(repr, types))}, not {otype!r}"]
+        if otype in ("reward", "referral") and data.get("credits") == 0:
+            errors["credits"] = [f"a {otype} gives at least 1 credit, got 0"]
         months, percent = data.get("months"), data.get("percent")
         if otype == "pause" and months is not None and months not in (1, 2, 3):
             errors["months"] = [f"a pause lasts 1, 2 or 3 months, got {months}"]

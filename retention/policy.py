@@ -54,7 +54,7 @@ from retention.decision import (
     ShadowChoice,
     Snapshot,
 )
-from retention.eligibility import Guardrails, eligible_offers, exclusions
+from retention.eligibility import Guardrails, Standing, eligible_offers, exclusions
 from retention.experiments import HOLDOUT, ExperimentBook
 from retention.features import FeatureSpec
 from retention.model import decision_columns
@@ -107,6 +107,8 @@ class _GuardrailsSchema(ConfigSchema):
     discount_cooldown_days = Int(validate=at_least(0))
     max_offers_per_year = Int(validate=at_least(0))
     days_per_month = Int(validate=at_least(0))
+    reward_min_tenure_months = Int(validate=at_least(0))
+    reward_once_per_months = Int(validate=at_least(0))
 
     @post_load
     def _guardrails(self, data: dict, **_) -> Guardrails:
@@ -386,8 +388,9 @@ class Policy:
     def _prepare(self, request, snapshot, now, history, nps_answers) -> tuple[list[Offer], list[str], dict]:
         """Guardrails and live features: everything both the model and the rules decide from."""
         known = None if history is None else list(history)
-        excluded = exclusions(self.catalog, request, known, now, self.config.guardrails)
         features, context = live_features(self.spec, request, snapshot, now, known or [], list(nps_answers))
+        # The promoter-only offers (reward, referral) need the NPS segment and tenure as of now.
+        excluded = exclusions(self.catalog, request, known, now, self.config.guardrails, Standing.of(features))
         segment = str(features["nps_segment"])
         codes = context + [f"reason_{request.reason}"] + _dedup(c for cs in excluded.values() for c in cs)
         if segment == "detractor":

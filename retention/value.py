@@ -44,6 +44,22 @@ def stay_revenue(
     return m * horizon_months
 
 
+def referral_value(offer: Offer) -> float:
+    """What a referral brings beyond the referrer's own stay, per referrer who stays: the share who bring a
+    friend who signs up (`signup_rate`) times that friend's revenue over the horizon less the friend's
+    reward. 0 for every other offer type."""
+    if offer.type != "referral":
+        return 0.0
+    return offer.signup_rate * (offer.signup_value - offer.friend_cost)
+
+
+def net_stay_value(offer: Offer, price: np.ndarray | float, billing_period: np.ndarray | str,
+                   horizon_months: int = DEFAULT_HORIZON_MONTHS) -> np.ndarray:
+    """What a customer who stays after `offer` is worth net: stay revenue - the offer's direct cost + what a
+    referral brings from the friend (`referral_value`)."""
+    return stay_revenue(offer, price, billing_period, horizon_months) - offer.cost + referral_value(offer)
+
+
 def expected_net_value(
     offer: Offer,
     p_stay: np.ndarray | float,
@@ -51,9 +67,10 @@ def expected_net_value(
     billing_period: np.ndarray | str,
     horizon_months: int = DEFAULT_HORIZON_MONTHS,
 ) -> np.ndarray:
-    """E[revenue - cost | offer] = P(stay | offer) * (stay revenue - offer cost).
+    """E[revenue - cost | offer] = P(stay | offer) * (stay revenue - offer cost + referral value).
 
-    The direct cost (a content credit, support time) is only incurred when the customer takes the offer and
-    stays, which is how the simulator and the billing system account for it.
+    The direct cost (a content credit, support time, a reward) is only incurred when the customer takes the
+    offer and stays, which is how the simulator and the billing system account for it; likewise a referral
+    is only passed on by a customer who stays, so its friend's value is counted for those alone.
     """
-    return np.asarray(p_stay, dtype=float) * (stay_revenue(offer, price, billing_period, horizon_months) - offer.cost)
+    return np.asarray(p_stay, dtype=float) * net_stay_value(offer, price, billing_period, horizon_months)

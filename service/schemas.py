@@ -215,8 +215,14 @@ class OfferSchema(Strict):
     percent = fields.Float(metadata={"description": "Discount percent."})
     to_plan = fields.String(allow_none=True)  # null unless a downgrade
     to_price = fields.Float(allow_none=True)
-    credits = fields.Integer()
+    credits = fields.Integer(metadata={"description": "Content credits: a credit or a reward gives them; a "
+                                                      "referral gives them to both the customer and the friend."})
     cost = fields.Float()
+    friend_cost = fields.Float(metadata={"description": "Referral: the friend's reward, paid when they sign up."})
+    signup_rate = fields.Float(metadata={"description": "Referral: the expected share of referrers who stay "
+                                                        "that bring a friend who signs up."})
+    signup_value = fields.Float(metadata={"description": "Referral: a referred friend's expected revenue over "
+                                                         "the value horizon."})
     billing_periods = fields.List(fields.String())
     channels = fields.List(fields.String())
     enabled = fields.Boolean()

@@ -78,9 +78,9 @@ def test_invalid_input_exits_2_with_an_error_line(workspace, args, says):
 
 def test_offers_reads_the_catalog_the_service_reads(tmp_path):
     catalog = tmp_path / "offers.toml"
-    catalog.write_text(DEFAULT_CATALOG.read_text().replace('version = "2026-11-25"', 'version = "staging-7"'))
+    catalog.write_text(DEFAULT_CATALOG.read_text().replace('version = "2026-12-01"', 'version = "staging-7"'))
     assert "catalog version staging-7" in run("offers", env={"RETENTION_CATALOG": str(catalog)}).output
-    assert "catalog version 2026-11-25" in run("offers").output
+    assert "catalog version 2026-12-01" in run("offers").output
 
 
 @pytest.mark.slow

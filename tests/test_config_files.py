@@ -42,10 +42,12 @@ def _refused(error: type[ConfigError], load, path: Path, text: str) -> list[str]
 def test_the_checked_in_files_keep_their_identity():
     # Pinned on the hand-written loaders (commit e547daf): decisions are stored under these, and analysis
     # matches an experiment's decisions by its definition hash, so a loader change must not move them.
-    assert CATALOG.version == "2026-11-25"
+    # The catalog was 2026-11-25 until it gained the reward and referral offers (issue 16).
+    assert CATALOG.version == "2026-12-01"
     # policy-b9ff3fec10 until the file gained its [value] section (the value horizon as configuration),
-    # policy-9321a4c343 until it gained [exploration].
-    assert load_policy(CATALOG, ROOT / "config" / "policy.toml").version == "policy-7f22b37dc8"
+    # policy-9321a4c343 until it gained [exploration], policy-7f22b37dc8 until the reward guardrails and
+    # rules (and the catalog version above).
+    assert load_policy(CATALOG, ROOT / "config" / "policy.toml").version == "policy-8c213db570"
     book = load_experiments(CATALOG, ROOT / "config" / "experiments.example.toml")
     assert book.version == "aecef65c7e"
     assert {e.name: e.definition_hash() for e in book.experiments} == {"offer-variants": "6e25e7936296"}
@@ -57,7 +59,10 @@ def test_the_checked_in_files_load_into_the_same_objects():
         ("pause_2m", "pause", 2, 0.0, None, 0, 0.0), ("pause_3m", "pause", 3, 0.0, None, 0, 0.0),
         ("discount_30_3m", "discount", 3, 30.0, None, 0, 0.0), ("discount_50_2m", "discount", 2, 50.0, None, 0, 0.0),
         ("downgrade_lite", "downgrade", 0, 0.0, 7.95, 0, 0.0), ("credit_1", "credit", 0, 0.0, None, 1, 4.0),
-        ("followup", "followup", 0, 0.0, None, 0, 3.0)]
+        ("followup", "followup", 0, 0.0, None, 0, 3.0), ("reward_loyalty", "reward", 0, 0.0, None, 2, 5.0),
+        ("referral_both", "referral", 0, 0.0, None, 1, 4.0)]
+    referral = CATALOG["referral_both"]
+    assert (referral.friend_cost, referral.signup_rate, referral.signup_value) == (4.0, 0.15, 60.0)
     assert all(isinstance(o.percent, float) and isinstance(o.cost, float) for o in CATALOG.offers)
     assert CATALOG["credit_1"].channels == ("web", "ios", "android", "partner")
     assert CATALOG["pause_1m"].billing_periods == ("monthly",) and CATALOG["none"].display_key == "offer.none"
@@ -140,7 +145,7 @@ def test_percent_as_a_string_is_a_catalog_error_naming_the_file_and_the_field(tm
     ('id = "f"\ntype = "followup"\ndisplay_key = ""', "offer #4 (f): display_key: must not be empty"),
     ('id = "f"\ntype = "followup"\ncolour = "red"', "offer #4 (f): colour: unknown key"),
     ('id = "f"\ntype = "bribe"', "offer #4 (f): type: must be one of none, pause, discount, downgrade, credit, "
-                                "followup, got 'bribe'"),
+                                "followup, reward, referral, got 'bribe'"),
     ('type = "followup"', "offer #4 (?): id: required"),
     ('id = "follow-up"\ntype = "followup"', "offer #4 (follow-up): id: must be an identifier (letters, digits, '_'), "
                                            "got 'follow-up'"),
@@ -149,6 +154,37 @@ def test_percent_as_a_string_is_a_catalog_error_naming_the_file_and_the_field(tm
 ])
 def test_each_offer_rule_is_refused_naming_the_offer_and_the_field(tmp_path, offer, line):
     assert _catalog_refused(tmp_path, CATALOG_TEXT + "\n[[offer]]\n" + offer + "\n") == [line]
+
+
+@pytest.mark.parametrize("offer, line", [
+    ('id = "r"\ntype = "reward"\ncredits = 2', "offer #4 (r): cost: required for type 'reward'"),
+    ('id = "r"\ntype = "reward"\ncost = 5.0', "offer #4 (r): credits: required for type 'reward'"),
+    ('id = "r"\ntype = "reward"\ncredits = 0\ncost = 5.0', "offer #4 (r): credits: a reward gives at least 1 credit, got 0"),
+    ('id = "r"\ntype = "reward"\ncredits = 1\ncost = -1', "offer #4 (r): cost: must be >= 0, got -1.0"),
+    ('id = "r"\ntype = "reward"\ncredits = 1\ncost = 5.0\nsignup_rate = 0.1',
+     "offer #4 (r): signup_rate: only for type 'referral', not 'reward'"),
+    ('id = "c"\ntype = "credit"\ncredits = 1\nfriend_cost = 4.0',
+     "offer #4 (c): friend_cost: only for type 'referral', not 'credit'"),
+    ('id = "f"\ntype = "referral"\ncredits = 1\ncost = 4.0\nfriend_cost = 4.0\nsignup_value = 60.0',
+     "offer #4 (f): signup_rate: required for type 'referral'"),
+    ('id = "f"\ntype = "referral"\ncredits = 1\ncost = 4.0\nfriend_cost = 4.0\nsignup_rate = 1.5\nsignup_value = 60.0',
+     "offer #4 (f): signup_rate: must be between 0.0 and 1.0, got 1.5"),
+    ('id = "f"\ntype = "referral"\ncredits = 1\ncost = 4.0\nfriend_cost = 4.0\nsignup_rate = "0.1"\nsignup_value = 60.0',
+     'offer #4 (f): signup_rate: must be a number, got "0.1"'),
+    ('id = "f"\ntype = "referral"\ncredits = 1\ncost = 4.0\nfriend_cost = -4.0\nsignup_rate = 0.1\nsignup_value = 60.0',
+     "offer #4 (f): friend_cost: must be >= 0, got -4.0"),
+])
+def test_each_reward_and_referral_rule_is_refused_naming_the_file_the_offer_and_the_field(tmp_path, offer, line):
+    assert _catalog_refused(tmp_path, CATALOG_TEXT + "\n[[offer]]\n" + offer + "\n") == [line]
+
+
+def test_a_referral_with_every_field_loads(tmp_path):
+    path = tmp_path / "offers.toml"
+    path.write_text(CATALOG_TEXT + '\n[[offer]]\nid = "ref"\ntype = "referral"\ncredits = 1\ncost = 4.0\n'
+                    'friend_cost = 3.0\nsignup_rate = 0.2\nsignup_value = 50.0\n')
+    ref = load_catalog(path)["ref"]
+    assert (ref.type, ref.credits, ref.cost, ref.friend_cost, ref.signup_rate, ref.signup_value) == (
+        "referral", 1, 4.0, 3.0, 0.2, 50.0)
 
 
 @pytest.mark.parametrize("text, line", [

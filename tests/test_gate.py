@@ -40,6 +40,27 @@ class Inverted(ClassifierMixin, BaseEstimator):
         return np.column_stack([p, 1.0 - p])
 
 
+class Truth(ClassifierMixin, BaseEstimator):
+    """The simulator's true P(stay | request, offer): a model known to choose better than the rules.
+
+    The gate tests used the logistic model fitted below as "the better model", but on 1,675 held-out flows
+    its advantage over the rules is within the noise (doubly robust +1.10 per flow, 95% CI -3.71 to 5.92,
+    on the data of the 2026-11-25 catalog; -2.20, CI -7.23 to 2.83, on the same seed's data once the catalog
+    gained the reward and referral offers), so those tests passed or failed with the realisation. The
+    truth wins by a margin the gate can see whatever the seed."""
+
+    def __init__(self, sim_dir):
+        self.sim_dir = sim_dir
+
+    def predict_proba(self, X):
+        import pandas as pd
+
+        t = pd.read_parquet(self.sim_dir / "_truth" / "requests.parquet").set_index("request_id")
+        sub = t.loc[X["request_id"].to_numpy()]
+        p = np.array([sub[f"p_{o}"].iloc[i] for i, o in enumerate(X["offer_id"].to_numpy())], dtype=float)
+        return np.column_stack([1.0 - p, p])
+
+
 def _with_gate(meta: dict, **gate) -> dict:
     """`meta` as if the policy gate had recorded `gate` (the artifact on disk is left as it is)."""
     offer = meta["models"]["offer_response"]
@@ -67,9 +88,9 @@ def test_a_model_worse_than_the_rules_is_not_served(split):
     assert "not estimated to beat the rules" in gate["why"]
 
 
-def test_a_model_better_than_the_rules_is_served_and_the_estimates_are_recorded(split):
-    train, holdout, model = split
-    gate = selection.gate(train, holdout, model, CATALOG)
+def test_a_model_better_than_the_rules_is_served_and_the_estimates_are_recorded(split, sim_dir):
+    train, holdout, _ = split
+    gate = selection.gate(train, holdout, Truth(sim_dir), CATALOG)
     assert gate["verdict"] == "model" and gate["reason_code"] is None
     assert gate["holdout_flows"] == len(holdout) > 1000
     # every policy valued three ways, with intervals; the fixed offers too
@@ -80,15 +101,17 @@ def test_a_model_better_than_the_rules_is_served_and_the_estimates_are_recorded(
     assert gate["policies"]["none"]["offer_rate"] == 0.0
 
 
-def test_earlier_evidence_is_pooled_with_the_held_out_flows(split):
+def test_earlier_evidence_is_pooled_with_the_held_out_flows(split, sim_dir):
     train, holdout, model = split
     # validation blocks (twenty of them) where the model's choices were those of an upside-down model, and lost,
     # outweigh a held-out win
     bad = offer_probabilities_of(Inverted(model), holdout)
-    gate = selection.gate(train, holdout, model, CATALOG, evidence=((holdout, bad, bad),) * 20)
+    gate = selection.gate(train, holdout, Truth(sim_dir), CATALOG, evidence=((holdout, bad, bad),) * 20)
     assert gate["evidence"]["held_out"]["value"] > 0 > gate["evidence"]["pooled"]["value"]
     assert gate["evidence"]["pooled"]["flows"] == 21 * len(holdout)
-    assert gate["verdict"] == "rules"
+    # The model is not served. With the truth as the held-out flows' reward model a fixed offer is measured
+    # precisely enough to clearly beat the rules, so what is served instead is that offer, elsewhere the rules.
+    assert gate["verdict"] in ("rules", "fixed") and gate["reason_code"] is not None
 
 
 def test_an_inconclusive_verdict_says_how_large_a_difference_its_flows_could_detect(split):

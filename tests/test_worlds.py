@@ -16,7 +16,7 @@ from training.simulator.generate import SimConfig, simulate_dataset
 from training.simulator.worlds import POLICY_WORLDS, WORLDS
 
 OFFERS = ("none", "pause_1m", "pause_2m", "pause_3m", "discount_30_3m", "discount_50_2m", "downgrade_lite",
-          "credit_1", "followup")
+          "credit_1", "followup", "reward_loyalty", "referral_both")
 
 
 @pytest.fixture(scope="module")

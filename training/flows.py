@@ -18,14 +18,14 @@ import pandas as pd
 
 from retention.contract import is_missing
 from retention.decision import CancelRequest, PastOffer, Snapshot
-from retention.eligibility import exclusions
+from retention.eligibility import Standing, exclusions
 from retention.features import FeatureSpec
 from retention.model import decision_columns, offer_of
 from retention.offers import Catalog
 from retention.ope import LoggedFlows
 from retention.policy import PolicyConfig, rules_choice
 from retention.utc import as_utc
-from retention.value import stay_revenue
+from retention.value import net_stay_value
 
 
 def histories(con, catalog: Catalog) -> dict[str, tuple[list[datetime], list[PastOffer]]]:
@@ -125,13 +125,13 @@ def build_flows(con, rows: pd.DataFrame, catalog: Catalog, policy: PolicyConfig)
     eligible = np.ones((n, len(ids)), dtype=bool)
     rules = np.zeros(n, dtype=np.int64)
     fields = ["customer_id", "reason", "billing_period", "billing_channel", "price", "plan_id", "country",
-              "as_of", "nps_segment"]
+              "as_of", "nps_segment", "tenure_days"]
     for i, row in enumerate(rows[fields].to_dict("records")):
         now = as_utc(pd.Timestamp(row["as_of"]).to_pydatetime())
         times, offers = past.get(row["customer_id"], ((), ()))
         history = list(offers[:bisect.bisect_left(times, now)])
         request = request_of(row)
-        excluded = exclusions(catalog, request, history, now, policy.guardrails)
+        excluded = exclusions(catalog, request, history, now, policy.guardrails, Standing.of(row))
         for offer_id in excluded:
             eligible[i, col[offer_id]] = False
         allowed = {o for o in ids if o not in excluded}
@@ -140,8 +140,7 @@ def build_flows(con, rows: pd.DataFrame, catalog: Catalog, policy: PolicyConfig)
     propensity = (rows["propensity"].to_numpy(dtype=float) if "propensity" in rows
                   else np.full(n, np.nan))
     price, period = rows["price"].to_numpy(dtype=float), rows["billing_period"].to_numpy()
-    revenue = np.column_stack([stay_revenue(catalog[o], price, period, policy.horizon_months) - catalog[o].cost
-                               for o in ids])
+    revenue = np.column_stack([net_stay_value(catalog[o], price, period, policy.horizon_months) for o in ids])
     return Flows(rows.reset_index(drop=True), ids, eligible, rules, logged, propensity, revenue)
 
 

@@ -327,3 +327,56 @@ def test_a_switched_off_offer_is_never_chosen(migrated_url, models_root, tmp_pat
         assert offers["pause_1m"] is False and offers["pause_3m"] is True
     finally:
         app.extensions["retention"].close()
+
+
+def test_rewards_and_referrals_are_in_the_catalog_the_schema_and_only_for_long_standing_promoters(client):
+    offers = {o["id"]: o for o in client.get("/v1/offers", headers=headers()).get_json()["offers"]}
+    assert offers["reward_loyalty"]["type"] == "reward" and offers["reward_loyalty"]["credits"] == 2
+    ref = offers["referral_both"]
+    assert (ref["type"], ref["cost"], ref["friend_cost"], ref["signup_rate"], ref["signup_value"]) == (
+        "referral", 4.0, 4.0, 0.15, 60.0)
+    spec = client.get("/openapi.json").get_json()
+    assert {"reward", "referral"} <= set(spec["components"]["schemas"]["Offer"]["properties"]["type"]["enum"])
+    long_ago = (datetime.now(UTC) - timedelta(days=800)).isoformat()
+    answered = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    for i, reason in enumerate(("content", "other", "too_expensive", "not_using")):
+        d = decide(client, request_id=f"det-{i}", customer_id=f"det-{i}", reason=reason, signup_at=long_ago,
+                   nps=[{"score": 3, "responded_at": answered}]).get_json()
+        assert {"reward_not_promoter", "referral_not_promoter"} <= set(d["reason_codes"])
+        assert d["offer"]["type"] not in ("reward", "referral")
+    d = decide(client, request_id="pro-1", customer_id="pro-1", reason="content", signup_at=long_ago,
+               nps=[{"score": 10, "responded_at": answered}]).get_json()
+    assert not {c for c in d["reason_codes"] if c.startswith(("reward_", "referral_"))}, d["reason_codes"]
+    new = decide(client, request_id="pro-2", customer_id="pro-2", reason="content",
+                 signup_at=(datetime.now(UTC) - timedelta(days=60)).isoformat(),
+                 nps=[{"score": 10, "responded_at": answered}]).get_json()
+    assert "reward_tenure_short" in new["reason_codes"] and "referral_not_promoter" not in new["reason_codes"]
+
+
+def test_a_customer_who_accepted_a_referral_is_never_offered_another(migrated_url, models_root, tmp_path):
+    # The record of having referred is the customer's own decision history in the store: an accepted
+    # referral decision. An experiment arm that gives the referral to 99% makes the first one.
+    path = tmp_path / "experiments.toml"
+    start = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path.write_text(f'[[experiment]]\nname = "referrals"\nstart = {start}\nholdout = 0.01\ncontrol = "referral"\n'
+                    'variants = [{ name = "referral", kind = "offer", offer = "referral_both" }]\n')
+    seed_clients(migrated_url)
+    app = make_app(migrated_url, models_root, EXPERIMENTS_PATH=str(path))
+    client = app.test_client()
+    try:
+        nps = [{"score": 10, "responded_at": (datetime.now(UTC) - timedelta(days=3)).isoformat()}]
+        first = decide(client, request_id="ref-1", customer_id="ref-cust", reason="other", nps=nps).get_json()
+        assert first["offer"]["id"] == "referral_both", first["reason_codes"]
+        assert post(client, f"/v1/decisions/{first['decision_id']}/outcome", {"outcome": "accepted"}).status_code == 201
+        for i, reason in enumerate(("other", "content", "too_expensive")):
+            again = decide(client, request_id=f"ref-{i + 2}", customer_id="ref-cust", reason=reason, nps=nps).get_json()
+            assert "referral_already_referred" in again["reason_codes"]
+            assert again["offer"]["type"] != "referral"
+        # declined is not having referred: another promoter who declined may be asked again
+        other = decide(client, request_id="ref-9", customer_id="ref-other", reason="other", nps=nps).get_json()
+        assert other["offer"]["id"] == "referral_both"
+        assert post(client, f"/v1/decisions/{other['decision_id']}/outcome", {"outcome": "declined"}).status_code == 201
+        later = decide(client, request_id="ref-10", customer_id="ref-other", reason="other", nps=nps).get_json()
+        assert "referral_already_referred" not in later["reason_codes"]
+    finally:
+        app.extensions["retention"].close()

@@ -192,6 +192,8 @@ def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str,
     disc_until = np.full(n, -1, dtype=np.int64)
     disc_pct = np.zeros(n)
     last_discount = np.full(n, -10_000, dtype=np.int64)
+    last_reward = np.full(n, -10_000, dtype=np.int64)
+    referred = np.zeros(n, dtype=bool)
     no_request_until = np.full(n, -1, dtype=np.int64)
     tech_until = np.full(n, -1, dtype=np.int64)
     last_nps = np.full(n, np.nan)
@@ -297,6 +299,12 @@ def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str,
                 ok &= ((d - last_discount[k]) >= 90) & (disc_until[k] <= d)
             elif o.type == "downgrade":
                 ok &= cur_price[k] > (o.to_price or 0.0) + 1e-9
+            elif o.type in ("reward", "referral"):  # config/policy.toml [guardrails]: promoters only
+                ok &= np.nan_to_num(ctx.nps_last, nan=0.0) >= 9
+                if o.type == "reward":  # subscribed 12 months (of 30 days), at most one reward in 12 months
+                    ok &= (ctx.tenure_days >= 360) & ((d - last_reward[k]) >= 360)
+                else:  # never referred before
+                    ok &= ~referred[k]
             eligible[o.id] = ok
         weights = np.column_stack([
             eligible[o.id] * world.logging_weight(o.type) for o in offers
@@ -325,6 +333,10 @@ def _simulate_chunk(cfg: SimConfig, chunk: int, start: int, n: int) -> dict[str,
                 cur_price[i], cur_plan[i] = o.to_price, o.to_plan
             elif o.type == "credit":
                 sat[i] += 0.2
+            elif o.type == "reward":
+                sat[i], last_reward[i] = sat[i] + 0.2, d
+            elif o.type == "referral":
+                referred[i] = True
             elif o.type == "followup" and tech[i]:
                 sat[i] += 0.4
         for key, val in (("idx", k), ("sec", sec), ("reason", reason), ("offer", chosen),

@@ -39,6 +39,13 @@ DISCOUNT_BY_REASON = (2.2, 0.5, 0.3, 0.0, 0.3, 1.4, 0.4)
 DOWNGRADE_BY_REASON = (1.4, 1.0, 0.1, 0.0, 0.2, 0.4, 0.2)
 CREDIT_BY_REASON = (0.2, 0.5, 0.1, 0.0, 1.6, 0.3, 0.3)
 FOLLOWUP_BY_REASON = (-0.1, 0.0, -0.1, 1.3, 0.2, 0.0, 0.5)
+# A loyalty reward (free extra content) speaks to content complaints and to "other" (no complaint: a thank
+# you), a little to not_using; money reasons hardly (it is not a price cut). Only promoters and, more, the
+# long-standing ones respond: see ReasonResponse._effect.
+REWARD_BY_REASON = (0.1, 0.4, 0.1, 0.0, 1.1, 0.1, 0.6)
+# A referral (invite a friend, both get a credit) keeps the referrer a little: a promoter who invites a friend
+# is committing to the service; it does nothing for price or technical reasons.
+REFERRAL_BY_REASON = (0.0, 0.2, 0.1, -0.1, 0.4, 0.0, 0.3)
 
 
 @dataclass
@@ -96,6 +103,8 @@ class ReasonResponse(Response):
     downgrade_by_reason: tuple[float, ...] = DOWNGRADE_BY_REASON
     credit_by_reason: tuple[float, ...] = CREDIT_BY_REASON
     followup_by_reason: tuple[float, ...] = FOLLOWUP_BY_REASON
+    reward_by_reason: tuple[float, ...] = REWARD_BY_REASON
+    referral_by_reason: tuple[float, ...] = REFERRAL_BY_REASON
     stay_shift: float = 0.0  # added to the no-offer logit: more customers who stay anyway
     unobserved: float = 0.25  # weight of the latent satisfaction no feature sees (noise)
     depth_exponent: float = 1.0  # a discount's strength grows as (percent / 40) ** this: 0 = depth irrelevant
@@ -150,6 +159,16 @@ class ReasonResponse(Response):
             if self.followup_detractors_only:
                 return np.where(detractor, 0.6 + np.maximum(np.asarray(self.followup_by_reason)[r], 0.0), -0.3)
             return np.asarray(self.followup_by_reason)[r] * (1.0 + 0.8 * detractor) + 0.3 * detractor - 0.1
+        if offer.type == "reward":
+            # Promoters feel thanked, more so the longer they have been with us (years, up to 4); anyone else
+            # sees a token gift (-0.3: a detractor is not won back by free content).
+            years = np.clip(ctx.tenure_days / 365.0, 0.0, 4.0)
+            return np.where(promoter, np.asarray(self.reward_by_reason)[r] + 0.5 + 0.15 * years, -0.3)
+        if offer.type == "referral":
+            # A promoter asked to recommend us is reminded why they like it; a non-promoter is only asked a
+            # favour (-0.2). The friend's value is not here: it is the catalog's signup_rate x signup_value
+            # (retention.value.referral_value), which the simulator takes as true.
+            return np.where(promoter, np.asarray(self.referral_by_reason)[r] + 0.3, -0.2)
         raise ValueError(f"unknown offer type {offer.type}")
 
     def save_probability(self, offer: Offer, ctx: Context) -> np.ndarray:
@@ -162,15 +181,17 @@ class TypeResponse(Response):
 
     TYPES = ("deal_seeker", "seasonal", "drifting", "frustrated", "settled")
     # Logit effect of each offer type per latent type (rows: TYPES; columns: pause, discount, downgrade,
-    # credit, followup). Deal seekers take any discount (depth hardly matters: square root), seasonal
-    # customers want a pause, drifting ones respond to extra content, frustrated ones to a person and are
-    # insulted by money, settled ones would stay and are put off by any offer.
+    # credit, followup, reward, referral). Deal seekers take any discount (depth hardly matters: square
+    # root), seasonal customers want a pause, drifting ones respond to extra content, frustrated ones to a
+    # person and are insulted by money, settled ones would stay and are put off by any offer but a thank-you
+    # reward. A reward or referral reaches only promoters (guardrails); deal seekers like any reward,
+    # drifting ones the free content; the frustrated are put off by being asked to refer.
     effects: tuple[tuple[float, ...], ...] = (
-        (-0.3, 1.9, 1.0, 0.3, -0.4),
-        (1.6, 0.2, -0.3, 0.2, 0.0),
-        (0.3, 0.3, 0.6, 1.3, 0.4),
-        (-0.5, -0.6, -0.3, 0.4, 1.8),
-        (-0.4, -0.5, -0.6, -0.3, 0.1),
+        (-0.3, 1.9, 1.0, 0.3, -0.4, 0.5, 0.6),
+        (1.6, 0.2, -0.3, 0.2, 0.0, 0.2, 0.0),
+        (0.3, 0.3, 0.6, 1.3, 0.4, 1.1, 0.2),
+        (-0.5, -0.6, -0.3, 0.4, 1.8, 0.1, -0.4),
+        (-0.4, -0.5, -0.6, -0.3, 0.1, 0.3, 0.1),
     )
     base_by_type: tuple[float, ...] = (-0.9, -0.4, -1.2, -1.0, 1.3)
     type_noise: float = 0.2  # scale of the Gumbel noise when a type is drawn from the attributes (0: fully determined)
@@ -217,7 +238,7 @@ class TypeResponse(Response):
         )
         if offer.type == "none":
             return _sigmoid(base)
-        column = ("pause", "discount", "downgrade", "credit", "followup").index(offer.type)
+        column = ("pause", "discount", "downgrade", "credit", "followup", "reward", "referral").index(offer.type)
         effect = np.asarray(self.effects)[t, column]
         if offer.type == "discount":
             effect = effect * np.sqrt(offer.percent / 40.0) - 0.8 * ctx.recent_discount
