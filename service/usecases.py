@@ -81,7 +81,7 @@ def decide(runtime: Runtime, request: DecisionRequest, body: dict, client: str,
         history = None
         context_codes.append("store_unavailable")
         metrics.FAIL_OPEN.labels("store").inc()
-        spooled = _spooled_decision(runtime, client, request.request_id)
+        spooled = _spooled_decision(runtime, client, request.request_id, outage=True)
         if spooled is not None:  # a retry during the outage gets the decision it was given
             return {**_replay(spooled, digest)[0], "recorded": False}, False
 
@@ -118,8 +118,12 @@ def _count_exploration(d: Decision) -> None:
         metrics.SHADOW.labels(str(d.shadow.agrees).lower()).inc()
 
 
-def _spooled_decision(runtime: Runtime, client: str, request_id: str) -> dict | None:
-    if runtime.spool is None or not runtime.spool.pending():
+def _spooled_decision(runtime: Runtime, client: str, request_id: str, outage: bool = False) -> dict | None:
+    """The decision this host's spool holds for the request, if any. With the store up the spool is read only
+    when something may wait in it (Spool.pending, which looks at other workers' writes at most every few
+    seconds: the common path stays cheap). During an outage it is always read: a retry that reached another
+    worker than the first attempt got a new decision when that worker had last seen the spool empty."""
+    if runtime.spool is None or not (outage or runtime.spool.pending()):
         return None
     return runtime.spool.decision(client, request_id)
 

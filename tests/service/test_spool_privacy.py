@@ -121,3 +121,22 @@ def test_erasure_removes_the_customers_rows_still_waiting_in_the_spool(apps, spo
     assert EMAIL.encode() not in _raw(spool_path)
     again = api.delete("/v1/customers/cust-erase-me/data", headers=headers("admin")).get_json()
     assert again["spooled_decisions"] == 0 and again["decisions"] == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_retry_during_an_outage_that_reaches_another_worker_gets_the_same_decision(apps, spool_path, backend,
+                                                                                   migrated_url, tmp_path):
+    """Two workers share the host's spool. The second had last seen it empty (it looks at other workers'
+    writes at most every `interval` seconds) and made a new decision for the retry: the outage drill's
+    "a retry during the outage got another decision"."""
+    first, second = apps(spool_path), apps(spool_path)
+    one, two = first.test_client(), second.test_client()
+    assert post(two, "/v1/decisions", decision_body(request_id="seen-empty")).status_code == 201  # store up
+    second.extensions["retention"].spool.interval = 60.0  # its "nothing waits" stays fresh all test long
+    _cut(first, backend, tmp_path)
+    _cut(second, backend, tmp_path)
+    answered = _spool_decision(one, "retry-1", "cust-retry", None)
+    retried = post(two, "/v1/decisions", decision_body(request_id="retry-1", customer_id="cust-retry",
+                                                       reason="temporary"))
+    assert retried.status_code == 200, retried.get_json()
+    assert retried.get_json()["decision_id"] == answered["decision_id"]
