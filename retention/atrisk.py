@@ -1,6 +1,6 @@
 """The proactive risk list's rules (issue 16 item 4): which features explain a customer's churn risk (reason
-codes), what to do about an at-risk customer, and how well a list ranks (top-decile lift). Pure numpy; the
-scoring itself is training.atrisk, the command `retention at-risk`."""
+codes), and what to do about an at-risk customer. Pure numpy; the scoring and how well a list ranks (its top-decile
+lift) are training.atrisk, the command `retention at-risk`."""
 
 from __future__ import annotations
 
@@ -32,17 +32,3 @@ def reason_codes(contributions: np.ndarray, names: list[str], k: int) -> list[li
         order = np.argsort(-row, kind="stable")[:k]
         out.append([(names[j], float(row[j])) for j in order if row[j] > 0])
     return out
-
-
-def top_decile_lift(risk: np.ndarray, outcome: np.ndarray) -> dict:
-    """The share of the riskiest 10% (at least one) with the outcome, over the share of everyone: how much
-    better the list finds who will cancel than picking customers at random (fight-churn's headline figure)."""
-    risk, outcome = np.asarray(risk, dtype="float64"), np.asarray(outcome, dtype=bool)
-    if len(risk) == 0:
-        raise ValueError("no customers to measure a lift on")
-    n_top = max(1, int(round(len(risk) / 10)))
-    top = np.argsort(-risk, kind="stable")[:n_top]
-    overall = float(outcome.mean())
-    in_top = float(outcome[top].mean())
-    return {"customers": int(len(risk)), "top": n_top, "positives": int(outcome.sum()),
-            "share_top": in_top, "share_all": overall, "lift": None if overall == 0 else in_top / overall}

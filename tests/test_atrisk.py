@@ -14,11 +14,11 @@ from click.testing import CliRunner
 
 from cli import main
 from retention.artifacts import load_artifact
-from retention.atrisk import reason_codes, suggest_action, top_decile_lift
+from retention.atrisk import reason_codes, suggest_action
 from retention.features import FEATURE_VERSION
 from retention.offers import load_catalog
 from store import Store
-from training.atrisk import held_out_lift, risk_list
+from training.atrisk import held_out_lift, risk_list, top_decile_lift
 from training.train import TrainConfig, train_version
 
 T = datetime(2026, 10, 2, tzinfo=UTC)  # the small set ends 2026-11-01: T is 30 days before

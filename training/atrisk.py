@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
-from retention.atrisk import reason_codes, suggest_action, top_decile_lift
+from retention.atrisk import reason_codes, suggest_action
 from retention.features import FeatureSpec
 from retention.offers import Catalog
 from retention.utc import naive_utc
 from training.dataset import open_dataset
-from training.evaluate import feature_batches, subscribed_customers
+from training.evaluate import churn_risk_batches
+from training.metrics import lift_top_decile
 
 HORIZON_DAYS = 30
 
@@ -62,20 +64,13 @@ def contributions(estimator, rows: pd.DataFrame, columns: list[str], refs: dict)
 def score_all(model: dict, meta: dict, con, catalog: Catalog, as_of: datetime, batch_size: int = 100_000,
               progress=None) -> pd.DataFrame:
     """Every customer subscribed at `as_of`: the model's columns, nps_last, nps_segment and churn_risk_30d."""
-    if model.get("churn_risk") is None:
-        raise ValueError(f"model {meta['version']} has no churn-risk model: {meta['models']['churn_risk'].get('why')}")
-    spec = FeatureSpec.from_dict(meta["feature_spec"])
-    customers = subscribed_customers(con, as_of)
-    if len(customers) == 0:
-        raise ValueError(f"no customer is subscribed at {as_of.isoformat()} in the data (signed up before it "
-                         "and not ended by then): nothing to list")
     cols = meta["feature_names"]["churn_risk"]
     keep = list(dict.fromkeys(["customer_id", "nps_last", "nps_segment", *cols]))
-    parts = []
-    for feats in feature_batches(con, spec, catalog, customers, as_of, batch_size, progress, desc="score"):
-        part = feats[keep].copy()
-        part["churn_risk_30d"] = model["churn_risk"].predict_proba(feats[cols])[:, 1]
-        parts.append(part)
+    parts = [feats[keep].assign(churn_risk_30d=risk)
+             for feats, risk in churn_risk_batches(model, meta, con, catalog, as_of, batch_size, progress)]
+    if not parts:
+        raise ValueError(f"no customer is subscribed at {as_of.isoformat()} in the data (signed up before it "
+                         "and not ended by then): nothing to list")
     return pd.concat(parts, ignore_index=True)
 
 
@@ -146,6 +141,21 @@ def outcomes_after(con, customer_ids: np.ndarray, as_of: datetime, days: int = H
     finally:
         con.unregister("listed_ids")
     return pd.DataFrame({"customer_id": customer_ids}).merge(df, on="customer_id", how="left")
+
+
+def top_decile_lift(risk: np.ndarray, outcome: np.ndarray) -> dict:
+    """The share of the riskiest tenth with the outcome, over the share of everyone: how much better the list
+    finds who will cancel than picking customers at random. The lift is the model report's
+    (training.metrics.lift_top_decile: the top ceil(n/10), ties at the cut shared)."""
+    outcome = np.asarray(outcome, dtype=bool)
+    if len(outcome) == 0:
+        raise ValueError("no customers to measure a lift on")
+    overall = float(outcome.mean())
+    # Only the order matters: ranks scaled to (0, 1] let any risk score through the metric's probability check.
+    ranks = rankdata(np.asarray(risk, dtype="float64")) / len(outcome)
+    lift = None if overall == 0 else lift_top_decile(outcome, ranks)
+    return {"customers": int(len(outcome)), "top": -(-len(outcome) // 10), "positives": int(outcome.sum()),
+            "share_top": overall * lift if lift is not None else 0.0, "share_all": overall, "lift": lift}
 
 
 def held_out_lift(model: dict, meta: dict, data_dir: Path, catalog: Catalog, as_of: datetime) -> dict:

@@ -71,23 +71,32 @@ def feature_batches(con, spec: FeatureSpec, catalog: Catalog, customer_ids: np.n
         yield compute_features(con, points, spec, offer_types)
 
 
+def churn_risk_batches(model: dict, meta: dict, con, catalog: Catalog, as_of: datetime, batch_size: int,
+                       progress=None) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """(features, churn risk in the next 30 days) per batch of the customers subscribed at `as_of` (signed up
+    before, not ended by then): what `retention score` writes and `retention at-risk` ranks."""
+    if model.get("churn_risk") is None:
+        raise ValueError(f"model {meta['version']} has no churn-risk model: {meta['models']['churn_risk'].get('why')}")
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    cols = meta["feature_names"]["churn_risk"]
+    customers = subscribed_customers(con, as_of)
+    for feats in feature_batches(con, spec, catalog, customers, as_of, batch_size, progress, desc="score"):
+        yield feats, model["churn_risk"].predict_proba(feats[cols])[:, 1]
+
+
 def score_customers(model: dict, meta: dict, data_dir: Path, catalog: Catalog, as_of: datetime, out: Path,
                     batch_size: int, progress=None) -> int:
     """Write churn risk for every customer subscribed at `as_of` (signed up before, not ended by then)."""
-    if model.get("churn_risk") is None:
-        raise ValueError(f"model {meta['version']} has no churn-risk model: {meta['models']['churn_risk'].get('why')}")
-    con = open_dataset(data_dir)
-    spec = FeatureSpec.from_dict(meta["feature_spec"])
     t = naive_utc(as_of)
-    customers = subscribed_customers(con, as_of)
-    cols = meta["feature_names"]["churn_risk"]
-    writer = None
+    writer, n = None, 0
     try:
-        for feats in feature_batches(con, spec, catalog, customers, as_of, batch_size, progress, desc="score"):
+        for feats, risk in churn_risk_batches(model, meta, open_dataset(data_dir), catalog, as_of, batch_size,
+                                              progress):
+            n += len(feats)
             table = pa.table({
                 "customer_id": feats["customer_id"].to_numpy(),
                 "as_of": pa.array([t] * len(feats), pa.timestamp("us")),
-                "churn_risk_30d": model["churn_risk"].predict_proba(feats[cols])[:, 1],
+                "churn_risk_30d": risk,
                 "nps_segment": feats["nps_segment"].to_numpy(),
                 "model_version": [meta["version"]] * len(feats),
             })
@@ -98,4 +107,4 @@ def score_customers(model: dict, meta: dict, data_dir: Path, catalog: Catalog, a
     finally:
         if writer is not None:
             writer.close()
-    return len(customers)
+    return n
