@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import click
 
-from cli.options import database_url, fail, open_store
+from cli.options import database_url, open_store
 from retention.webhooks import ALL, EVENT_TYPES
 from store.models import OUTBOX_STATES
 
@@ -102,8 +102,6 @@ def events(subscription_id: int | None, state: str | None, limit: int, url: str 
 @database_url
 def replay(ids: tuple[int, ...], subscription_id: int | None, state: str | None, url: str | None) -> None:
     """Queue dead-lettered or delivered events IDS (or a subscription's) again, due now, with the same id."""
-    if not ids and subscription_id is None:
-        fail("name the events to replay (ids from `retention webhooks events`) or --subscription ID")
     if not ids and state is None:
         state = "dead"
     with open_store(url) as store:

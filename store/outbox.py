@@ -269,6 +269,11 @@ class OutboxMixin:
         if subscription_id is not None:
             where.append(_O.c.subscription_id == subscription_id)
         with self.transaction(write=True) as conn:
+            if ids:  # an id that names no event is an error, not "0 queued again"
+                known = set(conn.execute(select(_O.c.id).where(_O.c.id.in_(ids))).scalars())
+                if unknown := sorted(set(ids) - known):
+                    raise NotFound(f"no queued event with id {', '.join(map(str, unknown))} "
+                                   "(see `retention webhooks events`)")
             return conn.execute(update(_O).where(and_(*where)).values(
                 state="pending", attempts=0, next_attempt_at=_now(), claimed_until=None, claimed_by=None,
                 delivered_at=None)).rowcount

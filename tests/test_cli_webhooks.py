@@ -44,6 +44,7 @@ def test_bad_input_exits_2_naming_the_problem(migrated_url):
         (("disable", "7"), "no webhook subscription 7"),
         (("replay",), "name the events to replay"),
         (("replay", "--subscription", "7"), "no webhook subscription 7"),
+        (("replay", "999"), "no queued event with id 999"),  # said "0 event(s) queued again", exit 0
     ):
         result = run(migrated_url, *args)
         assert result.exit_code == 2 and f"error: {message}" in result.output, (args, result.output)
