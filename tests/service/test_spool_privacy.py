@@ -26,11 +26,16 @@ def _raw(path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-def _cut(app, backend: str, tmp_path: Path) -> None:
+def _outage(app, backend: str, tmp_path: Path, warm_up: str = "warm-up"):
+    """The app's test client, after one decision with the store up (the key is verified and cached), with
+    its store then gone."""
+    client = app.test_client()
+    assert post(client, "/v1/decisions", decision_body(request_id=warm_up)).status_code == 201
     rt = app.extensions["retention"]
     rt.close()
     rt.database_url = (f"sqlite:///{tmp_path}/missing-dir/x.db" if backend == "sqlite"
                        else "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1")
+    return client
 
 
 def _spool_decision(client, request_id: str, customer_id: str, text: str | None) -> dict:
@@ -64,9 +69,7 @@ def apps(migrated_url, models_root):
 def test_a_drained_spool_keeps_no_customer_data_and_is_private(apps, spool_path, backend, migrated_url,
                                                                  tmp_path):
     app = apps(spool_path)
-    client = app.test_client()
-    assert post(client, "/v1/decisions", decision_body(request_id="warm-up")).status_code == 201
-    _cut(app, backend, tmp_path)
+    client = _outage(app, backend, tmp_path)
     spooled = [_spool_decision(client, f"spool-{i}", f"cust-spool-{i % 7}", f"{EMAIL} - call me back, #{i}")
                for i in range(120)]
     for d in spooled[::3]:
@@ -96,9 +99,7 @@ def test_erasure_removes_the_customers_rows_still_waiting_in_the_spool(apps, spo
                                                                        tmp_path):
     # The outage: one service process spools, its database never comes back.
     during = apps(spool_path)
-    client = during.test_client()
-    assert post(client, "/v1/decisions", decision_body(request_id="warm-up")).status_code == 201
-    _cut(during, backend, tmp_path)
+    client = _outage(during, backend, tmp_path)
     erased = [_spool_decision(client, f"erase-{i}", "cust-erase-me", f"write to {EMAIL}") for i in range(3)]
     assert post(client, f"/v1/decisions/{erased[0]['decision_id']}/outcome",
                 {"outcome": "shown"}).status_code == 202
@@ -130,11 +131,9 @@ def test_a_retry_during_an_outage_that_reaches_another_worker_gets_the_same_deci
     writes at most every `interval` seconds) and made a new decision for the retry: the outage drill's
     "a retry during the outage got another decision"."""
     first, second = apps(spool_path), apps(spool_path)
-    one, two = first.test_client(), second.test_client()
-    assert post(two, "/v1/decisions", decision_body(request_id="seen-empty")).status_code == 201  # store up
-    second.extensions["retention"].spool.interval = 60.0  # its "nothing waits" stays fresh all test long
-    _cut(first, backend, tmp_path)
-    _cut(second, backend, tmp_path)
+    two = _outage(second, backend, tmp_path, warm_up="seen-empty")  # with the store up it saw the spool empty
+    second.extensions["retention"].spool.interval = 60.0  # and that "nothing waits" stays fresh all test long
+    one = _outage(first, backend, tmp_path, warm_up="warm-first")
     answered = _spool_decision(one, "retry-1", "cust-retry", None)
     retried = post(two, "/v1/decisions", decision_body(request_id="retry-1", customer_id="cust-retry",
                                                        reason="temporary"))
